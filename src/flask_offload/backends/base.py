@@ -1,0 +1,95 @@
+"""The backend interface and the job runner shared by in-process backends."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from ..errors import JobCancelled
+from ..jobs import Job
+from ..jobs import JobState
+from ..snapshot import replay
+from ..snapshot import Snapshot
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask import Flask
+
+    from ..extension import Settings
+
+logger = logging.getLogger("flask_offload")
+
+
+class Backend:
+    """Runs jobs for one app. Subclasses implement :meth:`enqueue`."""
+
+    name = "base"
+
+    def __init__(self, settings: Settings, app_name: str) -> None:
+        self.settings = settings
+        self.app_name = app_name
+
+    def reserve(self) -> None:
+        """Take a place for one more job before it is created, or raise
+        :exc:`~flask_offload.QueueFull`.
+        """
+
+    def unreserve(self) -> None:
+        """Give back a place taken by :meth:`reserve` that was not used."""
+
+    def enqueue(
+        self,
+        app: Flask,
+        job: Job,
+        fn: t.Callable[..., t.Any],
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+    ) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop accepting jobs."""
+
+    def stop(self) -> None:
+        """Release the backend's threads once no job will run any more."""
+
+
+def run_job(
+    app: Flask,
+    job: Job,
+    snapshot: Snapshot,
+    fn: t.Callable[..., t.Any],
+    args: tuple[t.Any, ...],
+    kwargs: dict[str, t.Any],
+    settings: Settings,
+) -> None:
+    """Run one job to its end: never raises, never loses the outcome.
+
+    A failure is logged before the job is marked done, and the job is done
+    only after its context was torn down.
+    """
+    if not job._start():
+        return  # cancelled while pending
+    try:
+        result = replay(
+            app,
+            snapshot,
+            fn,
+            args,
+            kwargs,
+            job=job,
+            teardown_request=settings.job_teardown_request,
+            max_body_size=settings.max_body_size,
+        )
+    except JobCancelled as e:
+        job._finish(JobState.CANCELLED, exc=e)
+    except BaseException as e:
+        logger.error(
+            "Job %s (%s) submitted from %s failed.",
+            job.id,
+            job.name,
+            job.submitted_from,
+            exc_info=e,
+        )
+        job._finish(JobState.FAILED, exc=e)
+    else:
+        job._finish(JobState.SUCCEEDED, result)

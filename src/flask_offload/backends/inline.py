@@ -1,0 +1,78 @@
+"""Run each job at submit, in the caller's thread, through the same path a
+job takes to another process: capture, serialise to JSON, sign, verify,
+deserialise, replay in a fresh context. Meant for tests: what would break
+across processes breaks here, at once, in the test that submitted.
+"""
+
+from __future__ import annotations
+
+import typing as t
+import weakref
+
+from .. import signing
+from ..files import UploadedFile
+from ..jobs import JobState
+from ..snapshot import Snapshot
+from .base import Backend
+from .base import run_job
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask import Flask
+
+    from ..jobs import Job
+
+# Files stay in this process: the serialised snapshot refers to them by key.
+_local_files: weakref.WeakValueDictionary[str, UploadedFile] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _file_ref(f: UploadedFile) -> dict[str, t.Any]:
+    key = f"{id(f):x}"
+    _local_files[key] = f
+    return {
+        "ref": key,
+        "field": f.field,
+        "filename": f.filename,
+        "content_type": f.content_type,
+        "size": f.size,
+    }
+
+
+def _open_file(data: dict[str, t.Any]) -> UploadedFile:
+    return _local_files[data["ref"]]
+
+
+class InlineBackend(Backend):
+    name = "inline"
+
+    def enqueue(
+        self,
+        app: Flask,
+        job: Job,
+        fn: t.Callable[..., t.Any],
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+    ) -> None:
+        snapshot = job.snapshot
+        assert snapshot is not None
+        try:
+            bind = {"job": job.id, "task": job.name}
+            token = signing.sign(
+                app,
+                {"snap": snapshot.to_dict(app, file_ref=_file_ref), **bind},
+                require_key=False,
+            )
+            payload = signing.verify(
+                app,
+                token,
+                max_age=self.settings.snapshot_max_age,
+                bind=bind,
+                require_key=False,
+            )
+            replayed = Snapshot.from_dict(app, payload["snap"], open_file=_open_file)
+        except Exception as e:
+            # The job must end, never stay pending; the caller sees the error.
+            job._finish(JobState.FAILED, exc=e)
+            raise
+        run_job(app, job, replayed, fn, args, kwargs, self.settings)

@@ -1,0 +1,114 @@
+"""The default backend: a bounded pool of daemon threads in this process.
+
+Daemon threads never keep the interpreter alive on their own; draining at
+exit and on SIGTERM is done explicitly by the extension, for at most
+``OFFLOAD_SHUTDOWN_TIMEOUT`` seconds, and every job it abandons is logged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import typing as t
+
+from ..errors import QueueFull
+from .base import Backend
+from .base import run_job
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask import Flask
+
+    from ..extension import Settings
+    from ..jobs import Job
+
+_Item = tuple[
+    "Flask", "Job", t.Callable[..., t.Any], tuple[t.Any, ...], dict[str, t.Any]
+]
+_counter = itertools.count()
+
+
+class ThreadBackend(Backend):
+    name = "thread"
+
+    def __init__(self, settings: Settings, app_name: str) -> None:
+        super().__init__(settings, app_name)
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        max_queue = settings.max_queue
+        self._slots = threading.Semaphore(max_queue) if max_queue else None
+        self._block = settings.queue_full == "block"
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._prefix = f"flask-offload-{app_name}-{next(_counter)}"
+
+    def reserve(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                "Flask-Offload was shut down for this app and accepts no more jobs."
+                " Submit before calling 'offload.shutdown()'."
+            )
+        slots = self._slots
+        if slots is not None and not slots.acquire(blocking=self._block):
+            raise QueueFull(
+                f"The job queue is full: {self.settings.max_queue} jobs are waiting"
+                f" for {self.settings.max_workers} workers. Raise OFFLOAD_MAX_QUEUE"
+                " or OFFLOAD_MAX_WORKERS, or set OFFLOAD_QUEUE_FULL = 'block' to"
+                " wait for a free place instead."
+            )
+
+    def unreserve(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+
+    def enqueue(
+        self,
+        app: Flask,
+        job: Job,
+        fn: t.Callable[..., t.Any],
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+    ) -> None:
+        self._queue.put((app, job, fn, args, kwargs))
+        # As ThreadPoolExecutor does: reuse an idle worker, else start one.
+        if self._idle.acquire(blocking=False):
+            return
+        with self._lock:
+            if len(self._threads) < self.settings.max_workers:
+                thread = threading.Thread(
+                    target=self._work,
+                    name=f"{self._prefix}_{len(self._threads)}",
+                    daemon=True,
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def _work(self) -> None:
+        get = self._queue.get
+        settings = self.settings
+        while True:
+            item = get()
+            if item is None:
+                self._queue.put(None)  # wake the next worker to stop too
+                return
+            if self._slots is not None:
+                self._slots.release()
+            app, job, fn, args, kwargs = item
+            snapshot = job.snapshot
+            if snapshot is not None:
+                run_job(app, job, snapshot, fn, args, kwargs, settings)
+            del item, app, job, fn, args, kwargs, snapshot
+            self._idle.release()
+
+    def close(self) -> None:
+        self._closed = True
+
+    def stop(self) -> None:
+        self._closed = True
+        self._queue.put(None)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        """The worker threads started so far."""
+        return list(self._threads)

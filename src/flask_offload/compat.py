@@ -1,0 +1,95 @@
+"""The only module that knows about Flask and Werkzeug internals.
+
+Flask 3.1 has separate request and app contexts; Flask 3.2 merges the request
+into :class:`flask.ctx.AppContext` (``AppContext(app, request=..., session=...)``)
+and passes the context to ``do_teardown_request``. Everything version-specific,
+and every private attribute the library must read, lives here so the rest of
+the package uses public API only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import typing as t
+
+from flask import Flask
+from flask.ctx import AppContext
+from flask.sessions import SessionMixin
+from flask.wrappers import Request
+
+#: True on Flask 3.2 and later, where the request lives in the app context.
+MERGED_CONTEXT: bool = "request" in inspect.signature(AppContext.__init__).parameters
+
+#: Whether a descriptor can be re-opened through procfs, giving a new open file
+#: description (own offset) on the same inode. ``os.dup`` shares the offset.
+HAS_PROC_FD: bool = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
+
+
+class PushableContext(t.Protocol):
+    def push(self) -> None: ...
+
+    def pop(self, exc: BaseException | None = ...) -> None: ...
+
+
+def request_job_context(
+    app: Flask, request: Request, session: SessionMixin
+) -> PushableContext:
+    """Make one fresh context that carries ``request`` and ``session``.
+
+    On 3.2 this is a single :class:`AppContext`, which matters because
+    Flask-SQLAlchemy keys its session by the app context's identity.
+    """
+    if MERGED_CONTEXT:
+        return AppContext(app, request=request, session=session)  # type: ignore[call-arg,no-any-return,unused-ignore]
+    from flask.ctx import RequestContext
+
+    return RequestContext(app, request.environ, request=request, session=session)
+
+
+_TEARDOWN_MARK = "_flask_offload_teardown"
+
+
+def skip_teardown_request_in_jobs(app: Flask, skip: t.Callable[[], bool]) -> None:
+    """Wrap ``app.do_teardown_request`` on this app instance so it does nothing
+    while ``skip()`` is true (inside a job that must not run request teardown).
+
+    Works for the 3.1 signature ``(exc)`` and the 3.2 one ``(ctx, exc)``.
+    Idempotent per app.
+    """
+    if getattr(app, _TEARDOWN_MARK, False):
+        return
+    original = app.do_teardown_request
+
+    def do_teardown_request(*args: t.Any, **kwargs: t.Any) -> None:
+        if skip():
+            return
+        original(*args, **kwargs)
+
+    app.do_teardown_request = do_teardown_request  # type: ignore[method-assign]
+    setattr(app, _TEARDOWN_MARK, True)
+
+
+def spooled_parts(stream: t.Any) -> tuple[str, t.Any]:
+    """Classify an upload stream without forcing it to roll over to disk.
+
+    :return: ``("file", fileobj)`` for a stream backed by a real file (a
+        :class:`~tempfile.SpooledTemporaryFile` that has rolled over, or any
+        object with a working ``fileno``), ``("bytes", data)`` for one held in
+        memory, or ``("stream", stream)`` for anything else.
+    """
+    inner = stream
+    # SpooledTemporaryFile: calling fileno() would force a roll-over, so look
+    # at whether it already rolled and take its underlying file directly.
+    if hasattr(stream, "_rolled") and hasattr(stream, "_file"):
+        inner = stream._file
+        if not stream._rolled:
+            return "bytes", inner.getvalue()
+    if hasattr(inner, "getvalue"):
+        return "bytes", inner.getvalue()
+    try:
+        inner.fileno()
+    except (AttributeError, OSError, ValueError):
+        return "stream", stream
+    return "file", inner

@@ -1,0 +1,454 @@
+"""The :class:`Offload` extension."""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+import typing as t
+import weakref
+
+from flask import current_app
+from flask import Flask
+from flask import has_app_context
+
+from . import compat
+from .backends.base import Backend
+from .errors import NotRegistered
+from .jobs import Job
+from .jobs import JobRegistry
+from .jobs import JobState
+from .snapshot import caller_site
+from .snapshot import capture
+from .snapshot import skip_teardown_request
+from .tasks import Task
+from .tasks import task_name
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from types import FrameType
+
+P = t.ParamSpec("P")
+R = t.TypeVar("R")
+
+logger = logging.getLogger("flask_offload")
+
+#: Every config key with its default. Read once by :meth:`Offload.init_app`.
+DEFAULTS: dict[str, t.Any] = {
+    "OFFLOAD_BACKEND": "thread",
+    "OFFLOAD_MAX_WORKERS": None,
+    "OFFLOAD_MAX_QUEUE": 10_000,
+    "OFFLOAD_QUEUE_FULL": "raise",
+    "OFFLOAD_SHUTDOWN_TIMEOUT": 30.0,
+    "OFFLOAD_RESULT_TTL": 3600.0,
+    "OFFLOAD_MAX_FINISHED": 1000,
+    "OFFLOAD_MAX_BODY_SIZE": 16 * 1024 * 1024,
+    "OFFLOAD_CARRY_G": "primitives",
+    "OFFLOAD_CARRY_CREDENTIALS": False,
+    "OFFLOAD_JOB_TEARDOWN_REQUEST": False,
+    "OFFLOAD_PROPAGATE": False,
+    "OFFLOAD_STORAGE": None,
+    "OFFLOAD_CELERY": None,
+    "OFFLOAD_SNAPSHOT_MAX_AGE": 3600.0,
+    "OFFLOAD_DASHBOARD": False,
+    "OFFLOAD_URL_PREFIX": "/offload",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The ``OFFLOAD_*`` config of one app, validated, as read at ``init_app``."""
+
+    backend: str
+    max_workers: int
+    max_queue: int
+    queue_full: str
+    shutdown_timeout: float
+    result_ttl: float
+    max_finished: int
+    max_body_size: int
+    carry_g: str | tuple[str, ...] | None
+    carry_credentials: bool
+    job_teardown_request: bool
+    propagate: bool
+    storage: str | None
+    celery: t.Any
+    snapshot_max_age: float
+    dashboard: bool
+    url_prefix: str
+
+    @classmethod
+    def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
+        def get(key: str) -> t.Any:
+            return config.get(key, DEFAULTS[key])
+
+        from .backends import BACKENDS
+
+        backend = get("OFFLOAD_BACKEND")
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"OFFLOAD_BACKEND is {backend!r}, which is not a backend. Use one"
+                f" of: {', '.join(repr(b) for b in BACKENDS)}."
+            )
+        workers = get("OFFLOAD_MAX_WORKERS")
+        if workers is None:
+            workers = min(32, (os.cpu_count() or 1) + 4)
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(
+                "OFFLOAD_MAX_WORKERS must be a whole number of at least 1,"
+                f" not {workers!r}."
+            )
+        queue_full = get("OFFLOAD_QUEUE_FULL")
+        if queue_full not in ("raise", "block"):
+            raise ValueError(
+                f"OFFLOAD_QUEUE_FULL must be 'raise' or 'block', not {queue_full!r}."
+            )
+        carry_g = get("OFFLOAD_CARRY_G")
+        if carry_g in (None, False, "", (), []):
+            carry_g = None
+        elif carry_g != "primitives":
+            if isinstance(carry_g, str) or not all(isinstance(n, str) for n in carry_g):
+                raise ValueError(
+                    "OFFLOAD_CARRY_G must be 'primitives', a list of names of 'g'"
+                    f" attributes, or None, not {carry_g!r}."
+                )
+            carry_g = tuple(carry_g)
+        return cls(
+            backend=backend,
+            max_workers=workers,
+            max_queue=int(get("OFFLOAD_MAX_QUEUE") or 0),
+            queue_full=queue_full,
+            shutdown_timeout=float(get("OFFLOAD_SHUTDOWN_TIMEOUT")),
+            result_ttl=float(get("OFFLOAD_RESULT_TTL")),
+            max_finished=int(get("OFFLOAD_MAX_FINISHED")),
+            max_body_size=int(get("OFFLOAD_MAX_BODY_SIZE")),
+            carry_g=carry_g,
+            carry_credentials=bool(get("OFFLOAD_CARRY_CREDENTIALS")),
+            job_teardown_request=bool(get("OFFLOAD_JOB_TEARDOWN_REQUEST")),
+            propagate=bool(get("OFFLOAD_PROPAGATE")),
+            storage=get("OFFLOAD_STORAGE"),
+            celery=get("OFFLOAD_CELERY"),
+            snapshot_max_age=float(get("OFFLOAD_SNAPSHOT_MAX_AGE")),
+            dashboard=bool(get("OFFLOAD_DASHBOARD")),
+            url_prefix=str(get("OFFLOAD_URL_PREFIX")),
+        )
+
+
+class _AppState:
+    __slots__ = ("settings", "registry", "backend", "__weakref__")
+
+    def __init__(self, settings: Settings, registry: JobRegistry, backend: Backend):
+        self.settings = settings
+        self.registry = registry
+        self.backend = backend
+
+
+def _make_backend(settings: Settings, app_name: str) -> Backend:
+    if settings.backend == "inline":
+        from .backends.inline import InlineBackend
+
+        return InlineBackend(settings, app_name)
+    from .backends.thread import ThreadBackend
+
+    return ThreadBackend(settings, app_name)
+
+
+# Settings of every app that carry() or a job may run in, including apps that
+# use carry() without an Offload instance (defaults then).
+_settings: weakref.WeakKeyDictionary[Flask, Settings] = weakref.WeakKeyDictionary()
+# The pytest plugin's offload_inline fixture forces this backend everywhere.
+_forced_backend: Backend | None = None
+_live_states: weakref.WeakSet[_AppState] = weakref.WeakSet()
+
+
+def settings_for(app: Flask) -> Settings:
+    """The settings an app runs jobs with; defaults for an app that only uses
+    :func:`~flask_offload.carry`.
+    """
+    settings = _settings.get(app)
+    if settings is None:
+        settings = Settings.from_config(app.config)
+        compat.skip_teardown_request_in_jobs(app, skip_teardown_request)
+        _settings[app] = settings
+    return settings
+
+
+class Offload:
+    """Run work after the response, with the request it came from.
+
+    .. code-block:: python
+
+        offload = Offload(app)  # or Offload() and later offload.init_app(app)
+
+        @app.post("/orders/export")
+        def export():
+            job = offload.submit(build_export, request.args["month"])
+            return {"job": job.id}, 202
+
+    One instance may serve several apps (the factory pattern); each app has
+    its own config, backend and jobs. The app is never stored on the
+    extension: calls find it through ``current_app``.
+
+    :param app: The app to initialise now, if any.
+    :param celery: An existing Celery app for the ``celery`` backend.
+    """
+
+    def __init__(self, app: Flask | None = None, *, celery: t.Any = None) -> None:
+        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._celery = celery
+        #: Declared tasks by name.
+        self.tasks: dict[str, Task[..., t.Any]] = {}
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register the extension on ``app``.
+
+        Reads the ``OFFLOAD_*`` config once (see :doc:`/config`), setting each
+        missing key to its default. Changing them afterwards has no effect.
+
+        :raises RuntimeError: The app already has an ``Offload`` instance.
+        :raises ValueError: A config value is invalid; the message says which.
+        """
+        if "offload" in app.extensions:
+            raise RuntimeError(
+                "An 'Offload' instance has already been registered on this Flask"
+                " app. Import and use that instance instead."
+            )
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        settings = Settings.from_config(app.config)
+        _settings[app] = settings
+        compat.skip_teardown_request_in_jobs(app, skip_teardown_request)
+        registry = JobRegistry(settings.result_ttl, settings.max_finished)
+        state = _AppState(settings, registry, _make_backend(settings, app.name))
+        self._states[app] = state
+        _live_states.add(state)
+        app.extensions["offload"] = self
+
+        from .cli import offload_cli
+
+        app.cli.add_command(offload_cli)
+        if settings.backend == "thread":
+            _install_sigterm()
+
+    # -- finding the app ---------------------------------------------------
+
+    def _state(self, app: Flask | None = None) -> tuple[Flask, _AppState]:
+        if app is None:
+            if not has_app_context():
+                raise RuntimeError(
+                    "Working outside of application context. 'offload.submit' and"
+                    " the other job calls need to know the app: call them in a view,"
+                    " a CLI command, a job, or inside 'with app.app_context()'."
+                )
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self._states.get(app)
+        if state is None:
+            raise RuntimeError(
+                "The current Flask app is not registered with this 'Offload'"
+                " instance. Did you forget to call 'init_app', or did you create"
+                " several 'Offload' instances?"
+            )
+        return app, state
+
+    def _states_here(self) -> list[_AppState]:
+        """The current app's state, or every app's outside an app context."""
+        if has_app_context():
+            return [self._state()[1]]
+        return list(self._states.values())
+
+    # -- submitting ----------------------------------------------------------
+
+    def submit(
+        self, fn: t.Callable[..., t.Any], /, *args: t.Any, **kwargs: t.Any
+    ) -> Job:
+        """Run ``fn(*args, **kwargs)`` as a job and return its :class:`Job`.
+
+        Inside a request, the job sees a replay of it (``request``, a copy of
+        the session, the carried ``g`` values, uploaded files) even after the
+        response was sent. Outside a request (CLI, ``app.app_context()``),
+        it gets an app context only. Any callable works on the thread and
+        inline backends; the Celery backend sends only declared tasks.
+
+        :param fn: The function, or a :class:`Task`.
+        :raises QueueFull: The queue is full and ``OFFLOAD_QUEUE_FULL`` is ``"raise"``.
+        :raises RuntimeError: No app context is active.
+        """
+        app, state = self._state()
+        settings = state.settings
+        backend = _forced_backend or state.backend
+        if isinstance(fn, Task):
+            name, func = fn.name, fn.fn
+        else:
+            if backend.name == "celery":
+                raise NotRegistered(
+                    f"{task_name(fn)} is not a declared task, and the Celery backend"
+                    " can only send declared tasks to a worker. Decorate it with"
+                    " '@offload.task' and call 'its_name.submit(...)'."
+                )
+            name, func = task_name(fn), fn
+        backend.reserve()
+        try:
+            snapshot = capture(
+                carry_g=settings.carry_g,
+                max_body_size=settings.max_body_size,
+                site=caller_site(),
+            )
+            job = Job(name, app=app, site=snapshot.site, snapshot=snapshot)
+            snapshot.acquire()
+        except BaseException:
+            backend.unreserve()
+            raise
+        state.registry.add(job)
+        from .signals import job_submitted
+
+        job._send(job_submitted)
+        backend.enqueue(app, job, func, args, kwargs)
+        return job
+
+    @t.overload
+    def task(self, fn: t.Callable[P, R], /) -> Task[P, R]: ...
+
+    @t.overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> t.Callable[[t.Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self, fn: t.Callable[P, R] | None = None, /, *, name: str | None = None
+    ) -> Task[P, R] | t.Callable[[t.Callable[P, R]], Task[P, R]]:
+        """Declare a task: ``@offload.task`` or ``@offload.task(name="...")``.
+
+        The result is still callable directly (it runs in the caller) and has
+        :meth:`Task.submit` and :meth:`Task.delay` to run it as a job.
+        """
+
+        def decorate(f: t.Callable[P, R]) -> Task[P, R]:
+            declared = Task(self, f, name or task_name(f))
+            if declared.name in self.tasks:
+                raise ValueError(
+                    f"A task named {declared.name!r} is already declared. Give one"
+                    " of them another name with '@offload.task(name=...)'."
+                )
+            self.tasks[declared.name] = declared
+            return declared
+
+        if fn is not None:
+            return decorate(fn)
+        return decorate
+
+    # -- reading jobs ----------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or ``None`` if it is unknown or expired."""
+        for state in self._states_here():
+            job = state.registry.get(job_id)
+            if job is not None:
+                return job
+        return None
+
+    def jobs(self, state: JobState | str | None = None) -> list[Job]:
+        """Recent jobs this process knows, newest first.
+
+        :param state: Only jobs in this state.
+        """
+        out: list[Job] = []
+        for app_state in self._states_here():
+            out.extend(app_state.registry.recent(state))
+        return out
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every known job is done, including jobs they submit.
+
+        :param timeout: Seconds to wait at most, in all.
+        :return: ``False`` if some job was still unfinished at the timeout.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for state in self._states_here():
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not state.registry.join(left):
+                return False
+        return True
+
+    def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop accepting jobs, and with ``wait`` let queued and running jobs
+        finish for up to ``timeout`` seconds (``OFFLOAD_SHUTDOWN_TIMEOUT`` by
+        default). Every job still unfinished then is abandoned and logged with
+        its id; pending ones end ``CANCELLED``.
+        """
+        for state in self._states_here():
+            _shutdown_state(state, wait, timeout)
+
+
+def _shutdown_state(state: _AppState, wait: bool, timeout: float | None) -> None:
+    backend = state.backend
+    backend.close()
+    if not wait:
+        return
+    if timeout is None:
+        timeout = state.settings.shutdown_timeout
+    if not state.registry.join(timeout):
+        for job in state.registry.unfinished():
+            if job.cancel():
+                logger.error(
+                    "Job %s (%s) submitted from %s was abandoned at shutdown before"
+                    " it started.",
+                    job.id,
+                    job.name,
+                    job.submitted_from,
+                )
+            elif not job.done():
+                logger.error(
+                    "Job %s (%s) submitted from %s was still running when shutdown"
+                    " gave up after %s seconds; it was abandoned.",
+                    job.id,
+                    job.name,
+                    job.submitted_from,
+                    timeout,
+                )
+    backend.stop()
+
+
+def _shutdown_all() -> None:
+    for state in list(_live_states):
+        _shutdown_state(state, True, None)
+
+
+atexit.register(_shutdown_all)
+
+_sigterm_lock = threading.Lock()
+_sigterm_installed = False
+
+
+def _install_sigterm() -> None:
+    """Drain on SIGTERM when nothing else handles it.
+
+    Servers that handle SIGTERM themselves (gunicorn) exit through normal
+    interpreter shutdown, where the atexit hook drains. With the default
+    action the process would die at once and lose every queued job.
+    """
+    global _sigterm_installed
+    with _sigterm_lock:
+        if (
+            _sigterm_installed
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        _sigterm_installed = True
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    logger.info("SIGTERM received: draining Flask-Offload jobs before exiting.")
+    _shutdown_all()
+    # Then die of SIGTERM as the process would have, keeping its exit status.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,139 @@
+"""Uploaded files handed off to jobs.
+
+When a job is submitted, each file in ``request.files`` becomes an
+:class:`UploadedFile`. A file Werkzeug already spooled to disk is not copied:
+an *anchor* descriptor is opened on the same (unlinked) inode, and every
+replay opens its own handle from the anchor, with its own offset, so a job
+reads from the start however the view moved its own handle, and closing a
+job's handle never closes the view's file. A file held in memory (at most
+Werkzeug's 500 KiB spool size) is copied.
+
+Anchors are closed by reference count when the last job or ``carry`` wrapper
+using the request ends, never by garbage collection.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+import threading
+import typing as t
+
+from werkzeug.datastructures import FileStorage
+from werkzeug.datastructures import Headers
+
+from . import compat
+
+
+class UploadedFile:
+    """One uploaded file, readable by any number of jobs after the response."""
+
+    __slots__ = (
+        "field",
+        "filename",
+        "content_type",
+        "headers",
+        "size",
+        "_fd",
+        "_data",
+        "_lock",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        field: str,
+        filename: str | None,
+        content_type: str | None,
+        headers: list[tuple[str, str]],
+        *,
+        fd: int | None = None,
+        data: bytes | None = None,
+        size: int,
+    ) -> None:
+        self.field = field
+        self.filename = filename
+        self.content_type = content_type
+        self.headers = headers
+        self.size = size
+        self._fd = fd
+        self._data = data
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_storage(cls, field: str, storage: FileStorage) -> UploadedFile:
+        """Hand off a file from the live request without copying what is on disk."""
+        kind, obj = compat.spooled_parts(storage.stream)
+        headers = list(storage.headers.items())
+        args = (field, storage.filename, storage.content_type, headers)
+        if kind == "bytes":
+            data = bytes(obj)
+            return cls(*args, data=data, size=len(data))
+        if kind == "file" and compat.HAS_PROC_FD:
+            fd = os.open(f"/proc/self/fd/{obj.fileno()}", os.O_RDONLY | os.O_CLOEXEC)
+            return cls(*args, fd=fd, size=os.fstat(fd).st_size)
+        # A stream we cannot re-open (custom stream factory, or no procfs):
+        # copy it into a private unlinked temporary file, keeping the view's
+        # position as it was.
+        stream = storage.stream
+        pos = stream.tell()
+        stream.seek(0)
+        tmp = tempfile.TemporaryFile()
+        try:
+            shutil.copyfileobj(stream, tmp)
+        finally:
+            stream.seek(pos)
+        fd = os.dup(tmp.fileno())
+        tmp.close()
+        return cls(*args, fd=fd, size=os.fstat(fd).st_size)
+
+    def open(self) -> FileStorage:
+        """A new :class:`FileStorage` with its own handle, positioned at 0.
+
+        The caller owns it and must close it (the job's request does, when
+        its context is torn down).
+        """
+        stream: t.IO[bytes]
+        if self._data is not None:
+            stream = io.BytesIO(self._data)
+        else:
+            with self._lock:
+                if self._fd is None:
+                    raise ValueError(
+                        f"The upload {self.filename!r} was already released:"
+                        " its job or carried function has ended."
+                    )
+                if compat.HAS_PROC_FD:
+                    fd = os.open(
+                        f"/proc/self/fd/{self._fd}", os.O_RDONLY | os.O_CLOEXEC
+                    )
+                else:  # pragma: no cover - the copy fallback shares no offset
+                    fd = os.dup(self._fd)
+            stream = open(fd, "rb")
+        return FileStorage(
+            stream=stream,
+            filename=self.filename,
+            name=self.field,
+            content_type=self.content_type,
+            content_length=self.size,
+            headers=Headers(self.headers),
+        )
+
+    def read_bytes(self) -> bytes:
+        """The whole content (used to move the file to another process)."""
+        storage = self.open()
+        try:
+            data: bytes = storage.read()
+            return data
+        finally:
+            storage.close()
+
+    def close(self) -> None:
+        """Close the anchor. Handles already opened stay readable."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        self._data = None

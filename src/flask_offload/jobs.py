@@ -1,0 +1,392 @@
+"""Jobs: the handle a submit returns, their states, ``current_job`` and the
+bounded per-app registry of recent jobs.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import threading
+import time
+import typing as t
+import uuid
+import weakref
+from collections import deque
+from contextvars import ContextVar
+from datetime import datetime
+from datetime import timezone
+
+from werkzeug.local import LocalProxy
+
+from . import signals
+from .errors import JobCancelled
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask import Flask
+
+    from .snapshot import Snapshot
+
+logger = logging.getLogger("flask_offload")
+
+# Serialises state transitions. Critical sections are a few attribute writes,
+# so one lock for all jobs costs less than one lock per job.
+_state_lock = threading.Lock()
+
+
+class JobState(str, enum.Enum):
+    """The state of a :class:`Job`. A ``str`` enum: ``JobState.FAILED == "FAILED"``."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """Whether the state is final."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+SubmitSite = tuple[str, int, str]
+
+
+def format_site(site: SubmitSite | None) -> str | None:
+    """Format a ``(filename, lineno, function)`` submit site as
+    ``"path/to/views.py:42 in upload"``, relative to the working directory
+    when the file is below it.
+    """
+    if site is None:
+        return None
+    filename, lineno, func = site
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:  # pragma: no cover - another drive on Windows
+        rel = filename
+    if not rel.startswith(".."):
+        filename = rel
+    return f"{filename}:{lineno} in {func}"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Job:
+    """A unit of work submitted with :meth:`Offload.submit` or a task's
+    :meth:`~Task.submit`.
+
+    Jobs are created by the extension; users read them, wait on them and may
+    cancel them. All methods are safe to call from any thread.
+    """
+
+    __slots__ = (
+        "id",
+        "name",
+        "state",
+        "progress",
+        "message",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+        "cancel_requested",
+        "snapshot",
+        "_site",
+        "_done",
+        "_result",
+        "_exception",
+        "_app",
+        "_registry",
+        "_finished_mono",
+        "__weakref__",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        app: Flask | None = None,
+        site: SubmitSite | None = None,
+        snapshot: Snapshot | None = None,
+        id: str | None = None,
+    ) -> None:
+        #: Unguessable identifier (uuid4 hex).
+        self.id: str = id or uuid.uuid4().hex
+        #: ``"module.qualname"`` of the function.
+        self.name = name
+        #: The current :class:`JobState`.
+        self.state = JobState.PENDING
+        #: Progress between 0 and 1 reported with :meth:`set_progress`, or ``None``.
+        self.progress: float | None = None
+        #: The message reported with :meth:`set_progress`, or ``None``.
+        self.message: str | None = None
+        #: Aware UTC datetimes of the job's life, ``None`` until reached.
+        self.submitted_at: datetime = _now()
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        #: Set by :meth:`cancel` while the job runs; long jobs should check it.
+        self.cancel_requested = False
+        #: The captured request the job runs with (``None`` once it is done).
+        self.snapshot = snapshot
+        self._site = site
+        self._done = threading.Event()
+        self._result: t.Any = None
+        self._exception: BaseException | None = None
+        self._app: weakref.ref[Flask] | None = weakref.ref(app) if app else None
+        self._registry: JobRegistry | None = None
+        self._finished_mono = 0.0
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.name!r} {self.state.value}>"
+
+    @property
+    def submitted_from(self) -> str | None:
+        """Where the job was submitted: ``"path/to/views.py:42 in upload"``."""
+        return format_site(self._site)
+
+    # -- waiting ---------------------------------------------------------
+
+    def done(self) -> bool:
+        """Whether the job has finished (succeeded, failed or was cancelled)."""
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the job is done, its context torn down.
+
+        :param timeout: Seconds to wait at most; ``None`` waits forever.
+        :return: Whether the job is done.
+        """
+        return self._done.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> t.Any:
+        """Wait for the job and return what it returned.
+
+        :param timeout: Seconds to wait at most; ``None`` waits forever.
+        :raises TimeoutError: The job did not finish in time.
+        :raises JobCancelled: The job was cancelled.
+        :raises Exception: Whatever the job raised, re-raised here.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(
+                f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
+            )
+        if self._exception is not None:
+            raise self._exception
+        if self.state is JobState.CANCELLED:
+            raise JobCancelled(f"Job {self.id} ({self.name}) was cancelled.")
+        return self._result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Wait for the job and return the exception it raised, or ``None``.
+
+        :param timeout: Seconds to wait at most; ``None`` waits forever.
+        :raises TimeoutError: The job did not finish in time.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(
+                f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
+            )
+        return self._exception
+
+    # -- control ---------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Cancel the job.
+
+        A pending job never runs and ends ``CANCELLED``. A running job cannot
+        be stopped from outside: this sets :attr:`cancel_requested`, which the
+        job can check (``current_job.cancel_requested``) to stop early, for
+        example by raising :exc:`JobCancelled`.
+
+        :return: ``True`` if the job is now cancelled, ``False`` if it is
+            running (cancellation requested) or already finished otherwise.
+        """
+        with _state_lock:
+            state = self.state
+            if state is JobState.RUNNING:
+                self.cancel_requested = True
+                return False
+            if state is not JobState.PENDING:
+                return state is JobState.CANCELLED
+            self.cancel_requested = True
+            self.state = JobState.CANCELLED
+        self._complete()
+        return True
+
+    def set_progress(self, progress: float | None, message: str | None = None) -> None:
+        """Report progress, visible at once to other threads (the request that
+        polls the job, the dashboard) and sent as :data:`~signals.job_progress`.
+
+        :param progress: A fraction between 0 and 1, or ``None`` if unknown.
+        :param message: A short text for people, such as ``"parsed 4,000 rows"``.
+        """
+        if progress is not None:
+            progress = float(progress)
+            if not 0.0 <= progress <= 1.0:
+                raise ValueError(
+                    f"Progress must be a fraction between 0 and 1, not {progress!r}."
+                    " Pass done / total, for example set_progress(0.4)."
+                )
+        self.progress = progress
+        self.message = message
+        self._send(signals.job_progress)
+
+    def to_dict(self) -> dict[str, t.Any]:
+        """A JSON-safe summary, without arguments, headers or results."""
+        started, finished = self.started_at, self.finished_at
+        duration = None
+        if started is not None:
+            duration = ((finished or _now()) - started).total_seconds()
+        error = None
+        if self._exception is not None:
+            error = {
+                "type": type(self._exception).__name__,
+                "message": str(self._exception),
+            }
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state.value,
+            "progress": self.progress,
+            "message": self.message,
+            "submitted_at": self.submitted_at.isoformat(),
+            "started_at": started.isoformat() if started else None,
+            "finished_at": finished.isoformat() if finished else None,
+            "duration": duration,
+            "submitted_from": self.submitted_from,
+            "error": error,
+        }
+
+    # -- transitions used by backends -------------------------------------
+
+    def _start(self) -> bool:
+        """Move from PENDING to RUNNING. ``False`` if it was cancelled."""
+        with _state_lock:
+            if self.state is not JobState.PENDING:
+                return False
+            self.state = JobState.RUNNING
+            self.started_at = _now()
+        self._send(signals.job_started)
+        return True
+
+    def _finish(
+        self, state: JobState, result: t.Any = None, exc: BaseException | None = None
+    ) -> None:
+        with _state_lock:
+            self.state = state
+            self._result = result
+            self._exception = exc
+        self._complete()
+
+    def _complete(self) -> None:
+        self.finished_at = _now()
+        self._finished_mono = time.monotonic()
+        # The job owns one reference to its snapshot (taken at submit): drop it
+        # now so uploaded files are closed when the last job using them ends.
+        snapshot, self.snapshot = self.snapshot, None
+        if snapshot is not None:
+            snapshot.release()
+        self._send(signals.job_finished)
+        registry = self._registry
+        if registry is not None:
+            registry._job_done(self)
+        # Set last: whoever waits on the job sees every effect of it.
+        self._done.set()
+
+    def _send(self, signal: t.Any) -> None:
+        if not signal.receivers:
+            return
+        app = self._app() if self._app is not None else None
+        try:
+            signal.send(app, job=self)
+        except Exception:
+            logger.exception(
+                "A receiver of %s failed for job %s.", signal.name, self.id
+            )
+
+
+_cv_job: ContextVar[Job] = ContextVar("flask_offload.job")
+
+#: The job running in this context. Raises :exc:`RuntimeError` outside a job.
+current_job: Job = LocalProxy(  # type: ignore[assignment]
+    _cv_job,
+    unbound_message=(
+        "Working outside of a job. 'current_job' is only available in code run"
+        " by Flask-Offload: a function given to 'offload.submit', a task, or a"
+        " function wrapped with 'carry' inside a job."
+    ),
+)
+
+
+class JobRegistry:
+    """The jobs one app knows about: all unfinished ones, and finished ones
+    until they are older than ``ttl`` seconds or more than ``max_finished``
+    have finished since. Unfinished jobs are never evicted.
+    """
+
+    def __init__(self, ttl: float, max_finished: int) -> None:
+        self.ttl = ttl
+        self.max_finished = max_finished
+        self._jobs: dict[str, Job] = {}
+        self._finished: deque[Job] = deque()
+        self._unfinished = 0
+        # Re-entrant: a SIGTERM handler may drain while the main thread is
+        # inside a registry call.
+        self._cond = threading.Condition(threading.RLock())
+
+    def add(self, job: Job) -> None:
+        job._registry = self
+        with self._cond:
+            self._jobs[job.id] = job
+            self._unfinished += 1
+
+    def _job_done(self, job: Job) -> None:
+        with self._cond:
+            if job.id not in self._jobs:
+                return
+            self._unfinished -= 1
+            self._finished.append(job)
+            self._prune()
+            if self._unfinished == 0:
+                self._cond.notify_all()
+
+    def _prune(self) -> None:
+        finished = self._finished
+        if not finished:
+            return
+        limit = time.monotonic() - self.ttl
+        while finished and (
+            len(finished) > self.max_finished or finished[0]._finished_mono < limit
+        ):
+            self._jobs.pop(finished.popleft().id, None)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._cond:
+            self._prune()
+            return self._jobs.get(job_id)
+
+    def recent(self, state: JobState | str | None = None) -> list[Job]:
+        """Known jobs, newest first, optionally only those in ``state``."""
+        with self._cond:
+            self._prune()
+            jobs = list(self._jobs.values())
+        jobs.reverse()
+        if state is not None:
+            state = JobState(state)
+            jobs = [j for j in jobs if j.state is state]
+        return jobs
+
+    def unfinished(self) -> list[Job]:
+        with self._cond:
+            return [j for j in self._jobs.values() if not j.done()]
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until no known job is unfinished. ``False`` on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._unfinished == 0, timeout)

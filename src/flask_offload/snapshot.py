@@ -1,0 +1,522 @@
+"""Capture an immutable snapshot of the current request, and replay a fresh
+context from it wherever a job runs.
+
+Capture happens in the submitting thread. The request part (environ, parsed
+body, uploaded files) is taken once per request and cached in its environ, so
+several submits, and ``carry`` calls inside jobs, share it; the mutable parts
+(``g``, the session) are copied at each submit.
+
+Replay happens where the job runs: a new, empty :class:`contextvars.Context`,
+a new request object pre-filled from the snapshot (no re-parsing), a copy of
+the session, a fresh ``g`` holding the carried values, and one fresh Flask
+context that runs ``teardown_appcontext`` once when the job ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import io
+import json
+import logging
+import os
+import sys
+import threading
+import typing as t
+import weakref
+
+from flask import Flask
+from flask import g
+from flask import has_app_context
+from flask import has_request_context
+from flask import request
+from flask import request_tearing_down
+from flask import session
+from flask.json.tag import TaggedJSONSerializer
+from flask.sessions import SecureCookieSession
+from flask.sessions import SessionMixin
+from flask.wrappers import Request
+
+from . import compat
+from .errors import SnapshotError
+from .files import UploadedFile
+from .jobs import _cv_job
+from .jobs import SubmitSite
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .jobs import Job
+
+logger = logging.getLogger("flask_offload")
+
+#: Where the captured request part is cached in the WSGI environ.
+ENV_KEY = "flask_offload.request"
+# Set only in the environ of a real (served) request: that request holds one
+# reference to the captured data until its teardown.
+_OWNER_KEY = "flask_offload.owner"
+
+_FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+_WSGI_CONSTANTS: dict[str, t.Any] = {
+    "wsgi.version": (1, 0),
+    "wsgi.multithread": True,
+    "wsgi.multiprocess": False,
+    "wsgi.run_once": False,
+}
+_PRIMITIVES = (str, int, float, bool, type(None))
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class _NotPrimitive(Exception):
+    pass
+
+
+def _copy_primitive(value: t.Any) -> t.Any:
+    """Copy str/int/float/bool/None and lists/dicts of them, by value."""
+    kind = type(value)
+    if kind in _PRIMITIVES:
+        return value
+    if kind is list:
+        return [_copy_primitive(v) for v in value]
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NotPrimitive
+            out[k] = _copy_primitive(v)
+        return out
+    raise _NotPrimitive
+
+
+def _copy_value(value: t.Any) -> t.Any:
+    """Copy primitive containers; other objects are carried by reference."""
+    try:
+        return _copy_primitive(value)
+    except _NotPrimitive:
+        return value
+
+
+class _OmittedBody(io.RawIOBase):
+    """Stands in for a request body too large to carry; reading it explains why."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: t.Any) -> int:
+        raise SnapshotError(
+            f"The request body ({self.size} bytes) was not carried into the job"
+            f" because it is larger than OFFLOAD_MAX_BODY_SIZE ({self.limit} bytes)."
+            " Raise OFFLOAD_MAX_BODY_SIZE, or read what the job needs in the view"
+            " and pass it as an argument."
+        )
+
+
+class RequestData:
+    """The request part of a snapshot: plain data, shared by every job
+    submitted from one request. Uploaded files are released when the last
+    holder (the request itself, a job, a ``carry`` wrapper) releases it.
+    """
+
+    __slots__ = ("environ", "form", "files", "body", "body_size", "_refs", "_lock")
+
+    def __init__(
+        self,
+        environ: dict[str, str],
+        form: tuple[tuple[str, str], ...] | None = None,
+        files: tuple[UploadedFile, ...] = (),
+        body: bytes | None = None,
+        body_size: int | None = None,
+    ) -> None:
+        #: The string-valued WSGI environ keys (CGI and ``HTTP_*`` variables),
+        #: as the app saw them (after any proxy middleware).
+        self.environ = environ
+        #: Form fields as ``(name, value)`` pairs, for form requests.
+        self.form = form
+        #: Uploaded files, for multipart requests.
+        self.files = files
+        #: The raw body of a non-form request, or ``None``.
+        self.body = body
+        #: Set when the body was too large to carry: its size in bytes.
+        self.body_size = body_size
+        self._refs = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_request(cls, req: Request, max_body_size: int) -> RequestData:
+        environ = {
+            k: v
+            for k, v in req.environ.items()
+            if type(v) is str and not k.startswith("flask_offload.")
+        }
+        if req.mimetype in _FORM_TYPES:
+            # Parse now: after the response the server discards an unread body.
+            form = tuple(req.form.items(multi=True))
+            files = tuple(
+                UploadedFile.from_storage(name, storage)
+                for name, storage in req.files.items(multi=True)
+            )
+            return cls(environ, form, files)
+        length = req.content_length
+        if length is not None and length > max_body_size:
+            return cls(environ, body_size=length)
+        body = req.get_data(cache=True)
+        if len(body) > max_body_size:
+            return cls(environ, body_size=len(body))
+        return cls(environ, body=body)
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._refs += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            last = self._refs <= 0
+        if last:
+            for f in self.files:
+                f.close()
+
+    def make_request(self, app: Flask, max_body_size: int) -> Request:
+        """A new request object for one replay, with its own file handles."""
+        environ: dict[str, t.Any] = dict(self.environ)
+        environ.update(_WSGI_CONSTANTS)
+        environ["wsgi.input"] = io.BytesIO()
+        environ["wsgi.errors"] = sys.stderr
+        environ[ENV_KEY] = self
+        req = app.request_class(environ)
+        # form, files and stream are cached properties: setting them skips
+        # parsing, and the job's request never touches the original body.
+        if self.form is not None:
+            storage: t.Any = req.parameter_storage_class
+            req.form = storage(self.form)
+            req.files = storage([(f.field, f.open()) for f in self.files])
+            req.stream = io.BytesIO()
+        elif self.body_size is not None:
+            req.stream = io.BufferedReader(_OmittedBody(self.body_size, max_body_size))
+        else:
+            req.stream = io.BytesIO(self.body or b"")
+        return req
+
+    def to_dict(
+        self,
+        file_ref: t.Callable[[UploadedFile], dict[str, t.Any]],
+        drop_headers: frozenset[str] = frozenset(),
+    ) -> dict[str, t.Any]:
+        environ = self.environ
+        if drop_headers:
+            environ = {k: v for k, v in environ.items() if k not in drop_headers}
+        return {
+            "environ": environ,
+            "form": [list(p) for p in self.form] if self.form is not None else None,
+            "files": [file_ref(f) for f in self.files],
+            "body": base64.b64encode(self.body).decode() if self.body else None,
+            "body_size": self.body_size,
+        }
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: dict[str, t.Any],
+        open_file: t.Callable[[dict[str, t.Any]], UploadedFile],
+    ) -> RequestData:
+        form = data.get("form")
+        body = data.get("body")
+        return cls(
+            dict(data["environ"]),
+            tuple((str(k), str(v)) for k, v in form) if form is not None else None,
+            tuple(open_file(f) for f in data.get("files") or ()),
+            base64.b64decode(body) if body else None,
+            data.get("body_size"),
+        )
+
+
+class Snapshot:
+    """An immutable capture of what a job needs from where it was submitted."""
+
+    __slots__ = ("request", "session", "g", "site", "__weakref__")
+
+    def __init__(
+        self,
+        request: RequestData | None,
+        session: dict[str, t.Any] | None,
+        g: dict[str, t.Any],
+        site: SubmitSite | None = None,
+    ) -> None:
+        #: The request part, or ``None`` when submitted outside a request.
+        self.request = request
+        #: A copy of the session's data, or ``None`` outside a request.
+        self.session = session
+        #: The carried ``g`` values.
+        self.g = g
+        #: Where the job was submitted, ``(filename, lineno, function)``.
+        self.site = site
+
+    def acquire(self) -> None:
+        if self.request is not None:
+            self.request.acquire()
+
+    def release(self) -> None:
+        if self.request is not None:
+            self.request.release()
+
+    def to_dict(
+        self,
+        app: Flask,
+        *,
+        file_ref: t.Callable[[UploadedFile], dict[str, t.Any]],
+        drop_headers: frozenset[str] = frozenset(),
+    ) -> dict[str, t.Any]:
+        """The JSON-safe form of the snapshot, for another process.
+
+        :raises SnapshotError: A carried ``g`` value is not JSON.
+        """
+        for name, value in self.g.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise SnapshotError(
+                    f"'g.{name}' ({type(value).__name__}) cannot be carried to"
+                    " another process: only JSON values can. Carry an id instead"
+                    " (for example 'g.user_id') or remove the name from"
+                    " OFFLOAD_CARRY_G."
+                ) from None
+        data: dict[str, t.Any] = {"v": 1, "g": self.g}
+        if self.site is not None:
+            data["site"] = list(self.site)
+        if self.session is not None:
+            data["session"] = _session_serializer(app).dumps(self.session)
+        if self.request is not None:
+            data["request"] = self.request.to_dict(file_ref, drop_headers)
+        return data
+
+    @classmethod
+    def from_dict(
+        cls,
+        app: Flask,
+        data: dict[str, t.Any],
+        *,
+        open_file: t.Callable[[dict[str, t.Any]], UploadedFile],
+    ) -> Snapshot:
+        if data.get("v") != 1:
+            raise SnapshotError(
+                f"Unknown snapshot version {data.get('v')!r}: the worker runs another"
+                " version of Flask-Offload than the process that submitted the job."
+            )
+        req = data.get("request")
+        sess = data.get("session")
+        site = data.get("site")
+        return cls(
+            RequestData.from_dict(req, open_file) if req is not None else None,
+            _session_serializer(app).loads(sess) if sess is not None else None,
+            dict(data.get("g") or {}),
+            (str(site[0]), int(site[1]), str(site[2])) if site else None,
+        )
+
+
+def _session_serializer(app: Flask) -> t.Any:
+    serializer = getattr(app.session_interface, "serializer", None)
+    if serializer is None or not hasattr(serializer, "loads"):
+        return TaggedJSONSerializer()
+    return serializer
+
+
+def _release_request_data(sender: Flask, **kwargs: t.Any) -> None:
+    environ = request.environ
+    if environ.pop(_OWNER_KEY, False):
+        data = environ.pop(ENV_KEY, None)
+        if data is not None:
+            data.release()
+
+
+# Sent from the served request's teardown (never in jobs, where
+# do_teardown_request is skipped), on every app: drop the request's own
+# reference to its captured data.
+request_tearing_down.connect(_release_request_data)
+
+
+def caller_site() -> SubmitSite | None:
+    """The first frame outside this package: where the user submitted."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if not code.co_filename.startswith(_PKG_DIR):
+            return (code.co_filename, frame.f_lineno, code.co_name)
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
+
+
+def capture(
+    *,
+    carry_g: str | t.Sequence[str] | None,
+    max_body_size: int,
+    site: SubmitSite | None = None,
+) -> Snapshot:
+    """Capture the current context. An app context must be active.
+
+    The returned snapshot holds no reference yet: call :meth:`Snapshot.acquire`
+    for each holder (a job, a ``carry`` wrapper).
+    """
+    data: RequestData | None = None
+    sess: dict[str, t.Any] | None = None
+    if has_request_context():
+        environ = request.environ
+        data = environ.get(ENV_KEY)
+        if data is None:
+            data = RequestData.from_request(
+                request._get_current_object(),  # type: ignore[attr-defined]
+                max_body_size,
+            )
+            data.acquire()
+            environ[ENV_KEY] = data
+            environ[_OWNER_KEY] = True
+        sess = {k: _copy_value(v) for k, v in session.items()}
+    return Snapshot(data, sess, _capture_g(carry_g), site)
+
+
+def _capture_g(carry_g: str | t.Sequence[str] | None) -> dict[str, t.Any]:
+    if not carry_g or not has_app_context():
+        return {}
+    values = vars(g._get_current_object())
+    if not values:
+        return {}
+    out = {}
+    if carry_g == "primitives":
+        for name, value in values.items():
+            # Underscored names are extensions' private per-request state
+            # (Flask-Login's g._login_user): never carried implicitly.
+            if name[0] == "_":
+                continue
+            try:
+                out[name] = _copy_primitive(value)
+            except _NotPrimitive:
+                pass
+    else:
+        for name in carry_g:
+            if name in values:
+                out[name] = _copy_value(values[name])
+    return out
+
+
+class _ReplayMark:
+    __slots__ = ("teardown_request",)
+
+    def __init__(self, teardown_request: bool) -> None:
+        self.teardown_request = teardown_request
+
+
+_MARK_SKIP = _ReplayMark(False)
+_MARK_RUN = _ReplayMark(True)
+_cv_replay: contextvars.ContextVar[_ReplayMark] = contextvars.ContextVar(
+    "flask_offload.replay"
+)
+
+_active_lock = threading.Lock()
+_active = 0
+_warned_session: weakref.WeakSet[Flask] = weakref.WeakSet()
+
+
+def active_replays() -> int:
+    """How many replayed contexts are pushed right now, in any thread."""
+    return _active
+
+
+def in_replay() -> bool:
+    """Whether the current code runs in a replayed (job or carried) context."""
+    return _cv_replay.get(None) is not None
+
+
+def skip_teardown_request() -> bool:
+    """Whether Flask's request teardown must be skipped here: inside a job,
+    unless ``OFFLOAD_JOB_TEARDOWN_REQUEST`` asked for it.
+    """
+    mark = _cv_replay.get(None)
+    return mark is not None and not mark.teardown_request
+
+
+def replay(
+    app: Flask,
+    snapshot: Snapshot,
+    fn: t.Callable[..., t.Any],
+    args: tuple[t.Any, ...],
+    kwargs: dict[str, t.Any],
+    *,
+    job: Job | None = None,
+    teardown_request: bool = False,
+    max_body_size: int = 0,
+) -> t.Any:
+    """Call ``fn(*args, **kwargs)`` in a fresh context rebuilt from
+    ``snapshot``, in a new :class:`contextvars.Context`, so nothing is shared
+    with the submitting thread or left on this one.
+    """
+    return contextvars.Context().run(
+        _replay, app, snapshot, fn, args, kwargs, job, teardown_request, max_body_size
+    )
+
+
+def _replay(
+    app: Flask,
+    snapshot: Snapshot,
+    fn: t.Callable[..., t.Any],
+    args: tuple[t.Any, ...],
+    kwargs: dict[str, t.Any],
+    job: Job | None,
+    teardown_request: bool,
+    max_body_size: int,
+) -> t.Any:
+    global _active
+    _cv_replay.set(_MARK_RUN if teardown_request else _MARK_SKIP)
+    if job is not None:
+        _cv_job.set(job)
+    data = snapshot.request
+    req: Request | None = None
+    sess: SessionMixin | None = None
+    ctx: compat.PushableContext
+    if data is not None:
+        req = data.make_request(app, max_body_size)
+        sess = _make_session(app, snapshot.session or {})
+        ctx = compat.request_job_context(app, req, sess)
+    else:
+        ctx = app.app_context()
+    ctx.push()
+    with _active_lock:
+        _active += 1
+    error: BaseException | None = None
+    try:
+        if snapshot.g:
+            g_dict = vars(g._get_current_object())
+            for name, value in snapshot.g.items():
+                g_dict[name] = _copy_value(value)
+        return app.ensure_sync(fn)(*args, **kwargs)
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        try:
+            ctx.pop(error)
+        finally:
+            with _active_lock:
+                _active -= 1
+            if req is not None:
+                # Flask closes the request on pop; make sure the job's own file
+                # handles are closed even if a teardown handler raised first.
+                req.close()
+            if sess is not None and sess.modified and app not in _warned_session:
+                _warned_session.add(app)
+                logger.warning(
+                    "A job changed the session. Jobs run after the response was"
+                    " sent, so session changes made in a job never reach the"
+                    " client. Store the data elsewhere (a database) instead."
+                    " This warning is logged once per app."
+                )
+
+
+def _make_session(app: Flask, data: dict[str, t.Any]) -> SessionMixin:
+    cls = getattr(app.session_interface, "session_class", SecureCookieSession)
+    try:
+        sess = cls(data)
+    except TypeError:
+        sess = SecureCookieSession(data)
+    sess.modified = False
+    return t.cast(SessionMixin, sess)
