@@ -1,0 +1,833 @@
+"""Find background entry points and follow calls from them to Flask context
+accesses.
+
+Each function body is walked once into a :class:`Summary` (the context names
+it touches, the project functions it calls, whether it pushes a context).
+Entry points found during those walks are then followed breadth first over
+the summaries, so the chain reported for an access is the shortest one.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import deque
+from dataclasses import dataclass
+from dataclasses import field
+
+from . import _rules
+from ._model import ClassInfo
+from ._model import Ext
+from ._model import FunctionInfo
+from ._model import Inst
+from ._model import lambda_function
+from ._model import ModuleInfo
+from ._model import Project
+from ._model import Scope
+from ._model import Super
+from ._names import APP_HELPERS
+from ._names import APP_VARS
+from ._names import COPY_CONTEXT
+from ._names import LOOP_FACTORIES
+from ._names import PARTIAL
+from ._names import POOL_CLASSES
+from ._names import POOL_METHODS
+from ._names import REQUEST_HELPERS
+from ._names import REQUEST_VARS
+from ._names import SAFE_SUBMIT_PREFIXES
+from ._names import SPAWN_FUNCS
+from ._names import TASK_FUNCS
+from ._names import THREAD_LIKE
+
+_PROXIES = REQUEST_VARS | APP_VARS
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_METHOD_SPAWNS = frozenset(
+    {"submit", "run_in_executor", "start_background_task", "create_task", *POOL_METHODS}
+)
+
+
+@dataclass
+class Access:
+    """A read of a context proxy, or a call of a context-needing helper."""
+
+    line: int
+    col: int
+    name: str
+    # "request", "app", "helper_request" or "helper_app".
+    category: str
+    files: bool
+    app: bool
+    req: bool
+
+
+@dataclass
+class Edge:
+    """A call from one project function to another."""
+
+    func: FunctionInfo
+    app: bool
+    req: bool
+
+
+@dataclass
+class Summary:
+    accesses: list[Access] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+
+
+@dataclass
+class Entry:
+    """A function the project runs in the background."""
+
+    func: FunctionInfo
+    kind: str
+    spawner: str | None
+    app: bool = False
+    req: bool = False
+
+
+@dataclass(frozen=True)
+class RawFinding:
+    module: ModuleInfo
+    line: int
+    col: int
+    code: str
+    message: str
+    via: tuple[str, ...]
+
+
+def dotted(expr: ast.expr) -> str:
+    """Source-like text for a name, attribute chain or call."""
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        return f"{dotted(expr.value)}.{expr.attr}"
+    if isinstance(expr, ast.Call):
+        return f"{dotted(expr.func)}(...)"
+    return "<expr>"
+
+
+def _last_identifier(expr: ast.expr) -> str:
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        return expr.attr
+    if isinstance(expr, ast.Call):
+        return _last_identifier(expr.func)
+    return ""
+
+
+def _root_name(expr: ast.expr) -> str | None:
+    while isinstance(expr, (ast.Attribute, ast.Call, ast.Subscript)):
+        expr = expr.func if isinstance(expr, ast.Call) else expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
+def context_kind(expr: ast.expr) -> tuple[bool, bool]:
+    """Whether ``with expr:`` pushes an app context, and a request context.
+
+    Any ``x.app_context()`` counts: which app it is does not matter.
+    """
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute):
+        attr = expr.func.attr
+        if attr == "app_context":
+            return True, False
+        if attr in ("test_request_context", "request_context"):
+            return True, True
+    return False, False
+
+
+def _is_carry(name: str) -> bool:
+    return name == "carry" or name.endswith(".carry")
+
+
+class Analyzer:
+    """Run every rule over a parsed :class:`Project`."""
+
+    def __init__(self, project: Project, max_depth: int = 20) -> None:
+        self.project = project
+        self.max_depth = max_depth
+        self.entries: list[Entry] = []
+        self.findings: list[RawFinding] = []
+        # (module, line, col, copied function): OFF113 candidates.
+        self.copy_sites: list[tuple[ModuleInfo, int, int, FunctionInfo]] = []
+        self._summaries: dict[int, Summary] = {}
+        self._decorators: dict[int, frozenset[str]] = {}
+
+    # -- helpers used by walkers -------------------------------------------
+
+    def decorator_kinds(self, func: FunctionInfo) -> frozenset[str]:
+        """``copy``, ``carry`` and ``task`` for decorators that make a
+        function safe to run in the background (or not a plain function).
+        """
+        key = id(func)
+        cached = self._decorators.get(key)
+        if cached is not None:
+            return cached
+        kinds = set()
+        scope = func.scope.parent or func.module.scope
+        for dec in func.decorators:
+            expr = dec.func if isinstance(dec, ast.Call) else dec
+            value = self.project.resolve(expr, scope)
+            name = value.name if isinstance(value, Ext) else _last_identifier(expr)
+            if name == COPY_CONTEXT:
+                kinds.add("copy")
+            elif _is_carry(name):
+                kinds.add("carry")
+            elif _last_identifier(expr) in ("task", "shared_task"):
+                kinds.add("task")
+        result = frozenset(kinds)
+        self._decorators[key] = result
+        return result
+
+    def is_safe(self, func: FunctionInfo) -> bool:
+        return bool(self.decorator_kinds(func))
+
+    def summary(self, func: FunctionInfo) -> Summary:
+        key = id(func)
+        found = self._summaries.get(key)
+        if found is not None:
+            return found
+        walker = _Walker(
+            self, func.scope, func, import_time=False, spawner=func.qualname
+        )
+        # Store first: recursion through the same function ends here.
+        self._summaries[key] = walker.summary
+        node = func.node
+        if isinstance(node, ast.Lambda):
+            walker.expr(node.body)
+        else:
+            walker.stmts(node.body)
+        return walker.summary
+
+    def add(
+        self,
+        module: ModuleInfo,
+        node: ast.expr | ast.stmt,
+        code: str,
+        message: str,
+        via: tuple[str, ...] = (),
+    ) -> None:
+        self.findings.append(
+            RawFinding(module, node.lineno, node.col_offset + 1, code, message, via)
+        )
+
+    # -- driver ------------------------------------------------------------
+
+    def run(self) -> list[RawFinding]:
+        project = self.project
+        for module in project.modules:
+            walker = _Walker(
+                self, module.scope, None, import_time=True, spawner=module.name
+            )
+            walker.stmts(module.tree.body)
+        for func in list(project.functions):
+            self.summary(func)
+        for cls in project.classes:
+            base = project.thread_base(cls)
+            run = cls.methods.get("run")
+            if base and run is not None:
+                kind = "process" if base == "multiprocessing.Process" else "thread"
+                self.entries.append(Entry(run, kind, None))
+        best: dict[tuple[str, int, int, str], RawFinding] = {}
+        for entry in self.entries:
+            for finding in self.follow(entry):
+                key = (finding.module.path, finding.line, finding.col, finding.code)
+                old = best.get(key)
+                if old is None or (len(finding.via), finding.via) < (
+                    len(old.via),
+                    old.via,
+                ):
+                    best[key] = finding
+        for module, line, col, func in self.copy_sites:
+            found = self.find_files_read(func)
+            if found is not None:
+                self.findings.append(
+                    RawFinding(
+                        module,
+                        line,
+                        col,
+                        "OFF113",
+                        _rules.reads_files(func.qualname),
+                        found,
+                    )
+                )
+        return [*best.values(), *self.findings]
+
+    def follow(self, entry: Entry) -> list[RawFinding]:
+        """Breadth first from an entry point, reporting each access."""
+        out: list[RawFinding] = []
+        prefix = (entry.spawner,) if entry.spawner else ()
+        start = entry.func
+        via0: tuple[str, ...] = (start.qualname,)
+        queue = deque([(start, entry.app, entry.req, via0)])
+        seen = {(id(start), entry.app, entry.req)}
+        while queue:
+            func, app, req, via = queue.popleft()
+            summary = self.summary(func)
+            for access in summary.accesses:
+                found = self.check_access(
+                    entry, func, access, app or access.app, req or access.req
+                )
+                if found is not None:
+                    code, message = found
+                    line, col = func.report_at or (access.line, access.col)
+                    out.append(
+                        RawFinding(func.module, line, col, code, message, prefix + via)
+                    )
+            if len(via) >= self.max_depth:
+                continue
+            for edge in summary.edges:
+                state = (id(edge.func), app or edge.app, req or edge.req)
+                if state not in seen:
+                    seen.add(state)
+                    queue.append(
+                        (edge.func, state[1], state[2], via + (edge.func.qualname,))
+                    )
+        return out
+
+    def check_access(
+        self, entry: Entry, func: FunctionInfo, access: Access, app: bool, req: bool
+    ) -> tuple[str, str] | None:
+        if req:
+            return None
+        category = access.category
+        if category == "request":
+            return "OFF101", _rules.request_read(access.name, entry.kind, app)
+        if category == "app":
+            return None if app else ("OFF102", _rules.app_read(access.name, entry.kind))
+        if category == "helper_app" and app:
+            return None
+        return "OFF103", _rules.helper_call(
+            access.name, entry.kind, category == "helper_request"
+        )
+
+    def find_files_read(self, start: FunctionInfo) -> tuple[str, ...] | None:
+        """The call chain from ``start`` to a read of ``request.files``."""
+        via0: tuple[str, ...] = (start.qualname,)
+        queue = deque([(start, via0)])
+        seen = {id(start)}
+        while queue:
+            func, via = queue.popleft()
+            summary = self.summary(func)
+            if any(a.files for a in summary.accesses):
+                return via
+            if len(via) >= self.max_depth:
+                continue
+            for edge in summary.edges:
+                if id(edge.func) not in seen:
+                    seen.add(id(edge.func))
+                    queue.append((edge.func, via + (edge.func.qualname,)))
+        return None
+
+
+class _Walker:
+    """Walk one function body (or a module's top level) once."""
+
+    def __init__(
+        self,
+        analyzer: Analyzer,
+        scope: Scope,
+        func: FunctionInfo | None,
+        *,
+        import_time: bool,
+        spawner: str,
+    ) -> None:
+        self.analyzer = analyzer
+        self.project = analyzer.project
+        self.module = scope.module
+        self.scope = scope
+        self.func = func
+        self.import_time = import_time
+        self.spawner = spawner
+        self.summary = Summary()
+        self.app = False
+        self.req = False
+        self.shadow: list[set[str]] = []
+        self.await_depth = 0
+        self.assigned: dict[int, str] = {}
+        self.parent_call: ast.Call | None = None
+        self.skip: set[int] = set()
+        self._awaited: set[str] | None = None
+
+    # -- resolution --------------------------------------------------------
+
+    def shadowed(self, name: str) -> bool:
+        return any(name in names for names in self.shadow)
+
+    def resolve(
+        self, expr: ast.expr
+    ) -> Ext | Inst | Super | ClassInfo | FunctionInfo | ModuleInfo | None:
+        if self.shadow:
+            root = _root_name(expr)
+            if root is not None and self.shadowed(root):
+                return None
+        return self.project.resolve(expr, self.scope)
+
+    def awaited_names(self) -> set[str]:
+        if self._awaited is None:
+            names: set[str] = set()
+            if self.func is not None:
+                for node in ast.walk(self.func.node):
+                    if isinstance(node, ast.Await):
+                        names.update(
+                            n.id
+                            for n in ast.walk(node.value)
+                            if isinstance(n, ast.Name)
+                        )
+            self._awaited = names
+        return self._awaited
+
+    # -- statements --------------------------------------------------------
+
+    def stmts(self, body: list[ast.stmt]) -> None:
+        for node in body:
+            self.stmt(node)
+
+    def stmt(self, node: ast.stmt) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for dec in node.decorator_list:
+                self.expr(dec)
+                self.decorator(dec, node)
+            for default in [*node.args.defaults, *node.args.kw_defaults]:
+                if default is not None:
+                    self.expr(default)
+            return
+        if isinstance(node, ast.ClassDef):
+            for expr in [*node.bases, *node.decorator_list]:
+                self.expr(expr)
+            for kw in node.keywords:
+                self.expr(kw.value)
+            # A class body runs when the class statement does.
+            self.stmts(node.body)
+            return
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            saved = self.app, self.req
+            for item in node.items:
+                self.expr(item.context_expr)
+                app, req = self.context_of(item.context_expr)
+                self.app = self.app or app
+                self.req = self.req or req
+            self.stmts(node.body)
+            self.app, self.req = saved
+            return
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Call)
+        ):
+            self.assigned[id(node.value)] = node.targets[0].id
+        for _, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                for item in value:
+                    if isinstance(item, ast.stmt):
+                        self.stmt(item)
+                    elif isinstance(item, ast.expr):
+                        self.expr(item)
+                    elif isinstance(item, ast.ExceptHandler):
+                        if item.type is not None:
+                            self.expr(item.type)
+                        self.stmts(item.body)
+                    elif isinstance(item, ast.match_case):
+                        if item.guard is not None:
+                            self.expr(item.guard)
+                        self.stmts(item.body)
+            elif isinstance(value, ast.expr):
+                self.expr(value)
+
+    def context_of(self, expr: ast.expr) -> tuple[bool, bool]:
+        found = context_kind(expr)
+        if found == (False, False) and isinstance(expr, ast.Name):
+            # ``ctx = app.app_context()`` then ``with ctx:``
+            for binding in self.scope.bindings.get(expr.id, ()):
+                value = getattr(binding, "value", None)
+                if isinstance(value, ast.expr):
+                    found = context_kind(value)
+                    if found != (False, False):
+                        break
+        return found
+
+    def decorator(
+        self, dec: ast.expr, node: ast.FunctionDef | ast.AsyncFunctionDef
+    ) -> None:
+        expr = dec.func if isinstance(dec, ast.Call) else dec
+        value = self.resolve(expr)
+        if not (isinstance(value, Ext) and value.name == COPY_CONTEXT):
+            return
+        if self.import_time:
+            self.analyzer.add(self.module, dec, "OFF111", _rules.copy_at_import())
+        func = self.project.func_by_node.get(id(node))
+        if func is not None:
+            self.analyzer.copy_sites.append(
+                (self.module, dec.lineno, dec.col_offset + 1, func)
+            )
+
+    # -- expressions -------------------------------------------------------
+
+    def expr(self, node: ast.expr) -> None:
+        kind = type(node)
+        if kind is ast.Name:
+            assert isinstance(node, ast.Name)
+            if isinstance(node.ctx, ast.Load) and not self.shadowed(node.id):
+                value = self.project.lookup(node.id, self.scope)
+                if isinstance(value, Ext) and value.name in _PROXIES:
+                    self.access(node, node.id, value.name, False)
+            return
+        if kind is ast.Attribute:
+            assert isinstance(node, ast.Attribute)
+            if not self.attribute(node):
+                self.expr(node.value)
+            return
+        if kind is ast.Call:
+            assert isinstance(node, ast.Call)
+            self.call(node)
+            return
+        if kind is ast.Lambda:
+            assert isinstance(node, ast.Lambda)
+            if id(node) in self.skip:
+                return
+            args = node.args
+            self.shadow.append(
+                {
+                    a.arg
+                    for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]
+                    + [x for x in (args.vararg, args.kwarg) if x is not None]
+                }
+            )
+            self.expr(node.body)
+            self.shadow.pop()
+            return
+        if isinstance(node, _COMPREHENSIONS):
+            names: set[str] = set()
+            for gen in node.generators:
+                names.update(
+                    n.id for n in ast.walk(gen.target) if isinstance(n, ast.Name)
+                )
+            self.shadow.append(names)
+            for gen in node.generators:
+                self.expr(gen.iter)
+                for cond in gen.ifs:
+                    self.expr(cond)
+            if isinstance(node, ast.DictComp):
+                self.expr(node.key)
+                self.expr(node.value)
+            else:
+                self.expr(node.elt)
+            self.shadow.pop()
+            return
+        if kind is ast.Await:
+            assert isinstance(node, ast.Await)
+            self.await_depth += 1
+            self.expr(node.value)
+            self.await_depth -= 1
+            return
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.expr):
+                self.expr(child)
+            elif isinstance(child, ast.keyword):
+                self.expr(child.value)
+
+    def attribute(self, node: ast.Attribute) -> bool:
+        """Record ``request.headers`` style reads; ``True`` if handled."""
+        base = node.value
+        if not isinstance(base, (ast.Name, ast.Attribute)):
+            return False
+        if isinstance(base, ast.Name) and self.shadowed(base.id):
+            return False
+        value = self.resolve(base)
+        if not isinstance(value, Ext) or value.instance:
+            return False
+        if value.name in _PROXIES:
+            name = f"{dotted(base)}.{node.attr}"
+            files = value.name == "flask.request" and node.attr == "files"
+            self.access(base, name, value.name, files)
+            return True
+        if isinstance(base, ast.Name) and f"{value.name}.{node.attr}" in _PROXIES:
+            # ``import flask`` then ``flask.request`` alone.
+            self.access(node, dotted(node), f"{value.name}.{node.attr}", False)
+            return True
+        return False
+
+    def access(self, node: ast.expr, name: str, target: str, files: bool) -> None:
+        category = "request" if target in REQUEST_VARS else "app"
+        self.summary.accesses.append(
+            Access(
+                node.lineno,
+                node.col_offset + 1,
+                name,
+                category,
+                files,
+                self.app,
+                self.req,
+            )
+        )
+
+    def call(self, node: ast.Call) -> None:
+        func = node.func
+        callee = self.resolve(func)
+        if isinstance(callee, Ext) and not callee.instance:
+            self.external_call(node, callee.name)
+        elif isinstance(callee, FunctionInfo):
+            if not self.analyzer.is_safe(callee):
+                self.summary.edges.append(Edge(callee, self.app, self.req))
+        elif isinstance(callee, ClassInfo):
+            init = self.project.class_member(callee, "__init__")
+            if isinstance(init, FunctionInfo):
+                self.summary.edges.append(Edge(init, self.app, self.req))
+            if self.project.thread_base(callee):
+                self.thread_subclass(node, callee)
+        elif isinstance(callee, Inst):
+            method = self.project.class_member(callee.cls, "__call__")
+            if isinstance(method, FunctionInfo):
+                self.summary.edges.append(Edge(method, self.app, self.req))
+        if isinstance(func, ast.Attribute):
+            if func.attr in _METHOD_SPAWNS and not isinstance(
+                callee, (FunctionInfo, ClassInfo)
+            ):
+                self.method_spawn(node, func)
+            elif func.attr == "push" and not node.args:
+                # ``app.app_context().push()``: the rest of the body has it.
+                app, req = self.context_of(func.value)
+                self.app = self.app or app
+                self.req = self.req or req
+        self.expr(func)
+        saved = self.parent_call
+        self.parent_call = node
+        for arg in node.args:
+            self.expr(arg)
+        for kw in node.keywords:
+            self.expr(kw.value)
+        self.parent_call = saved
+
+    def external_call(self, node: ast.Call, name: str) -> None:
+        if name in REQUEST_HELPERS or name in APP_HELPERS:
+            category = "helper_request" if name in REQUEST_HELPERS else "helper_app"
+            self.summary.accesses.append(
+                Access(
+                    node.lineno,
+                    node.col_offset + 1,
+                    dotted(node.func),
+                    category,
+                    False,
+                    self.app,
+                    self.req,
+                )
+            )
+        elif name == COPY_CONTEXT:
+            if self.import_time:
+                self.analyzer.add(self.module, node, "OFF111", _rules.copy_at_import())
+            if node.args:
+                copied = self.resolve(node.args[0])
+                if isinstance(copied, FunctionInfo):
+                    self.analyzer.copy_sites.append(
+                        (self.module, node.lineno, node.col_offset + 1, copied)
+                    )
+        elif name in THREAD_LIKE:
+            kind, pos, key, args_pos, args_key = THREAD_LIKE[name]
+            target = _argument(node, pos, key)
+            args = _argument(node, args_pos, args_key)
+            extra = list(args.elts) if isinstance(args, (ast.Tuple, ast.List)) else []
+            self.spawn(node, kind, target, extra, many=False)
+        elif name in SPAWN_FUNCS:
+            kind, pos = SPAWN_FUNCS[name]
+            if len(node.args) > pos:
+                target = node.args[pos]
+                self.spawn(node, kind, target, node.args[pos + 1 :], many=False)
+            else:
+                self.spawn(node, kind, _argument(node, -1, "run"), [], many=False)
+        elif name in TASK_FUNCS:
+            self.task(node)
+
+    def thread_subclass(self, node: ast.Call, cls: ClassInfo) -> None:
+        target = _argument(node, -1, "target")
+        if target is None:
+            return
+        args = _argument(node, -1, "args")
+        extra = list(args.elts) if isinstance(args, (ast.Tuple, ast.List)) else []
+        # A subclass whose run() pushes a context gives it to its target.
+        app = req = False
+        run = self.project.class_member(cls, "run")
+        if isinstance(run, FunctionInfo):
+            for sub in ast.walk(run.node):
+                if isinstance(sub, (ast.With, ast.AsyncWith)):
+                    for item in sub.items:
+                        a, r = context_kind(item.context_expr)
+                        app, req = app or a, req or r
+        kind = (
+            "process"
+            if self.project.thread_base(cls) == "multiprocessing.Process"
+            else "thread"
+        )
+        self.spawn(node, kind, target, extra, many=False, app=app, req=req)
+
+    def method_spawn(self, node: ast.Call, func: ast.Attribute) -> None:
+        attr = func.attr
+        receiver = self.resolve(func.value)
+        if isinstance(receiver, (Inst, ModuleInfo, Super)):
+            # The project's own method of that name: followed as a call.
+            return
+        ident = _last_identifier(func.value).lower()
+        safe = isinstance(receiver, Ext) and receiver.name.startswith(
+            SAFE_SUBMIT_PREFIXES
+        )
+        args = node.args
+        if attr == "submit":
+            if safe or "offload" in ident or not args:
+                return
+            self.spawn(node, "executor", args[0], args[1:], many=False)
+        elif attr in POOL_METHODS:
+            known = (
+                isinstance(receiver, Ext)
+                and receiver.instance
+                and receiver.name in POOL_CLASSES
+            )
+            if safe or not (known or "pool" in ident or "executor" in ident):
+                return
+            pos, many = POOL_METHODS[attr]
+            target = _argument(node, pos, "func")
+            extra: list[ast.expr] = []
+            if attr.startswith("apply") or attr == "spawn":
+                extra = list(args[1:])
+                given = _argument(node, 1, "args")
+                if isinstance(given, (ast.Tuple, ast.List)):
+                    extra = list(given.elts)
+            is_executor = "executor" in ident or (
+                isinstance(receiver, Ext) and "Executor" in receiver.name
+            )
+            kind = "executor" if is_executor else "pool"
+            if attr == "spawn":
+                kind = "greenlet"
+            self.spawn(node, kind, target, extra, many=many, method=attr)
+        elif attr == "run_in_executor":
+            if len(args) >= 2:
+                self.spawn(node, "executor", args[1], args[2:], many=False)
+        elif attr == "start_background_task":
+            if args:
+                self.spawn(node, "background task", args[0], args[1:], many=False)
+        elif attr == "create_task":
+            loop = (
+                isinstance(receiver, Ext)
+                and receiver.instance
+                and receiver.name in LOOP_FACTORIES
+            )
+            if loop or ident == "loop":
+                self.task(node)
+
+    def task(self, node: ast.Call) -> None:
+        """``asyncio.create_task(coro())`` in an async view, not awaited there."""
+        if self.func is None or not self.func.is_async or not node.args:
+            return
+        if self.await_depth:
+            return
+        awaited = self.awaited_names()
+        if self.assigned.get(id(node)) in awaited:
+            return
+        parent = self.parent_call
+        if (
+            parent is not None
+            and isinstance(parent.func, ast.Attribute)
+            and isinstance(parent.func.value, ast.Name)
+            and parent.func.value.id in awaited
+        ):
+            # ``tasks.append(create_task(...))`` then ``await gather(*tasks)``.
+            return
+        coro = node.args[0]
+        if isinstance(coro, ast.Call):
+            self.spawn(node, "task", coro.func, [], many=False)
+
+    # -- entry points ------------------------------------------------------
+
+    def spawn(
+        self,
+        node: ast.Call,
+        kind: str,
+        target: ast.expr | None,
+        extra: list[ast.expr],
+        *,
+        many: bool,
+        method: str = "map",
+        app: bool = False,
+        req: bool = False,
+    ) -> None:
+        for arg in extra:
+            if isinstance(arg, ast.Starred):
+                arg = arg.value
+            if not isinstance(arg, (ast.Name, ast.Attribute)):
+                continue
+            value = self.resolve(arg)
+            if isinstance(value, Ext) and not value.instance and value.name in _PROXIES:
+                name = dotted(arg)
+                self.analyzer.add(
+                    self.module, arg, "OFF104", _rules.proxy_passed(name, kind)
+                )
+            elif isinstance(value, FunctionInfo):
+                self.target(
+                    node, kind, arg, many=False, method=method, app=app, req=req
+                )
+        if target is not None:
+            self.target(node, kind, target, many=many, method=method, app=app, req=req)
+
+    def target(
+        self,
+        node: ast.Call,
+        kind: str,
+        expr: ast.expr,
+        *,
+        many: bool,
+        method: str,
+        app: bool,
+        req: bool,
+    ) -> None:
+        if isinstance(expr, ast.Call) and expr.args:
+            callee = self.resolve(expr.func)
+            if isinstance(callee, Ext) and callee.name == PARTIAL:
+                self.spawn(
+                    node,
+                    kind,
+                    expr.args[0],
+                    list(expr.args[1:]),
+                    many=many,
+                    method=method,
+                    app=app,
+                    req=req,
+                )
+                return
+        if isinstance(expr, ast.Lambda):
+            self.skip.add(id(expr))
+            func = lambda_function(
+                self.project, expr, self.scope, f"{self.spawner}.<lambda>"
+            )
+            func.report_at = (node.lineno, node.col_offset + 1)
+            self.analyzer.entries.append(Entry(func, kind, self.spawner, app, req))
+            return
+        value = self.resolve(expr)
+        if isinstance(value, Ext):
+            if value.name == COPY_CONTEXT and many:
+                self.shared_wrapper(node, expr, method)
+            return
+        if isinstance(value, Inst):
+            value = self.project.class_member(value.cls, "__call__")
+        if not isinstance(value, FunctionInfo):
+            return
+        kinds = self.analyzer.decorator_kinds(value)
+        if "copy" in kinds and many:
+            self.shared_wrapper(node, expr, method)
+        if kinds:
+            return
+        self.analyzer.entries.append(Entry(value, kind, self.spawner, app, req))
+
+    def shared_wrapper(self, node: ast.Call, expr: ast.expr, method: str) -> None:
+        func = node.func
+        call = dotted(func) if isinstance(func, ast.Attribute) else method
+        self.analyzer.add(
+            self.module, node, "OFF112", _rules.shared_wrapper(dotted(expr), call)
+        )
+
+
+def _argument(node: ast.Call, pos: int, key: str) -> ast.expr | None:
+    for kw in node.keywords:
+        if kw.arg == key:
+            return kw.value
+    if 0 <= pos < len(node.args) and not isinstance(node.args[pos], ast.Starred):
+        return node.args[pos]
+    return None

@@ -1,0 +1,143 @@
+"""Dotted names the checker knows about.
+
+Names are canonical: :func:`canonical` folds the private modules Flask and
+Flask-Login define them in (``flask.globals.request``) onto the public
+spelling (``flask.request``), so the tables below list each name once.
+"""
+
+from __future__ import annotations
+
+# Top-level modules a project file may never stand in for, even if the
+# project has a module with the same name: resolving them to project code
+# would hide every thread and every Flask name.
+PROTECTED_TOPS = frozenset(
+    {
+        "asyncio",
+        "concurrent",
+        "eventlet",
+        "flask",
+        "flask_executor",
+        "flask_login",
+        "flask_offload",
+        "flask_socketio",
+        "functools",
+        "gevent",
+        "multiprocessing",
+        "threading",
+        "_thread",
+    }
+)
+
+_PREFIXES = (
+    ("flask.globals.", "flask."),
+    ("flask.helpers.", "flask."),
+    ("flask.templating.", "flask."),
+    ("flask.ctx.", "flask."),
+    ("flask.json.jsonify", "flask.jsonify"),
+    ("flask_login.utils.", "flask_login."),
+    ("concurrent.futures.thread.", "concurrent.futures."),
+    ("concurrent.futures.process.", "concurrent.futures."),
+    ("concurrent.futures._base.", "concurrent.futures."),
+    ("gevent.greenlet.", "gevent."),
+    ("eventlet.greenthread.", "eventlet."),
+    ("multiprocessing.context.", "multiprocessing."),
+)
+
+
+def canonical(name: str) -> str:
+    """Fold a dotted name onto the spelling used in the tables below.
+
+    :param name: A dotted name such as ``flask.globals.request``.
+    """
+    for old, new in _PREFIXES:
+        if name.startswith(old):
+            return new + name[len(old) :]
+    return name
+
+
+# Context-bound proxies. Request-level ones need a request context, which
+# ``with app.app_context()`` does not give.
+REQUEST_VARS = frozenset(
+    {"flask.request", "flask.session", "flask_login.current_user", "flask.request_ctx"}
+)
+APP_VARS = frozenset({"flask.g", "flask.current_app", "flask.app_ctx"})
+
+# Helpers that look up the current request or app when called.
+REQUEST_HELPERS = frozenset(
+    {
+        "flask.flash",
+        "flask.get_flashed_messages",
+        "flask.send_file",
+        "flask.send_from_directory",
+        "flask.after_this_request",
+        "flask_login.login_user",
+        "flask_login.logout_user",
+    }
+)
+APP_HELPERS = frozenset(
+    {
+        "flask.url_for",
+        "flask.render_template",
+        "flask.render_template_string",
+        "flask.stream_template",
+        "flask.stream_template_string",
+        "flask.jsonify",
+        "flask.make_response",
+    }
+)
+
+COPY_CONTEXT = "flask.copy_current_request_context"
+PARTIAL = "functools.partial"
+
+# Callables whose first argument starts background work, with the position
+# and keyword of the target and of its ``args`` sequence.
+THREAD_LIKE = {
+    "threading.Thread": ("thread", 1, "target", 3, "args"),
+    "threading.Timer": ("timer", 1, "function", 2, "args"),
+    "multiprocessing.Process": ("process", 1, "target", 3, "args"),
+}
+# Callables taking ``(fn, *args)``: position of ``fn``.
+SPAWN_FUNCS = {
+    "gevent.spawn": ("greenlet", 0),
+    "gevent.spawn_raw": ("greenlet", 0),
+    "gevent.spawn_later": ("greenlet", 1),
+    "gevent.Greenlet": ("greenlet", 0),
+    "gevent.Greenlet.spawn": ("greenlet", 0),
+    "eventlet.spawn": ("greenlet", 0),
+    "eventlet.spawn_n": ("greenlet", 0),
+    "eventlet.spawn_after": ("greenlet", 1),
+    "_thread.start_new_thread": ("thread", 0),
+}
+TASK_FUNCS = frozenset({"asyncio.create_task", "asyncio.ensure_future"})
+LOOP_FACTORIES = frozenset(
+    {"asyncio.get_event_loop", "asyncio.get_running_loop", "asyncio.new_event_loop"}
+)
+
+POOL_CLASSES = frozenset(
+    {
+        "concurrent.futures.ThreadPoolExecutor",
+        "concurrent.futures.ProcessPoolExecutor",
+        "concurrent.futures.Executor",
+        "multiprocessing.Pool",
+        "multiprocessing.pool.Pool",
+        "multiprocessing.pool.ThreadPool",
+        "multiprocessing.dummy.Pool",
+        "gevent.pool.Pool",
+        "gevent.pool.Group",
+        "gevent.threadpool.ThreadPool",
+    }
+)
+# Method name -> (position of the callable, whether it runs it for many items).
+POOL_METHODS = {
+    "map": (0, True),
+    "imap": (0, True),
+    "imap_unordered": (0, True),
+    "starmap": (0, True),
+    "map_async": (0, True),
+    "starmap_async": (0, True),
+    "apply": (0, False),
+    "apply_async": (0, False),
+    "spawn": (0, False),
+}
+# Receivers whose ``submit`` carries the context (or is not an executor).
+SAFE_SUBMIT_PREFIXES = ("flask_offload", "flask_executor")

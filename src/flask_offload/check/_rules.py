@@ -1,0 +1,99 @@
+"""Rule codes and the messages reported for them."""
+
+from __future__ import annotations
+
+#: Every code the checker reports, with a one-line summary.
+RULES: dict[str, str] = {
+    "OFF101": "request, session or current_user is read in background code",
+    "OFF102": "g or current_app is used in background code without an app context",
+    "OFF103": "a helper needing a context (url_for, render_template, flash...) "
+    "is called in background code",
+    "OFF104": "a context proxy object itself is passed to background code",
+    "OFF111": "copy_current_request_context is applied at import time",
+    "OFF112": "one copy_current_request_context wrapper is shared by a map-style call",
+    "OFF113": "a function wrapped with copy_current_request_context reads"
+    " request.files",
+}
+
+_WHERE = {
+    "thread": "a background thread",
+    "timer": "a threading.Timer thread",
+    "process": "a separate process",
+    "executor": "an executor worker",
+    "pool": "a pool worker",
+    "greenlet": "a greenlet",
+    "task": "an asyncio task the view does not await",
+    "background task": "a background task",
+}
+
+_CARRY = "wrap the target with flask_offload.carry()"
+
+
+def where(kind: str) -> str:
+    """Describe what runs the code for a kind of entry point."""
+    return _WHERE.get(kind, "background code")
+
+
+def request_read(name: str, kind: str, app_context: bool) -> str:
+    if app_context:
+        return (
+            f"'{name}' is read in code run by {where(kind)}; 'with app.app_context()'"
+            " gives it an application context but no request context. Read it in"
+            f" the view and pass the value, or {_CARRY}."
+        )
+    return (
+        f"'{name}' is read in code run by {where(kind)}, where no request context"
+        f" exists. Read it in the view and pass the value, or {_CARRY}."
+    )
+
+
+def app_read(name: str, kind: str) -> str:
+    return (
+        f"'{name}' is used in code run by {where(kind)}, where no application"
+        " context exists. Pass the app (current_app._get_current_object()) and use"
+        f" 'with app.app_context():', pass the value itself, or {_CARRY}."
+    )
+
+
+def helper_call(name: str, kind: str, needs_request: bool) -> str:
+    needs = "a request context" if needs_request else "an application context"
+    return (
+        f"'{name}()' needs {needs} but is called in code run by {where(kind)}."
+        f" Call it in the view and pass the result, or {_CARRY}."
+    )
+
+
+def proxy_passed(name: str, kind: str) -> str:
+    return (
+        f"The '{name}' proxy itself is passed to code run by {where(kind)}; it is"
+        " only looked up when used, in the background, where no context exists."
+        " Pass the values you need (or current_app._get_current_object() for the"
+        " app) instead."
+    )
+
+
+def copy_at_import() -> str:
+    return (
+        "copy_current_request_context() is applied at import time, where no"
+        " request is active, so it raises RuntimeError. Apply it inside the view"
+        " to a function defined there, or use flask_offload.carry()."
+    )
+
+
+def shared_wrapper(name: str, method: str) -> str:
+    return (
+        f"One copy_current_request_context() wrapper ('{name}') is given to"
+        f" {method}(), which calls it from several worker threads; pushing one"
+        " copied context in two threads fails with 'ValueError: Token was created"
+        " in a different Context'. Wrap the function once per item, or use"
+        " flask_offload.carry()."
+    )
+
+
+def reads_files(name: str) -> str:
+    return (
+        f"'{name}' is wrapped with copy_current_request_context() and reads"
+        " 'request.files', but uploaded files are closed once the response is"
+        " sent. Read or save the upload in the view and pass the bytes or the"
+        " path instead."
+    )

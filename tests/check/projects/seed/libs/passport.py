@@ -1,0 +1,12 @@
+from flask import request
+
+
+class PassportService:
+    @staticmethod
+    def decode(token):
+        return {"sub": token}
+
+    @classmethod
+    def current_user_id(cls):
+        token = request.headers.get("Authorization")
+        return cls.decode(token)["sub"]
