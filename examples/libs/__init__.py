@@ -1,0 +1,1 @@
+"""Small libraries the demo's services use."""

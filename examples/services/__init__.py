@@ -1,0 +1,1 @@
+"""The demo's business logic, written as ordinary request-bound Flask code."""
