@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import typing as t
+
+import pytest
+import requests
+from flask import Flask
+from werkzeug.serving import make_server
+
+from flask_offload import Offload
+
+pytest_plugins = ["pytester"]
+
+REQUIRE_SERVICES = os.environ.get("OFFLOAD_REQUIRE_SERVICES") == "1"
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a local service is missing; fail in CI, where it must exist."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        message = f"{name} is not reachable on {host}:{port}."
+        if REQUIRE_SERVICES:
+            pytest.fail(message + " OFFLOAD_REQUIRE_SERVICES=1 requires it.")
+        pytest.skip(message)
+
+
+class LiveServer:
+    """A real threaded werkzeug server on 127.0.0.1, as users run Flask."""
+
+    def __init__(self, app: Flask) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+        )
+        self.thread.start()
+        self.session = requests.Session()
+
+    def get(self, path: str, **kwargs: t.Any) -> requests.Response:
+        return self.session.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: t.Any) -> requests.Response:
+        return self.session.post(self.url + path, timeout=30, **kwargs)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+        self.server.server_close()
+        self.session.close()
+
+
+@pytest.fixture
+def serve() -> t.Iterator[t.Callable[[Flask], LiveServer]]:
+    """Start a real server for an app: ``server = serve(app)``."""
+    servers: list[LiveServer] = []
+
+    def start(app: Flask) -> LiveServer:
+        server = LiveServer(app)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def app() -> Flask:
+    app = Flask("flask_offload_test")
+    app.config.update(TESTING=True, SECRET_KEY="test secret")
+    return app
+
+
+@pytest.fixture
+def offload(app: Flask) -> t.Iterator[Offload]:
+    ext = Offload(app)
+    yield ext
+    with app.app_context():
+        assert ext.join(10), "jobs still running after the test"
+        ext.shutdown(wait=True, timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _leak_check(offload_leak_check: None) -> None:
+    """Every test: no job, carried call or pushed context is left behind."""

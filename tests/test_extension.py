@@ -1,0 +1,178 @@
+"""init_app, config, several apps, the factory pattern, submitting outside a request."""
+
+from __future__ import annotations
+
+import threading
+
+import click
+import pytest
+from flask import current_app
+from flask import Flask
+from flask import g
+from flask import has_request_context
+from flask.testing import FlaskCliRunner
+
+import flask_offload
+from flask_offload import Offload
+from flask_offload.extension import DEFAULTS
+
+
+def test_init_app_sets_defaults_and_registers(app: Flask) -> None:
+    offload = Offload()
+    offload.init_app(app)
+    assert app.extensions["offload"] is offload
+    for key, value in DEFAULTS.items():
+        assert app.config[key] == value
+    assert not hasattr(offload, "app")
+    with app.app_context():
+        assert offload.submit(lambda: current_app.name).result(10) == app.name
+        offload.shutdown()
+
+
+def test_registering_twice_is_an_error(app: Flask) -> None:
+    Offload(app)
+    with pytest.raises(RuntimeError, match="already been registered"):
+        Offload(app)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("OFFLOAD_BACKEND", "rq", "OFFLOAD_BACKEND is 'rq'"),
+        ("OFFLOAD_MAX_WORKERS", 0, "at least 1"),
+        ("OFFLOAD_QUEUE_FULL", "drop", "'raise' or 'block'"),
+        ("OFFLOAD_CARRY_G", "user", "OFFLOAD_CARRY_G must be"),
+    ],
+)
+def test_bad_config_is_explained(key: str, value: object, match: str) -> None:
+    app = Flask(__name__)
+    app.config[key] = value
+    with pytest.raises(ValueError, match=match):
+        Offload(app)
+
+
+def test_config_read_once(app: Flask) -> None:
+    app.config["OFFLOAD_CARRY_G"] = None
+    offload = Offload(app)
+    app.config["OFFLOAD_CARRY_G"] = "primitives"  # too late: ignored
+    with app.test_request_context("/"):
+        g.x = 1
+        assert offload.submit(lambda: g.get("x")).result(10) is None
+        offload.shutdown()
+
+
+def test_factory_pattern_and_several_apps() -> None:
+    offload = Offload()
+
+    def create_app(name: str, workers: int) -> Flask:
+        app = Flask(name)
+        app.config["OFFLOAD_MAX_WORKERS"] = workers
+        offload.init_app(app)
+        return app
+
+    one, two = create_app("one", 1), create_app("two", 2)
+    names: dict[str, set[str]] = {"one": set(), "two": set()}
+    gate = threading.Barrier(2, timeout=10)
+
+    def where() -> str:
+        names[current_app.name].add(threading.current_thread().name)
+        return current_app.name
+
+    with one.app_context():
+        job_one = offload.submit(where)
+    with two.app_context():
+        jobs_two = [offload.submit(gate.wait) for _ in range(2)] + [
+            offload.submit(where)
+        ]
+    assert job_one.result(10) == "one"
+    assert jobs_two[-1].result(10) == "two"
+    with one.app_context():
+        assert offload.jobs() == [job_one]  # each app has its own jobs
+        offload.shutdown()
+    with two.app_context():
+        assert job_one not in offload.jobs()
+        offload.shutdown()
+    assert names["one"].isdisjoint(names["two"])  # and its own pool
+
+
+def test_submit_needs_an_app_context() -> None:
+    offload = Offload(Flask(__name__))
+    with pytest.raises(RuntimeError, match="Working outside of application context"):
+        offload.submit(print)
+
+
+def test_app_not_registered() -> None:
+    offload = Offload(Flask("a"))
+    other = Flask("b")
+    with (
+        other.app_context(),
+        pytest.raises(RuntimeError, match="Did you forget to call 'init_app'"),
+    ):
+        offload.submit(print)
+
+
+def test_submit_in_app_context_only(app: Flask, offload: Offload) -> None:
+    def probe() -> tuple[str, bool]:
+        return current_app.name, has_request_context()
+
+    with app.app_context():
+        assert offload.submit(probe).result(10) == (app.name, False)
+
+
+def test_submit_from_cli_command(app: Flask, offload: Offload) -> None:
+    results: list[tuple[str, bool]] = []
+
+    @app.cli.command("export")
+    def export() -> None:
+        job = offload.submit(lambda: (current_app.name, has_request_context()))
+        results.append(job.result(10))
+        click.echo(f"{job.id} {job.state}")
+
+    runner = FlaskCliRunner(app)
+    out = runner.invoke(args=["export"])
+    assert out.exit_code == 0, out.output
+    assert out.output.strip().endswith("SUCCEEDED")
+    assert results == [(app.name, False)]
+
+
+def test_cli_jobs_lists_jobs(app: Flask, offload: Offload) -> None:
+    @app.cli.command("work")
+    def work() -> None:
+        offload.submit(int, "3").result(10)
+        offload.submit(int, "x").exception(10)
+
+    runner = FlaskCliRunner(app)
+    assert runner.invoke(args=["work"]).exit_code == 0
+    out = runner.invoke(args=["offload", "jobs"])
+    assert out.exit_code == 0
+    lines = out.output.strip().splitlines()
+    assert len(lines) == 2
+    assert "FAILED" in lines[0] and "builtins.int" in lines[0]
+    assert "SUCCEEDED" in lines[1]
+    failed = runner.invoke(args=["offload", "jobs", "--state", "failed", "--json"])
+    assert '"state": "FAILED"' in failed.output
+    assert runner.invoke(args=["offload", "jobs", "--help"]).output.startswith("Usage")
+
+
+def test_all_matches_public_names() -> None:
+    public = {
+        name
+        for name, obj in vars(flask_offload).items()
+        if not name.startswith("_")
+        and getattr(obj, "__module__", "").startswith("flask_offload")
+    }
+    public.add("current_job")  # a LocalProxy: its __module__ is werkzeug's
+    modules = {
+        "errors",
+        "extension",
+        "jobs",
+        "propagation",
+        "snapshot",
+        "tasks",
+        "compat",
+    }
+    modules |= {"files", "signing", "backends", "signals", "cli", "check"}
+    assert set(flask_offload.__all__) == public - modules
+    assert len(flask_offload.__all__) == len(set(flask_offload.__all__))
+    for name in flask_offload.__all__:
+        assert getattr(flask_offload, name) is not None

@@ -1,0 +1,309 @@
+"""The Job handle, the registry, tasks, signals and failure reporting."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import typing as t
+
+import pytest
+from flask import Flask
+from flask import has_request_context
+
+from flask_offload import current_job
+from flask_offload import Job
+from flask_offload import JobCancelled
+from flask_offload import JobState
+from flask_offload import Offload
+from flask_offload import signals
+
+from .conftest import LiveServer
+
+
+def test_job_fields_and_result(app: Flask, offload: Offload) -> None:
+    with app.app_context():
+        job = offload.submit(pow, 2, 10)
+        assert job.result(10) == 1024
+    assert job.state is JobState.SUCCEEDED
+    assert job.state == "SUCCEEDED"
+    assert len(job.id) == 32 and int(job.id, 16) >= 0
+    assert job.name == "builtins.pow"
+    assert job.submitted_from is not None
+    assert job.submitted_from.startswith("tests/test_jobs.py:")
+    assert job.submitted_from.endswith(" in test_job_fields_and_result")
+    assert job.submitted_at <= job.started_at <= job.finished_at  # type: ignore[operator]
+    assert job.submitted_at.tzinfo is not None
+    assert job.done() and job.wait(0)
+    assert job.exception() is None
+    d = job.to_dict()
+    json.dumps(d)
+    assert d["state"] == "SUCCEEDED" and d["error"] is None and d["duration"] >= 0
+    assert "result" not in d and "args" not in d
+
+
+def test_progress_visible_while_running(app: Flask, offload: Offload) -> None:
+    reported = threading.Event()
+    proceed = threading.Event()
+    received: list[tuple[float | None, str | None]] = []
+
+    def on_progress(sender: Flask, job: Job) -> None:
+        received.append((job.progress, job.message))
+
+    def work() -> None:
+        current_job.set_progress(0.4, "parsed 4,000 rows")
+        reported.set()
+        assert proceed.wait(10)
+        current_job.set_progress(1.0)
+
+    with signals.job_progress.connected_to(on_progress, sender=app), app.app_context():
+        job = offload.submit(work)
+        assert reported.wait(10)
+        assert job.state is JobState.RUNNING
+        assert (job.progress, job.message) == (0.4, "parsed 4,000 rows")
+        assert job.to_dict()["progress"] == 0.4
+        proceed.set()
+        job.result(10)
+    assert received == [(0.4, "parsed 4,000 rows"), (1.0, None)]
+
+
+def test_set_progress_rejects_bad_values(app: Flask, offload: Offload) -> None:
+    with app.app_context():
+        job = offload.submit(lambda: current_job.set_progress(40))
+        err = job.exception(10)
+    assert isinstance(err, ValueError)
+    assert "between 0 and 1" in str(err)
+
+
+def test_current_job_outside_job() -> None:
+    with pytest.raises(RuntimeError, match="Working outside of a job"):
+        current_job.set_progress(0.1)
+
+
+def test_cancel_pending_never_runs(app: Flask) -> None:
+    app.config["OFFLOAD_MAX_WORKERS"] = 1
+    offload = Offload(app)
+    gate = threading.Event()
+    ran: list[str] = []
+    with app.app_context():
+        blocker = offload.submit(gate.wait, 10)
+        pending = offload.submit(ran.append, "pending")
+        assert pending.cancel() is True
+        assert pending.state is JobState.CANCELLED and pending.done()
+        assert blocker.cancel() is False  # running: only a request
+        assert blocker.cancel_requested
+        gate.set()
+        assert offload.join(10)
+        offload.shutdown()
+    assert ran == []
+    with pytest.raises(JobCancelled):
+        pending.result()
+    assert blocker.state is JobState.SUCCEEDED
+
+
+def test_running_job_honours_cancel_request(app: Flask, offload: Offload) -> None:
+    started = threading.Event()
+
+    def long_job() -> None:
+        started.set()
+        for _ in range(1000):
+            if current_job.cancel_requested:
+                raise JobCancelled("stopped at the user's request")
+            threading.Event().wait(0.01)
+
+    with app.app_context():
+        job = offload.submit(long_job)
+        assert started.wait(10)
+        job.cancel()
+        assert job.wait(10)
+    assert job.state is JobState.CANCELLED
+    with pytest.raises(JobCancelled, match="user's request"):
+        job.result()
+
+
+def test_result_timeout(app: Flask, offload: Offload) -> None:
+    gate = threading.Event()
+    with app.app_context():
+        job = offload.submit(gate.wait, 10)
+        with pytest.raises(TimeoutError, match="did not finish within 0.01 seconds"):
+            job.result(0.01)
+        assert job.wait(0.01) is False
+        gate.set()
+        assert job.result(10) is True
+
+
+def test_failure_logged_and_reraised(
+    app: Flask, offload: Offload, caplog: pytest.LogCaptureFixture
+) -> None:
+    finished: list[Job] = []
+
+    def broken(order_id: int) -> None:
+        raise ValueError(f"order {order_id} is malformed")
+
+    with (
+        caplog.at_level(logging.ERROR, logger="flask_offload"),
+        signals.job_finished.connected_to(
+            lambda s, job: finished.append(job), sender=app
+        ),
+        app.app_context(),
+    ):
+        job = offload.submit(broken, 7)
+        with pytest.raises(ValueError, match="order 7 is malformed"):
+            job.result(10)
+    assert job.state is JobState.FAILED
+    assert job.to_dict()["error"] == {
+        "type": "ValueError",
+        "message": "order 7 is malformed",
+    }
+    (record,) = [r for r in caplog.records if r.name == "flask_offload"]
+    message = record.getMessage()
+    assert job.id in message
+    assert "test_failure_logged_and_reraised.<locals>.broken" in message
+    assert "tests/test_jobs.py:" in message
+    assert record.exc_info is not None and record.exc_info[0] is ValueError
+    assert finished == [job]
+
+
+def test_signals_order(app: Flask, offload: Offload) -> None:
+    events: list[tuple[str, str]] = []
+
+    def recorder(name: str) -> t.Callable[..., None]:
+        return lambda sender, job: events.append((name, job.state.value))
+
+    with (
+        signals.job_submitted.connected_to(recorder("submitted"), sender=app),
+        signals.job_started.connected_to(recorder("started"), sender=app),
+        signals.job_finished.connected_to(recorder("finished"), sender=app),
+        app.app_context(),
+    ):
+        offload.submit(int).result(10)
+    assert events == [
+        ("submitted", "PENDING"),
+        ("started", "RUNNING"),
+        ("finished", "SUCCEEDED"),
+    ]
+
+
+def test_failing_signal_receiver_is_logged_not_fatal(
+    app: Flask, offload: Offload, caplog: pytest.LogCaptureFixture
+) -> None:
+    def bad(sender: Flask, job: Job) -> None:
+        raise RuntimeError("receiver bug")
+
+    with signals.job_started.connected_to(bad, sender=app), app.app_context():
+        assert offload.submit(int, "5").result(10) == 5
+    assert "A receiver of job-started failed" in caplog.text
+
+
+def test_get_job_jobs_and_join(app: Flask, offload: Offload) -> None:
+    gate = threading.Event()
+    with app.app_context():
+        a = offload.submit(gate.wait, 10)
+        b = offload.submit(int, "1")
+        b.wait(10)
+        assert offload.get_job(a.id) is a
+        assert offload.get_job("nope") is None
+        assert offload.jobs()[:2] == [b, a]
+        assert offload.jobs(JobState.RUNNING) == [a]
+        assert offload.jobs("SUCCEEDED") == [b]
+        assert offload.join(0.05) is False
+        gate.set()
+        assert offload.join(10) is True
+    # Outside an app context, the instance looks in all its apps.
+    assert offload.get_job(a.id) is a
+
+
+def test_finished_jobs_expire_running_never(app: Flask) -> None:
+    app.config.update(OFFLOAD_MAX_FINISHED=3, OFFLOAD_RESULT_TTL=3600)
+    offload = Offload(app)
+    gate = threading.Event()
+    with app.app_context():
+        running = offload.submit(gate.wait, 10)
+        done = [offload.submit(int, str(i)) for i in range(10)]
+        for job in done:
+            job.wait(10)
+        assert offload.join(0.05) is False
+        known = offload.jobs()
+        assert running in known
+        assert [j for j in known if j is not running] == done[-3:][::-1]
+        gate.set()
+        offload.join(10)
+        offload.shutdown()
+
+
+def test_result_ttl(app: Flask) -> None:
+    app.config.update(OFFLOAD_RESULT_TTL=0)
+    offload = Offload(app)
+    with app.app_context():
+        job = offload.submit(int)
+        job.wait(10)
+        assert offload.get_job(job.id) is None
+        assert job.result() == 0  # the handle itself stays usable
+        offload.shutdown()
+
+
+def test_task_decorator(app: Flask, offload: Offload) -> None:
+    @offload.task
+    def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    @offload.task(name="reports.build")
+    def build() -> bool:
+        return has_request_context()
+
+    assert add(1, b=2) == 3  # direct call runs in the caller
+    assert add.name == "tests.test_jobs.test_task_decorator.<locals>.add"
+    assert add.__name__ == "add"
+    assert offload.tasks["reports.build"] is build
+    with app.test_request_context("/"):
+        job = add.submit(2, b=3)
+        assert job.result(10) == 5
+        assert build.delay().result(10) is True
+        assert build.delay().name == "reports.build"
+    with pytest.raises(ValueError, match="already declared"):
+        offload.task(name="reports.build")(lambda: None)
+
+
+def test_async_job_function(app: Flask, offload: Offload) -> None:
+    async def fetch(x: int) -> int:
+        return x * 2
+
+    with app.app_context():
+        assert offload.submit(fetch, 21).result(10) == 42
+
+
+def test_submit_from_view_and_poll(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """The request thread sees progress while the job runs."""
+    step = threading.Event()
+    reported = threading.Event()
+
+    def work() -> None:
+        current_job.set_progress(0.5, "half")
+        reported.set()
+        assert step.wait(10)
+
+    @app.post("/start")
+    def start() -> dict[str, str]:
+        return {"id": offload.submit(work).id}
+
+    @app.get("/status/<job_id>")
+    def status(job_id: str) -> dict[str, t.Any]:
+        job = offload.get_job(job_id)
+        assert job is not None
+        return job.to_dict()
+
+    server = serve(app)
+    job_id = server.post("/start").json()["id"]
+    assert reported.wait(10)
+    body = server.get(f"/status/{job_id}").json()
+    assert (body["state"], body["progress"], body["message"]) == (
+        "RUNNING",
+        0.5,
+        "half",
+    )
+    step.set()
+    with app.app_context():
+        offload.get_job(job_id).result(10)  # type: ignore[union-attr]
+    assert server.get(f"/status/{job_id}").json()["state"] == "SUCCEEDED"

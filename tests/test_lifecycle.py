@@ -1,0 +1,150 @@
+"""Teardown runs once per context, in the right thread; nothing stays pushed."""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+from collections import Counter
+
+import pytest
+from flask import Flask
+from flask import g
+from flask import has_request_context
+from flask import request
+
+from flask_offload import carry
+from flask_offload import Offload
+
+from .conftest import LiveServer
+
+
+class Recorder:
+    def __init__(self, app: Flask) -> None:
+        self.calls: list[tuple[str, str]] = []
+        app.teardown_request(self.request)
+        app.teardown_appcontext(self.appcontext)
+        self.before = 0
+        app.before_request(self.before_request)
+
+    def request(self, exc: BaseException | None) -> None:
+        self.calls.append(("teardown_request", threading.current_thread().name))
+
+    def appcontext(self, exc: BaseException | None) -> None:
+        self.calls.append(("teardown_appcontext", threading.current_thread().name))
+
+    def before_request(self) -> None:
+        self.before += 1
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        return Counter(self.calls)
+
+
+@pytest.mark.parametrize("teardown_request", [False, True])
+def test_teardown_once_per_context(
+    app: Flask, serve: t.Callable[[Flask], LiveServer], teardown_request: bool
+) -> None:
+    app.config["OFFLOAD_JOB_TEARDOWN_REQUEST"] = teardown_request
+    offload = Offload(app)
+    rec = Recorder(app)
+    names: dict[str, str] = {}
+    hold = threading.Event()
+    carried_done = threading.Event()
+
+    def job() -> None:
+        assert hold.wait(10)
+        names["job"] = threading.current_thread().name
+
+        def grandchild() -> None:
+            names["grandchild"] = threading.current_thread().name
+
+        th = threading.Thread(target=carry(grandchild), name="grandchild")
+        th.start()
+        th.join()
+        carried_done.set()
+
+    @app.get("/life")
+    def life() -> str:
+        names["view"] = threading.current_thread().name
+        offload.submit(job)
+        return "ok"
+
+    server = serve(app)
+    assert server.get("/life").ok
+    hold.set()
+    with app.app_context():
+        assert offload.join(10)
+    rec.calls = [c for c in rec.calls if c[1] != threading.current_thread().name]
+    expected = Counter(
+        {
+            ("teardown_request", names["view"]): 1,
+            ("teardown_appcontext", names["view"]): 1,
+            ("teardown_appcontext", names["job"]): 1,
+            ("teardown_appcontext", "grandchild"): 1,
+        }
+    )
+    if teardown_request:
+        expected[("teardown_request", names["job"])] = 1
+        expected[("teardown_request", "grandchild")] = 1
+    assert rec.counts() == expected
+    assert rec.before == 1  # before_request never runs for a job
+    with app.app_context():
+        offload.shutdown()
+
+
+def test_job_failure_reaches_teardown(app: Flask, offload: Offload) -> None:
+    seen: list[BaseException | None] = []
+    app.teardown_appcontext(seen.append)
+
+    def boom() -> None:
+        raise KeyError("x")
+
+    with app.app_context():
+        job = offload.submit(boom)
+        assert isinstance(job.exception(10), KeyError)
+    # The job's teardown saw the job's error; the test's own context saw None.
+    assert [type(e) for e in seen] == [KeyError, type(None)]
+
+
+def test_no_context_left_on_worker_between_jobs(
+    app: Flask, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    app.config["OFFLOAD_MAX_WORKERS"] = 1
+    offload = Offload(app)
+    seen: list[t.Any] = []
+
+    def report() -> None:
+        seen.append(
+            (
+                threading.current_thread().name,
+                request.headers.get("X-User"),
+                g.get("user"),
+            )
+        )
+
+    @app.get("/u")
+    def u() -> str:
+        g.user = request.headers["X-User"]
+        offload.submit(report)
+        return "ok"
+
+    server = serve(app)
+    for user in ("alice", "bob", "alice"):
+        assert server.get("/u", headers={"X-User": user}).ok
+        with app.app_context():
+            assert offload.join(10)
+
+    def outside() -> tuple[str, bool, bool]:
+        return (threading.current_thread().name, has_request_context(), "user" in g)
+
+    # The same worker thread, after alice's job: a job submitted outside any
+    # request sees no request and an empty g.
+    with app.app_context():
+        worker, has_req, has_user = offload.submit(outside).result(10)
+        offload.shutdown()
+    assert (worker, has_req, has_user) == (seen[0][0], False, False)
+    assert [s[1:] for s in seen] == [
+        ("alice", "alice"),
+        ("bob", "bob"),
+        ("alice", "alice"),
+    ]
+    assert len({s[0] for s in seen}) == 1  # one reused worker thread

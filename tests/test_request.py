@@ -1,0 +1,256 @@
+"""A job submitted from a view sees the request after the response was sent."""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+
+import pytest
+from flask import Flask
+from flask import g
+from flask import request
+from flask import session
+from flask import url_for
+
+from flask_offload import Offload
+
+from .conftest import LiveServer
+
+
+class PassportService:
+    """The seed's service: reads the caller from the Authorization header."""
+
+    @staticmethod
+    def current_user_id() -> str | None:
+        auth = request.headers.get("Authorization")
+        if not auth or not auth.startswith("Bearer "):
+            return None
+        return auth.removeprefix("Bearer ")
+
+
+operation_log: list[tuple[str | None, str]] = []
+
+
+def save_operation_log(action: str) -> None:
+    operation_log.append((PassportService.current_user_id(), action))
+
+
+@pytest.fixture
+def hold() -> threading.Event:
+    """Jobs wait on this until the test has the response: they run after it."""
+    return threading.Event()
+
+
+def test_job_sees_request_after_response(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    hold: threading.Event,
+) -> None:
+    seen: dict[str, t.Any] = {}
+
+    def job() -> None:
+        assert hold.wait(10)
+        seen.update(
+            args=request.args.to_dict(flat=False),
+            auth=request.headers.get("Authorization"),
+            custom=request.headers.get("X-Custom"),
+            json=request.get_json(),
+            remote=request.remote_addr,
+            path=request.path,
+            method=request.method,
+            url=url_for("submit", _external=True),
+            endpoint=request.endpoint,
+            session=dict(session),
+            g=dict(vars(g._get_current_object())),
+        )
+
+    @app.post("/submit")
+    def submit() -> dict[str, str]:
+        session["cart"] = [1, 2]
+        g.user_id = 7
+        g.tags = ["a", {"b": 1}]
+        g.connection = object()  # not a primitive: stays in the request
+        g._private = "x"  # extension state: never carried
+        return {"id": offload.submit(job).id}
+
+    server = serve(app)
+    # A first request sets the session cookie the second one carries.
+    r = server.post(
+        "/submit?q=1&q=2",
+        json={"order": 42},
+        headers={"Authorization": "Bearer alice", "X-Custom": "yes"},
+    )
+    assert r.status_code == 200
+    hold.set()
+    with app.app_context():
+        job_obj = offload.get_job(r.json()["id"])
+        assert job_obj is not None
+        job_obj.result(10)
+    assert seen["args"] == {"q": ["1", "2"]}
+    assert seen["auth"] == "Bearer alice"
+    assert seen["custom"] == "yes"
+    assert seen["json"] == {"order": 42}
+    assert seen["remote"] == "127.0.0.1"
+    assert seen["path"] == "/submit"
+    assert seen["method"] == "POST"
+    assert seen["url"] == f"{server.url}/submit"
+    assert seen["endpoint"] == "submit"
+    assert seen["session"] == {"cart": [1, 2]}
+    assert seen["g"] == {"user_id": 7, "tags": ["a", {"b": 1}]}
+
+
+def test_form_and_seed_service(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    hold: threading.Event,
+) -> None:
+    """The seed's PassportService works unchanged inside save_operation_log()."""
+    operation_log.clear()
+    seen: dict[str, t.Any] = {}
+
+    def job() -> None:
+        assert hold.wait(10)
+        seen["form"] = request.form.to_dict()
+        save_operation_log("import")
+
+    @app.post("/form")
+    def form() -> dict[str, str]:
+        return {"id": offload.submit(job).id}
+
+    server = serve(app)
+    r = server.post(
+        "/form",
+        data={"name": "Ann", "city": "Oslo"},
+        headers={"Authorization": "Bearer u9"},
+    )
+    hold.set()
+    with app.app_context():
+        offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert seen["form"] == {"name": "Ann", "city": "Oslo"}
+    assert operation_log == [("u9", "import")]
+
+
+def test_session_and_g_are_copies(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    hold: threading.Event,
+) -> None:
+    """Changes on either side after submit are not seen by the other."""
+    seen: dict[str, t.Any] = {}
+    after_view: dict[str, t.Any] = {}
+
+    def job() -> None:
+        seen["before"] = (list(g.items), dict(session))
+        g.items.append("job")
+        session["from_job"] = True
+        assert hold.wait(10)
+
+    @app.post("/copy")
+    def copy_view() -> dict[str, str]:
+        g.items = ["view"]
+        session["n"] = 1
+        j = offload.submit(job)
+        g.items.append("later")
+        session["n"] = 2
+        after_view["g"] = list(g.items)
+        return {"id": j.id}
+
+    server = serve(app)
+    r = server.post("/copy")
+    hold.set()
+    with app.app_context():
+        offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert seen["before"] == (["view"], {"n": 1})
+    assert after_view["g"] == ["view", "later"]
+
+
+def test_carry_g_names(app: Flask, serve: t.Callable[[Flask], LiveServer]) -> None:
+    app.config["OFFLOAD_CARRY_G"] = ["tenant", "client"]
+    offload = Offload(app)
+    seen: dict[str, t.Any] = {}
+    client = object()
+
+    @app.post("/names")
+    def names() -> dict[str, str]:
+        g.tenant = "acme"
+        g.client = client
+        g.other = 1
+        return {
+            "id": offload.submit(lambda: seen.update(vars(g._get_current_object()))).id
+        }
+
+    server = serve(app)
+    r = server.post("/names")
+    with app.app_context():
+        offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+        offload.shutdown()
+    assert seen == {"tenant": "acme", "client": client}
+
+
+def test_carry_g_none(app: Flask, serve: t.Callable[[Flask], LiveServer]) -> None:
+    app.config["OFFLOAD_CARRY_G"] = None
+    offload = Offload(app)
+
+    @app.post("/none")
+    def none() -> dict[str, str]:
+        g.user_id = 1
+        return {"id": offload.submit(lambda: dict(vars(g._get_current_object()))).id}
+
+    server = serve(app)
+    r = server.post("/none")
+    with app.app_context():
+        assert offload.get_job(r.json()["id"]).result(10) == {}  # type: ignore[union-attr]
+        offload.shutdown()
+
+
+def test_body_over_limit_fails_only_when_read(
+    app: Flask, serve: t.Callable[[Flask], LiveServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    app.config["OFFLOAD_MAX_BODY_SIZE"] = 100
+    offload = Offload(app)
+
+    @app.post("/big")
+    def big() -> dict[str, str]:
+        a = offload.submit(lambda: request.args["x"])
+        b = offload.submit(lambda: request.get_data())
+        return {"a": a.id, "b": b.id}
+
+    server = serve(app)
+    r = server.post(
+        "/big?x=1", data=b"y" * 1000, headers={"Content-Type": "text/plain"}
+    )
+    with app.app_context():
+        assert offload.get_job(r.json()["a"]).result(10) == "1"  # type: ignore[union-attr]
+        job_b = offload.get_job(r.json()["b"])
+        assert job_b is not None
+        error = job_b.exception(10)
+        offload.shutdown()
+    assert "OFFLOAD_MAX_BODY_SIZE" in str(error)
+    assert "1000 bytes" in str(error)
+
+
+def test_session_change_in_job_warns_once(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def job() -> None:
+        session["x"] = 1
+
+    @app.post("/s")
+    def s() -> dict[str, list[str]]:
+        return {"ids": [offload.submit(job).id, offload.submit(job).id]}
+
+    server = serve(app)
+    with caplog.at_level("WARNING", logger="flask_offload"):
+        r = server.post("/s")
+        with app.app_context():
+            for job_id in r.json()["ids"]:
+                offload.get_job(job_id).result(10)  # type: ignore[union-attr]
+    warnings = [r for r in caplog.records if "session" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "never reach the client" in warnings[0].getMessage()

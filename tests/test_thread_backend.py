@@ -1,0 +1,205 @@
+"""The thread backend: queue bounds, draining at exit and on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from flask_offload import Offload
+from flask_offload import QueueFull
+
+
+def test_queue_full_raises(app: Flask) -> None:
+    app.config.update(OFFLOAD_MAX_WORKERS=1, OFFLOAD_MAX_QUEUE=2)
+    offload = Offload(app)
+    gate = threading.Event()
+    started = threading.Event()
+
+    def block() -> None:
+        started.set()
+        gate.wait(10)
+
+    with app.app_context():
+        first = offload.submit(block)
+        assert started.wait(10)  # taken by the worker: no longer queued
+        queued = [offload.submit(gate.wait, 10) for _ in range(2)]
+        with pytest.raises(QueueFull, match="OFFLOAD_MAX_QUEUE"):
+            offload.submit(gate.wait, 10)
+        assert len(offload.jobs()) == 3  # the refused one was never a job
+        gate.set()
+        assert all(j.result(10) for j in queued)
+        first.result(10)
+        # Places are given back as jobs start.
+        assert offload.submit(int).result(10) == 0
+        offload.shutdown()
+
+
+def test_queue_full_blocks(app: Flask) -> None:
+    app.config.update(
+        OFFLOAD_MAX_WORKERS=1, OFFLOAD_MAX_QUEUE=1, OFFLOAD_QUEUE_FULL="block"
+    )
+    offload = Offload(app)
+    gate = threading.Event()
+    started = threading.Event()
+    submitted = threading.Event()
+
+    def block() -> None:
+        started.set()
+        gate.wait(10)
+
+    with app.app_context():
+        offload.submit(block)
+        assert started.wait(10)
+        offload.submit(int)  # fills the queue
+
+    def third() -> None:
+        with app.app_context():
+            offload.submit(int)
+        submitted.set()
+
+    th = threading.Thread(target=third)
+    th.start()
+    assert not submitted.wait(0.2)  # blocked while the queue is full
+    gate.set()
+    assert submitted.wait(10)
+    th.join()
+    with app.app_context():
+        assert offload.join(10)
+        offload.shutdown()
+
+
+def test_submit_after_shutdown_is_refused(app: Flask) -> None:
+    offload = Offload(app)
+    with app.app_context():
+        offload.shutdown()
+        with pytest.raises(RuntimeError, match="was shut down"):
+            offload.submit(int)
+
+
+SCRIPT = """
+import logging, sys, threading, time
+from flask import Flask, request
+from werkzeug.serving import make_server
+from flask_offload import Offload
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                    format="%(levelname)s %(message)s")
+app = Flask("drain")
+app.config.update(OFFLOAD_MAX_WORKERS=2, OFFLOAD_SHUTDOWN_TIMEOUT={timeout})
+offload = Offload(app)
+
+def slow(i):
+    time.sleep(0.05)
+    print(f"done {{i}} user={{request.headers['X-User']}}", flush=True)
+
+@app.post("/jobs")
+def jobs():
+    ids = [offload.submit(slow, i).id for i in range(20)]
+    print("ids " + " ".join(ids), flush=True)
+    return "ok"
+
+server = make_server("127.0.0.1", 0, app, threaded=True)
+print(f"port {{server.server_port}}", flush=True)
+{mode}
+"""
+
+SERVE = "server.serve_forever()"
+EXIT = """
+import urllib.request
+threading.Thread(target=server.serve_forever, daemon=True).start()
+url = f"http://127.0.0.1:{server.server_port}/jobs"
+req = urllib.request.Request(url, method="POST", headers={"X-User": "ann"})
+urllib.request.urlopen(req).read()
+print("main thread ends", flush=True)
+"""
+
+
+def run_script(tmp_path: Path, timeout: float, mode: str) -> subprocess.Popen[str]:
+    path = tmp_path / "app.py"
+    path.write_text(textwrap.dedent(SCRIPT.format(timeout=timeout, mode=mode)))
+    return subprocess.Popen(
+        [sys.executable, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+
+
+def post_jobs(proc: subprocess.Popen[str]) -> list[str]:
+    import requests
+
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().split()[1])
+    requests.post(
+        f"http://127.0.0.1:{port}/jobs", headers={"X-User": "ann"}, timeout=10
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("ids "), line
+    return line.split()[1:]
+
+
+def test_normal_exit_drains_queue(tmp_path: Path) -> None:
+    proc = run_script(tmp_path, 30, EXIT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    done = re.findall(r"done (\d+) user=ann", out)
+    assert sorted(map(int, done)) == list(range(20))
+    assert "main thread ends" in out
+
+
+def test_sigterm_drains_all_jobs(tmp_path: Path) -> None:
+    proc = run_script(tmp_path, 30, SERVE)
+    ids = post_jobs(proc)
+    assert len(ids) == 20
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, out
+    assert sorted(map(int, re.findall(r"done (\d+) user=ann", out))) == list(range(20))
+    assert "abandoned" not in out
+
+
+def test_sigterm_logs_every_abandoned_job(tmp_path: Path) -> None:
+    proc = run_script(tmp_path, 0.12, SERVE)
+    ids = post_jobs(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, out
+    finished = set(map(int, re.findall(r"done (\d+) user=ann", out)))
+    abandoned = set(re.findall(r"Job (\w+) \(__main__\.slow\) .* abandoned", out))
+    finished_ids = {ids[i] for i in finished}
+    assert abandoned, out  # 0.12 s cannot run 20 jobs of 0.05 s on 2 workers
+    # Every job either finished or was logged by id: none vanished silently.
+    assert abandoned | finished_ids == set(ids)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_existing_sigterm_handler_is_kept(tmp_path: Path) -> None:
+    """gunicorn and others handle SIGTERM themselves: we do not take it over."""
+    script = tmp_path / "keep.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import signal
+            from flask import Flask
+            def mine(signum, frame): pass
+            signal.signal(signal.SIGTERM, mine)
+            from flask_offload import Offload
+            Offload(Flask("x"))
+            print(signal.getsignal(signal.SIGTERM) is mine)
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "True"

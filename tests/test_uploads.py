@@ -1,0 +1,215 @@
+"""Uploaded files stay readable by jobs after the response, without copies,
+and no descriptor or temporary file outlives the jobs using it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import typing as t
+
+import pytest
+from flask import Flask
+from flask import request
+
+from flask_offload import carry
+from flask_offload import Offload
+
+from .conftest import LiveServer
+
+SMALL = 10 * 1024  # Werkzeug keeps it in memory
+LARGE = 2 * 1024 * 1024 + 123  # Werkzeug spools it to a temporary file
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def deleted_files() -> set[str]:
+    """Unlinked temporary files this process holds open (pytest holds some
+    for output capture: compare with a baseline).
+    """
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith("(deleted)"):
+            out.add(target)
+    return out
+
+
+def read_upload() -> str:
+    f = request.files["file"]
+    return hashlib.sha256(f.read()).hexdigest() + f"|{f.filename}|{f.mimetype}"
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["10KiB-memory", "2MiB-spooled"])
+@pytest.mark.parametrize(
+    "touch", [True, False], ids=["view-read-files", "view-untouched"]
+)
+def test_job_reads_upload_after_response(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    size: int,
+    touch: bool,
+) -> None:
+    hold = threading.Event()
+
+    def job() -> str:
+        assert hold.wait(10)
+        return read_upload()
+
+    @app.post("/upload")
+    def upload() -> dict[str, str]:
+        if touch:
+            request.files["file"].read(100)  # the view moves its own handle
+        return {"id": offload.submit(job).id}
+
+    server = serve(app)
+    payload = os.urandom(size)
+    fds_before = open_fds()
+    temp_before = deleted_files()
+    r = server.post("/upload", files={"file": ("orders.csv", payload, "text/csv")})
+    assert r.status_code == 200
+    hold.set()  # the response is out: now the job reads
+    with app.app_context():
+        result = offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert result == f"{hashlib.sha256(payload).hexdigest()}|orders.csv|text/csv"
+    assert deleted_files() - temp_before == set()
+    # The client's socket may linger a moment; only our own files matter.
+    leaked = {fd for fd in open_fds() - fds_before if not _is_socket(fd)}
+    assert leaked == set()
+
+
+def _is_socket(fd: str) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    except OSError:
+        return True  # already closed
+
+
+def test_several_jobs_and_carry_read_same_upload(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    hold = threading.Event()
+    carried_results: list[str] = []
+
+    def job() -> str:
+        assert hold.wait(10)
+        return read_upload()
+
+    def job_with_grandchildren() -> str:
+        assert hold.wait(10)
+        threads = [
+            threading.Thread(
+                target=carry(lambda: carried_results.append(read_upload()))
+            )
+            for _ in range(3)
+        ]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return read_upload()
+
+    @app.post("/multi")
+    def multi() -> dict[str, list[str]]:
+        ids = [offload.submit(job).id for _ in range(3)]
+        ids.append(offload.submit(job_with_grandchildren).id)
+        return {"ids": ids}
+
+    server = serve(app)
+    payload = os.urandom(LARGE)
+    expected = f"{hashlib.sha256(payload).hexdigest()}|a.bin|application/octet-stream"
+    temp_before = deleted_files()
+    r = server.post(
+        "/multi", files={"file": ("a.bin", payload, "application/octet-stream")}
+    )
+    hold.set()
+    with app.app_context():
+        results = [offload.get_job(i).result(10) for i in r.json()["ids"]]  # type: ignore[union-attr]
+    assert results == [expected] * 4
+    assert carried_results == [expected] * 3
+    assert deleted_files() - temp_before == set()
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["memory", "spooled"])
+def test_job_finishing_first_never_closes_view_file(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer], size: int
+) -> None:
+    """copy_current_request_context closes the view's file here (flask#5399)."""
+
+    @app.post("/first")
+    def first() -> dict[str, str]:
+        f = request.files["file"]
+        job = offload.submit(read_upload)
+        job.result(10)  # the job has finished and torn down its context
+        return {"view": hashlib.sha256(f.read()).hexdigest(), "job": job.result()}
+
+    server = serve(app)
+    payload = os.urandom(size)
+    r = server.post("/first", files={"file": ("a.bin", payload)})
+    assert r.status_code == 200
+    digest = hashlib.sha256(payload).hexdigest()
+    assert r.json()["view"] == digest
+    assert r.json()["job"].startswith(digest)
+
+
+def test_spooled_upload_is_not_copied(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """The job's handle is on the very inode Werkzeug spooled to: no copy."""
+    inodes: dict[str, int] = {}
+    hold = threading.Event()
+
+    def job() -> None:
+        assert hold.wait(10)
+        inodes["job"] = os.fstat(request.files["file"].stream.fileno()).st_ino
+
+    @app.post("/inode")
+    def inode() -> dict[str, str]:
+        stream = request.files["file"].stream
+        inodes["view"] = os.fstat(stream.fileno()).st_ino
+        return {"id": offload.submit(job).id}
+
+    server = serve(app)
+    r = server.post("/inode", files={"file": ("a.bin", os.urandom(LARGE))})
+    hold.set()
+    with app.app_context():
+        offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert inodes["job"] == inodes["view"]
+
+
+def test_cancelled_job_releases_upload(
+    app: Flask, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    app.config["OFFLOAD_MAX_WORKERS"] = 1
+    offload = Offload(app)
+    gate = threading.Event()
+
+    @app.post("/cancel")
+    def cancel() -> dict[str, str]:
+        pending = offload.submit(read_upload)  # waits behind the blocker
+        assert pending.cancel()
+        return {"pending": pending.id, "state": pending.state}
+
+    server = serve(app)
+    with app.app_context():
+        blocker = offload.submit(gate.wait, 10)  # occupies the only worker
+    try:
+        temp_before = deleted_files()
+        r = server.post("/cancel", files={"file": ("a.bin", os.urandom(LARGE))})
+        assert r.json()["state"] == "CANCELLED"
+        # The request is over and its only job was cancelled: nothing holds
+        # the spooled file any more, though the worker is still busy.
+        assert deleted_files() - temp_before == set()
+        assert not blocker.done()
+    finally:
+        gate.set()
+        with app.app_context():
+            offload.join(10)
+            offload.shutdown()
