@@ -254,3 +254,25 @@ def test_session_change_in_job_warns_once(
     warnings = [r for r in caplog.records if "session" in r.getMessage()]
     assert len(warnings) == 1
     assert "never reach the client" in warnings[0].getMessage()
+
+
+def test_submit_does_not_add_vary_cookie(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """Capturing the session must not change the response's caching headers."""
+
+    @app.get("/login")
+    def login() -> str:
+        session["user"] = "ann"
+        return "ok"
+
+    @app.get("/plain")
+    def plain() -> dict[str, str]:
+        return {"id": offload.submit(lambda: session.get("user")).id}
+
+    server = serve(app)
+    assert "Cookie" in server.get("/login").headers.get("Vary", "")
+    r = server.get("/plain")
+    assert "Cookie" not in r.headers.get("Vary", "")
+    with app.app_context():
+        assert offload.get_job(r.json()["id"]).result(10) == "ann"  # type: ignore[union-attr]

@@ -48,6 +48,23 @@ def request_job_context(
     return RequestContext(app, request.environ, request=request, session=session)
 
 
+def current_session() -> SessionMixin | None:
+    """The current request's session without marking it accessed.
+
+    Reading it through ``flask.session`` sets ``session.accessed``, which
+    makes Flask add ``Vary: Cookie`` to the response: wrong for a capture that
+    does not change what the response depends on.
+    """
+    from flask import globals as fg
+
+    ctx: t.Any
+    if MERGED_CONTEXT:
+        ctx = fg._cv_app.get(None)
+    else:
+        ctx = fg._cv_request.get(None)  # type: ignore[attr-defined,unused-ignore]
+    return getattr(ctx, "_session", None)
+
+
 _TEARDOWN_MARK = "_flask_offload_teardown"
 
 

@@ -31,7 +31,6 @@ from flask import has_app_context
 from flask import has_request_context
 from flask import request
 from flask import request_tearing_down
-from flask import session
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession
 from flask.sessions import SessionMixin
@@ -371,7 +370,8 @@ def capture(
             data.acquire()
             environ[ENV_KEY] = data
             environ[_OWNER_KEY] = True
-        sess = {k: _copy_value(v) for k, v in session.items()}
+        live = compat.current_session()
+        sess = {k: _copy_value(v) for k, v in (live or {}).items()}
     return Snapshot(data, sess, _capture_g(carry_g), site)
 
 
