@@ -57,6 +57,8 @@ class Access:
     files: bool
     app: bool
     req: bool
+    # Parameters the access is guarded by (``if emit_flash: flash(...)``).
+    guards: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -66,6 +68,9 @@ class Edge:
     func: FunctionInfo
     app: bool
     req: bool
+    guards: frozenset[str] = frozenset()
+    # Parameters of ``func`` given a constant false value at this call.
+    falsy: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -134,6 +139,29 @@ def context_kind(expr: ast.expr) -> tuple[bool, bool]:
         if attr in ("test_request_context", "request_context"):
             return True, True
     return False, False
+
+
+def _is_falsy(expr: ast.expr) -> bool:
+    return isinstance(expr, ast.Constant) and not expr.value
+
+
+def parameters(func: FunctionInfo) -> list[str]:
+    """Positional parameter names, without ``self``/``cls`` of methods."""
+    args = func.node.args
+    names = [a.arg for a in [*args.posonlyargs, *args.args]]
+    if func.cls is not None and names:
+        static = any(
+            isinstance(d, ast.Name) and d.id == "staticmethod" for d in func.decorators
+        )
+        if not static:
+            names.pop(0)
+    return names
+
+
+def _catches_runtime_error(handler: ast.ExceptHandler) -> bool:
+    kind = handler.type
+    names = kind.elts if isinstance(kind, ast.Tuple) else [kind]
+    return any(_last_identifier(n) == "RuntimeError" for n in names if n is not None)
 
 
 def _is_carry(name: str) -> bool:
@@ -259,12 +287,15 @@ class Analyzer:
         prefix = (entry.spawner,) if entry.spawner else ()
         start = entry.func
         via0: tuple[str, ...] = (start.qualname,)
-        queue = deque([(start, entry.app, entry.req, via0)])
-        seen = {(id(start), entry.app, entry.req)}
+        none: frozenset[str] = frozenset()
+        queue = deque([(start, entry.app, entry.req, none, via0)])
+        seen = {(id(start), entry.app, entry.req, none)}
         while queue:
-            func, app, req, via = queue.popleft()
+            func, app, req, falsy, via = queue.popleft()
             summary = self.summary(func)
             for access in summary.accesses:
+                if access.guards & falsy:
+                    continue
                 found = self.check_access(
                     entry, func, access, app or access.app, req or access.req
                 )
@@ -277,12 +308,13 @@ class Analyzer:
             if len(via) >= self.max_depth:
                 continue
             for edge in summary.edges:
-                state = (id(edge.func), app or edge.app, req or edge.req)
+                if edge.guards & falsy:
+                    continue
+                state = (id(edge.func), app or edge.app, req or edge.req, edge.falsy)
                 if state not in seen:
                     seen.add(state)
-                    queue.append(
-                        (edge.func, state[1], state[2], via + (edge.func.qualname,))
-                    )
+                    step = via + (edge.func.qualname,)
+                    queue.append((edge.func, state[1], state[2], edge.falsy, step))
         return out
 
     def check_access(
@@ -348,6 +380,12 @@ class _Walker:
         self.parent_call: ast.Call | None = None
         self.skip: set[int] = set()
         self._awaited: set[str] | None = None
+        self.guards: frozenset[str] = frozenset()
+        self.params: frozenset[str] = frozenset()
+        if func is not None and not isinstance(func.node, ast.Lambda):
+            self.params = frozenset(
+                a.arg for a in ast.walk(func.node.args) if isinstance(a, ast.arg)
+            )
 
     # -- resolution --------------------------------------------------------
 
@@ -410,6 +448,22 @@ class _Walker:
             self.stmts(node.body)
             self.app, self.req = saved
             return
+        if isinstance(node, ast.If):
+            self.branch(node)
+            return
+        if isinstance(node, (ast.Try, ast.TryStar)) and any(
+            _catches_runtime_error(h) for h in node.handlers
+        ):
+            # The code expects a missing context and handles it.
+            saved = self.app, self.req
+            self.app = self.req = True
+            self.stmts(node.body)
+            self.app, self.req = saved
+            for handler in node.handlers:
+                self.stmts(handler.body)
+            self.stmts(node.orelse)
+            self.stmts(node.finalbody)
+            return
         if (
             isinstance(node, ast.Assign)
             and len(node.targets) == 1
@@ -434,6 +488,46 @@ class _Walker:
                         self.stmts(item.body)
             elif isinstance(value, ast.expr):
                 self.expr(value)
+
+    def has_context(self, expr: ast.expr) -> tuple[bool, bool]:
+        """What ``has_request_context()`` / ``has_app_context()`` test."""
+        if isinstance(expr, ast.Call):
+            value = self.resolve(expr.func)
+            if isinstance(value, Ext):
+                if value.name == "flask.has_request_context":
+                    return True, True
+                if value.name == "flask.has_app_context":
+                    return True, False
+        return False, False
+
+    def branch(self, node: ast.If) -> None:
+        self.expr(node.test)
+        test = node.test
+        parts = (
+            test.values
+            if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And)
+            else [test]
+        )
+        saved = self.app, self.req, self.guards
+        guards = {
+            p.id for p in parts if isinstance(p, ast.Name) and p.id in self.params
+        }
+        for part in parts:
+            app, req = self.has_context(part)
+            self.app, self.req = self.app or app, self.req or req
+        self.guards = self.guards | guards
+        self.stmts(node.body)
+        self.app, self.req, self.guards = saved
+        self.stmts(node.orelse)
+        if (
+            isinstance(test, ast.UnaryOp)
+            and isinstance(test.op, ast.Not)
+            and node.body
+            and isinstance(node.body[-1], (ast.Return, ast.Raise))
+        ):
+            # ``if not has_request_context(): return`` guards the rest.
+            app, req = self.has_context(test.operand)
+            self.app, self.req = self.app or app, self.req or req
 
     def context_of(self, expr: ast.expr) -> tuple[bool, bool]:
         found = context_kind(expr)
@@ -559,6 +653,7 @@ class _Walker:
                 files,
                 self.app,
                 self.req,
+                self.guards,
             )
         )
 
@@ -569,17 +664,17 @@ class _Walker:
             self.external_call(node, callee.name)
         elif isinstance(callee, FunctionInfo):
             if not self.analyzer.is_safe(callee):
-                self.summary.edges.append(Edge(callee, self.app, self.req))
+                self.edge(callee, node)
         elif isinstance(callee, ClassInfo):
             init = self.project.class_member(callee, "__init__")
             if isinstance(init, FunctionInfo):
-                self.summary.edges.append(Edge(init, self.app, self.req))
+                self.edge(init, node)
             if self.project.thread_base(callee):
                 self.thread_subclass(node, callee)
         elif isinstance(callee, Inst):
             method = self.project.class_member(callee.cls, "__call__")
             if isinstance(method, FunctionInfo):
-                self.summary.edges.append(Edge(method, self.app, self.req))
+                self.edge(method, node)
         if isinstance(func, ast.Attribute):
             if func.attr in _METHOD_SPAWNS and not isinstance(
                 callee, (FunctionInfo, ClassInfo)
@@ -599,6 +694,21 @@ class _Walker:
             self.expr(kw.value)
         self.parent_call = saved
 
+    def edge(self, callee: FunctionInfo, node: ast.Call) -> None:
+        falsy = {kw.arg for kw in node.keywords if kw.arg and _is_falsy(kw.value)}
+        if any(_is_falsy(arg) for arg in node.args) and not isinstance(
+            callee.node, ast.Lambda
+        ):
+            names = parameters(callee)
+            for name, arg in zip(names, node.args, strict=False):
+                if isinstance(arg, ast.Starred):
+                    break
+                if _is_falsy(arg):
+                    falsy.add(name)
+        self.summary.edges.append(
+            Edge(callee, self.app, self.req, self.guards, frozenset(falsy))
+        )
+
     def external_call(self, node: ast.Call, name: str) -> None:
         if name in REQUEST_HELPERS or name in APP_HELPERS:
             category = "helper_request" if name in REQUEST_HELPERS else "helper_app"
@@ -611,6 +721,7 @@ class _Walker:
                     False,
                     self.app,
                     self.req,
+                    self.guards,
                 )
             )
         elif name == COPY_CONTEXT:

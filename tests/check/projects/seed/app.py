@@ -2,7 +2,6 @@ import threading
 
 from flask import Flask
 from flask import jsonify
-
 from services.order_service import save_operation_log
 
 app = Flask(__name__)

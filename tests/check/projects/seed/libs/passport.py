@@ -8,5 +8,5 @@ class PassportService:
 
     @classmethod
     def current_user_id(cls):
-        token = request.headers.get("Authorization")
+        token = request.headers.get("Authorization")  # expect: OFF101
         return cls.decode(token)["sub"]

@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flask_offload.check import check
+from flask_offload.check import check_paths
+from flask_offload.check import Finding
+from flask_offload.check import main
+from flask_offload.check import RULES
+
+PROJECTS = Path(__file__).parent / "projects"
+DOCS = Path(__file__).parents[2] / "docs" / "checker.rst"
+_EXPECT = re.compile(r"#\s*expect:\s*(?P<codes>OFF\d+(?:\s*,\s*OFF\d+)*)")
+
+
+def expected(name: str) -> set[tuple[str, int, str]]:
+    """Findings a fixture project announces with ``# expect: CODE`` comments."""
+    root = PROJECTS / name
+    found = set()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            match = _EXPECT.search(line)
+            if match:
+                for code in match.group("codes").split(","):
+                    found.add((rel, number, code.strip()))
+    return found
+
+
+def actual(name: str, **kwargs: int) -> set[tuple[str, int, str]]:
+    root = PROJECTS / name
+    return {
+        (Path(os.path.relpath(f.path, root)).as_posix(), f.line, f.code)
+        for f in check_paths([str(root)], **kwargs)
+    }
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flask_offload.check", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["seed", "entries", "follow", "safe", "appctx", "misuse", "misc", "regress"],
+)
+def test_project_findings(name: str) -> None:
+    assert actual(name) == expected(name)
+
+
+def test_negative_projects_are_clean() -> None:
+    assert actual("safe") == set()
+    assert actual("clean") == set()
+
+
+def test_seed_chain_across_modules() -> None:
+    root = PROJECTS / "seed"
+    (finding,) = check_paths([str(root)])
+    assert os.path.relpath(finding.path, root) == os.path.join("libs", "passport.py")
+    assert (finding.line, finding.col, finding.code) == (11, 17, "OFF101")
+    assert finding.via == (
+        "app.create_order",
+        "app._record",
+        "services.order_service.save_operation_log",
+        "libs.passport.PassportService.current_user_id",
+    )
+
+
+def test_seed_text_output() -> None:
+    result = run_cli(".", cwd=PROJECTS / "seed")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "libs/passport.py:11:17: OFF101 'request.headers' is read in code run by"
+        " a background thread, where no request context exists. Read it in the"
+        " view and pass the value, or wrap the target with flask_offload.carry()."
+        " (via app.create_order -> app._record ->"
+        " services.order_service.save_operation_log ->"
+        " libs.passport.PassportService.current_user_id)"
+    ]
+    assert result.stderr == ""
+
+
+def test_lambda_target_reported_on_thread_line() -> None:
+    root = PROJECTS / "entries"
+    findings = check_paths([str(root / "threads.py")])
+    lambdas = [f for f in findings if f.via[-1].endswith("<lambda>")]
+    assert [(f.line, f.col) for f in lambdas] == [(40, 5)]
+    assert lambdas[0].via == ("threads.start", "threads.start.<lambda>")
+
+
+def test_app_context_message_mentions_missing_request_context() -> None:
+    findings = check_paths([str(PROJECTS / "appctx")])
+    (request_read,) = [f for f in findings if f.code == "OFF101"]
+    assert "gives it an application context but no request context" in (
+        request_read.message
+    )
+
+
+def test_max_depth_limits_the_walk() -> None:
+    assert ("deep.py", 47, "OFF101") in actual("follow")
+    assert ("deep.py", 47, "OFF101") not in actual("follow", max_depth=5)
+
+
+def test_noqa() -> None:
+    result = run_cli("app.py", cwd=PROJECTS / "noqa")
+    assert result.returncode == 1
+    lines = [line.split(" ", 2)[:2] for line in result.stdout.splitlines()]
+    # OFF101 on line 11 and everything on line 12 are suppressed; "noqa: E501"
+    # suppresses nothing here, "noqa: OFF102" only the g read.
+    assert lines == [["app.py:13:11:", "OFF101"], ["app.py:14:16:", "OFF101"]]
+
+
+def test_cli_clean_exit_zero() -> None:
+    result = run_cli(str(PROJECTS / "clean"))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_cli_json() -> None:
+    result = run_cli("--format", "json", "app.py", cwd=PROJECTS / "misc")
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert [(d["line"], d["col"], d["code"]) for d in data] == [
+        (19, 21, "OFF101"),
+        (23, 12, "OFF102"),
+        (27, 11, "OFF101"),
+        (43, 15, "OFF104"),
+        (43, 24, "OFF104"),
+    ]
+    assert set(data[0]) == {"path", "line", "col", "code", "message", "via"}
+    assert data[0]["path"] == "app.py"
+    assert data[0]["via"] == ["app.index", "app.partial_target"]
+
+
+def test_cli_json_clean_is_empty_list() -> None:
+    result = run_cli("--format=json", str(PROJECTS / "clean"))
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["does-not-exist"],
+        ["--format", "xml", "."],
+        ["--bogus", "."],
+        [],
+        ["--max-depth", "0", "."],
+        ["--select", "E501", "."],
+    ],
+)
+def test_cli_usage_errors(args: list[str]) -> None:
+    result = run_cli(*args, cwd=PROJECTS / "clean")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "error" in result.stderr
+
+
+def test_cli_select_and_ignore() -> None:
+    root = str(PROJECTS / "misc")
+    selected = run_cli("--select", "OFF104", root)
+    assert {line.split()[1] for line in selected.stdout.splitlines()} == {"OFF104"}
+    ignored = run_cli("--ignore", "OFF101,OFF102,OFF104", root)
+    assert (ignored.returncode, ignored.stdout) == (0, "")
+
+
+def test_main_in_process_with_prog(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(PROJECTS / "clean")], prog="flask offload check") == 0
+    assert main(["nope"], prog="flask offload check") == 2
+    err = capsys.readouterr().err
+    assert "usage: flask offload check" in err
+    assert "no such file or directory: nope" in err
+    assert main([str(PROJECTS / "seed")]) == 1
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for code in RULES:
+        assert code in out
+
+
+def test_unparsable_file_is_skipped_with_warning(tmp_path: Path) -> None:
+    (tmp_path / "broken.py").write_text("def (:\n")
+    (tmp_path / "escapes.py").write_text('PATTERN = "\\d+"\n')
+    report = check([str(tmp_path)])
+    assert report.findings == []
+    assert report.files == 1
+    assert len(report.errors) == 1 and "broken.py" in report.errors[0]
+    result = run_cli(str(tmp_path))
+    assert result.returncode == 0
+    assert "broken.py" in result.stderr
+
+
+def test_finding_format() -> None:
+    finding = Finding("a.py", 3, 5, "OFF101", "Bad.", ("a.view", "a.work"))
+    assert finding.format() == "a.py:3:5: OFF101 Bad. (via a.view -> a.work)"
+    assert Finding("a.py", 1, 1, "OFF111", "Bad.").format() == "a.py:1:1: OFF111 Bad."
+
+
+def test_messages_are_sentences_with_a_fix() -> None:
+    for name in ("entries", "misuse", "misc", "appctx"):
+        for finding in check_paths([str(PROJECTS / name)]):
+            assert finding.message.endswith(".")
+            assert any(
+                word in finding.message
+                for word in ("carry()", "in the view", "Pass the", "instead")
+            )
+
+
+def test_every_rule_is_documented() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    for code in RULES:
+        assert code in text
