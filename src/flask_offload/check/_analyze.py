@@ -10,6 +10,7 @@ the summaries, so the chain reported for an access is the shortest one.
 from __future__ import annotations
 
 import ast
+import re
 from collections import deque
 from dataclasses import dataclass
 from dataclasses import field
@@ -18,6 +19,7 @@ from . import _rules
 from ._model import ClassInfo
 from ._model import Ext
 from ._model import FunctionInfo
+from ._model import ImportBinding
 from ._model import Inst
 from ._model import lambda_function
 from ._model import ModuleInfo
@@ -31,6 +33,7 @@ from ._names import LOOP_FACTORIES
 from ._names import PARTIAL
 from ._names import POOL_CLASSES
 from ._names import POOL_METHODS
+from ._names import PROTECTED_TOPS
 from ._names import REQUEST_HELPERS
 from ._names import REQUEST_VARS
 from ._names import SAFE_SUBMIT_PREFIXES
@@ -164,6 +167,36 @@ def _catches_runtime_error(handler: ast.ExceptHandler) -> bool:
     return any(_last_identifier(n) == "RuntimeError" for n in names if n is not None)
 
 
+_SPAWN_WORDS = frozenset(
+    {
+        "target",
+        "copy_current_request_context",
+        "create_task",
+        "ensure_future",
+        "run_in_executor",
+        "start_background_task",
+        "submit",
+        "start_new_thread",
+        *(name.rpartition(".")[2] for name in [*THREAD_LIKE, *SPAWN_FUNCS]),
+        *POOL_METHODS,
+    }
+)
+
+
+def _spawn_pattern(module: ModuleInfo) -> re.Pattern[str]:
+    """A regex matching source that may start background work: the words
+    above plus every name the module imports from the modules involved.
+    """
+    words = set(_SPAWN_WORDS)
+    for name, bindings in module.scope.bindings.items():
+        for b in bindings:
+            if isinstance(b, ImportBinding) and b.module.partition(".")[0] in (
+                PROTECTED_TOPS
+            ):
+                words.add(name)
+    return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, words))) + r")\b")
+
+
 def _is_carry(name: str) -> bool:
     return name == "carry" or name.endswith(".carry")
 
@@ -248,8 +281,20 @@ class Analyzer:
                 self, module.scope, None, import_time=True, spawner=module.name
             )
             walker.stmts(module.tree.body)
+        # Only bodies that may start background work are walked now; the
+        # rest are walked when a call chain reaches them.
+        patterns = {id(m): _spawn_pattern(m) for m in project.modules}
+        lines = {
+            id(m): m.source.decode("utf-8", "replace").splitlines()
+            for m in project.modules
+        }
         for func in list(project.functions):
-            self.summary(func)
+            node = func.node
+            text = "\n".join(
+                lines[id(func.module)][node.lineno - 1 : node.end_lineno or node.lineno]
+            )
+            if patterns[id(func.module)].search(text):
+                self.summary(func)
         for cls in project.classes:
             base = project.thread_base(cls)
             run = cls.methods.get("run")
@@ -383,13 +428,16 @@ class _Walker:
         self.guards: frozenset[str] = frozenset()
         self.params: frozenset[str] = frozenset()
         if func is not None and not isinstance(func.node, ast.Lambda):
+            args = func.node.args
             self.params = frozenset(
-                a.arg for a in ast.walk(func.node.args) if isinstance(a, ast.arg)
+                a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]
             )
 
     # -- resolution --------------------------------------------------------
 
     def shadowed(self, name: str) -> bool:
+        if not self.shadow:
+            return False
         return any(name in names for names in self.shadow)
 
     def resolve(
@@ -471,8 +519,15 @@ class _Walker:
             and isinstance(node.value, ast.Call)
         ):
             self.assigned[id(node.value)] = node.targets[0].id
-        for _, value in ast.iter_fields(node):
-            if isinstance(value, list):
+        kind = type(node)
+        if kind is ast.Expr or kind is ast.Return:
+            value = node.value  # type: ignore[attr-defined]
+            if value is not None:
+                self.expr(value)
+            return
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
                 for item in value:
                     if isinstance(item, ast.stmt):
                         self.stmt(item)
@@ -560,6 +615,8 @@ class _Walker:
 
     def expr(self, node: ast.expr) -> None:
         kind = type(node)
+        if kind is ast.Constant:
+            return
         if kind is ast.Name:
             assert isinstance(node, ast.Name)
             if isinstance(node.ctx, ast.Load) and not self.shadowed(node.id):
@@ -615,11 +672,17 @@ class _Walker:
             self.expr(node.value)
             self.await_depth -= 1
             return
-        for child in ast.iter_child_nodes(node):
+        # Plain loop over _fields: ast.iter_child_nodes is a hot spot.
+        for name in node._fields:
+            child = getattr(node, name, None)
             if isinstance(child, ast.expr):
                 self.expr(child)
-            elif isinstance(child, ast.keyword):
-                self.expr(child.value)
+            elif type(child) is list:
+                for item in child:
+                    if isinstance(item, ast.expr):
+                        self.expr(item)
+                    elif isinstance(item, ast.keyword):
+                        self.expr(item.value)
 
     def attribute(self, node: ast.Attribute) -> bool:
         """Record ``request.headers`` style reads; ``True`` if handled."""
