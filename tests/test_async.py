@@ -265,21 +265,7 @@ def test_carry_with_to_thread_in_async_view(app: Flask, serve: t.Any) -> None:
     assert seen["path"] == "/to-thread"
 
 
-INLINE_ASYNC_JOB_IN_LOOP = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Inline backend: an async job submitted from an async view runs at submit"
-        " in asgiref's event-loop thread, where replay's app.ensure_sync(fn)()"
-        " (asgiref async_to_sync) raises 'You cannot use AsyncToSync in the same"
-        " thread as an async event loop'. The job FAILS although the same code"
-        " succeeds on the thread backend."
-    ),
-)
-
-
-@pytest.fixture(
-    params=["thread", pytest.param("inline", marks=INLINE_ASYNC_JOB_IN_LOOP)]
-)
+@pytest.fixture(params=["thread", "inline"])
 def backend(request: pytest.FixtureRequest) -> str:
     """The thread backend, then the inline one (``offload_inline``)."""
     if request.param == "inline":

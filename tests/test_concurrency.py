@@ -432,21 +432,7 @@ def _submit_in_job() -> None:
     assert offload.submit(lambda: None).wait(WAIT)
 
 
-INLINE_RELEASES_UPLOADS = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Inline backend: Snapshot.from_dict builds a new RequestData (reference"
-        " count 0) that shares the request's UploadedFile objects. A carry() or"
-        " submit() inside the inline job acquires and then releases that copy,"
-        " its count drops to 0 and it closes the shared uploads, so the next job"
-        " from the same request fails with 'The upload ... was already released'."
-    ),
-)
-
-
-@pytest.fixture(
-    params=["thread", pytest.param("inline", marks=INLINE_RELEASES_UPLOADS)]
-)
+@pytest.fixture(params=["thread", "inline"])
 def backend(request: pytest.FixtureRequest) -> str:
     """The thread backend, then the inline one (``offload_inline``)."""
     if request.param == "inline":

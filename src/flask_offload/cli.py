@@ -39,6 +39,30 @@ def jobs_command(state: str | None, as_json: bool) -> None:
 
 
 @offload_cli.command(
+    "worker",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def worker_command(args: tuple[str, ...]) -> None:
+    """Run a Celery worker for this app (OFFLOAD_BACKEND = 'celery').
+
+    Extra arguments go to 'celery worker', for example
+    'flask --app yourapp offload worker --concurrency 4 --loglevel INFO'.
+    Pass --help for Celery's worker options.
+    """
+    if current_app.config.get("OFFLOAD_BACKEND") != "celery":
+        raise click.UsageError(
+            "'flask offload worker' runs Celery workers, but OFFLOAD_BACKEND is"
+            f" {current_app.config.get('OFFLOAD_BACKEND')!r}. Set OFFLOAD_BACKEND"
+            " = 'celery' (the thread backend needs no separate worker)."
+        )
+    from .backends.celery import run_worker
+
+    run_worker(current_app._get_current_object(), list(args))  # type: ignore[attr-defined]
+
+
+@offload_cli.command(
     "check",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     add_help_option=False,

@@ -146,14 +146,25 @@ class _AppState:
         self.backend = backend
 
 
-def _make_backend(settings: Settings, app_name: str) -> Backend:
+def _make_backend(settings: Settings, app: Flask, offload: Offload) -> Backend:
     if settings.backend == "inline":
         from .backends.inline import InlineBackend
 
-        return InlineBackend(settings, app_name)
+        return InlineBackend(settings, app.name)
+    if settings.backend == "celery":
+        try:
+            from .backends.celery import CeleryBackend
+        except ImportError as e:
+            if e.name not in ("celery", "kombu", "cryptography"):
+                raise
+            raise RuntimeError(
+                "OFFLOAD_BACKEND = 'celery' needs Celery, which is not installed."
+                " Install it with: pip install 'Flask-Offload[celery]'"
+            ) from e
+        return CeleryBackend(settings, app, offload)
     from .backends.thread import ThreadBackend
 
-    return ThreadBackend(settings, app_name)
+    return ThreadBackend(settings, app.name)
 
 
 # Settings of every app that carry() or a job may run in, including apps that
@@ -226,7 +237,7 @@ class Offload:
         _settings[app] = settings
         compat.skip_teardown_request_in_jobs(app, skip_teardown_request)
         registry = JobRegistry(settings.result_ttl, settings.max_finished)
-        state = _AppState(settings, registry, _make_backend(settings, app.name))
+        state = _AppState(settings, registry, _make_backend(settings, app, self))
         self._states[app] = state
         _live_states.add(state)
         app.extensions["offload"] = self
@@ -262,6 +273,25 @@ class Offload:
         if has_app_context():
             return [self._state()[1]]
         return list(self._states.values())
+
+    @property
+    def celery(self) -> t.Any:
+        """The Celery app of the current app (or of the only app registered),
+        when ``OFFLOAD_BACKEND`` is ``"celery"``: give it to
+        ``celery -A yourapp:celery_app worker``.
+        """
+        states = self._states_here()
+        if len(states) != 1:
+            raise RuntimeError(
+                "'offload.celery' needs to know the app: use it inside an app"
+                " context when one Offload instance serves several apps."
+            )
+        celery = getattr(states[0].backend, "celery", None)
+        if celery is None:
+            raise RuntimeError(
+                "'offload.celery' is only available with OFFLOAD_BACKEND = 'celery'."
+            )
+        return celery
 
     # -- submitting ----------------------------------------------------------
 
@@ -347,8 +377,14 @@ class Offload:
 
     def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or ``None`` if it is unknown or expired."""
-        for state in self._states_here():
+        states = self._states_here()
+        for state in states:
             job = state.registry.get(job_id)
+            if job is not None:
+                return job
+        # Submitted by another process: ask where the backend keeps state.
+        for state in states:
+            job = state.backend.get_job(job_id)
             if job is not None:
                 return job
         return None

@@ -8,8 +8,9 @@ reads from the start however the view moved its own handle, and closing a
 job's handle never closes the view's file. A file held in memory (at most
 Werkzeug's 500 KiB spool size) is copied.
 
-Anchors are closed by reference count when the last job or ``carry`` wrapper
-using the request ends, never by garbage collection.
+Anchors are closed by reference count when the last holder (the request
+itself, a job, a ``carry`` wrapper, a snapshot rebuilt from JSON that refers
+to the same file) releases it, never by garbage collection.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class UploadedFile:
         "_fd",
         "_data",
         "_lock",
+        "_refs",
         "__weakref__",
     )
 
@@ -61,6 +63,7 @@ class UploadedFile:
         self._fd = fd
         self._data = data
         self._lock = threading.Lock()
+        self._refs = 0
 
     @classmethod
     def from_storage(cls, field: str, storage: FileStorage) -> UploadedFile:
@@ -129,6 +132,18 @@ class UploadedFile:
             return data
         finally:
             storage.close()
+
+    def acquire(self) -> None:
+        """Take a reference: the anchor stays open until the last is released."""
+        with self._lock:
+            self._refs += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            last = self._refs <= 0
+        if last:
+            self.close()
 
     def close(self) -> None:
         """Close the anchor. Handles already opened stay readable."""

@@ -118,7 +118,7 @@ class RequestData:
     holder (the request itself, a job, a ``carry`` wrapper) releases it.
     """
 
-    __slots__ = ("environ", "form", "files", "body", "body_size", "_refs", "_lock")
+    __slots__ = ("environ", "form", "files", "body", "body_size")
 
     def __init__(
         self,
@@ -139,8 +139,6 @@ class RequestData:
         self.body = body
         #: Set when the body was too large to carry: its size in bytes.
         self.body_size = body_size
-        self._refs = 0
-        self._lock = threading.Lock()
 
     @classmethod
     def from_request(cls, req: Request, max_body_size: int) -> RequestData:
@@ -165,17 +163,15 @@ class RequestData:
             return cls(environ, body_size=len(body))
         return cls(environ, body=body)
 
+    # Counted per file, so a snapshot rebuilt from JSON in this process
+    # (inline backend) that refers to the same files counts with the others.
     def acquire(self) -> None:
-        with self._lock:
-            self._refs += 1
+        for f in self.files:
+            f.acquire()
 
     def release(self) -> None:
-        with self._lock:
-            self._refs -= 1
-            last = self._refs <= 0
-        if last:
-            for f in self.files:
-                f.close()
+        for f in self.files:
+            f.release()
 
     def make_request(self, app: Flask, max_body_size: int) -> Request:
         """A new request object for one replay, with its own file handles."""

@@ -9,4 +9,4 @@ from .base import Backend
 __all__ = ["Backend", "BACKENDS"]
 
 #: The names accepted by ``OFFLOAD_BACKEND``.
-BACKENDS = ("thread", "inline")
+BACKENDS = ("thread", "inline", "celery")

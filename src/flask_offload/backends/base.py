@@ -46,6 +46,12 @@ class Backend:
     ) -> None:
         raise NotImplementedError
 
+    def get_job(self, job_id: str) -> Job | None:
+        """A job this process does not know, looked up where the backend keeps
+        state (Celery's result backend). ``None`` if unknown.
+        """
+        return None
+
     def close(self) -> None:
         """Stop accepting jobs."""
 

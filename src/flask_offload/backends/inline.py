@@ -6,6 +6,8 @@ across processes breaks here, at once, in the test that submitted.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import typing as t
 import weakref
 
@@ -75,4 +77,23 @@ class InlineBackend(Backend):
             # The job must end, never stay pending; the caller sees the error.
             job._finish(JobState.FAILED, exc=e)
             raise
-        run_job(app, job, replayed, fn, args, kwargs, self.settings)
+        if _loop_running():
+            # In an async view's event-loop thread a job cannot run async code
+            # (asgiref refuses): run it to completion in a thread of its own.
+            runner = threading.Thread(
+                target=run_job,
+                args=(app, job, replayed, fn, args, kwargs, self.settings),
+                name=f"flask-offload-inline-{job.id[:8]}",
+            )
+            runner.start()
+            runner.join()
+        else:
+            run_job(app, job, replayed, fn, args, kwargs, self.settings)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
