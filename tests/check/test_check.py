@@ -223,3 +223,9 @@ def test_every_rule_is_documented() -> None:
     text = DOCS.read_text(encoding="utf-8")
     for code in RULES:
         assert code in text
+
+
+def test_current_user_message_says_it_is_none() -> None:
+    findings = check_paths([str(PROJECTS / "entries" / "pools.py")])
+    (finding,) = [f for f in findings if "current_user" in f.message]
+    assert "current_user is None there" in finding.message

@@ -62,6 +62,8 @@ class Access:
     req: bool
     # Parameters the access is guarded by (``if emit_flash: flash(...)``).
     guards: frozenset[str] = frozenset()
+    # The canonical name read, such as ``flask.request``.
+    proxy: str = ""
 
 
 @dataclass
@@ -369,7 +371,9 @@ class Analyzer:
             return None
         category = access.category
         if category == "request":
-            return "OFF101", _rules.request_read(access.name, entry.kind, app)
+            return "OFF101", _rules.request_read(
+                access.name, entry.kind, app, access.proxy
+            )
         if category == "app":
             return None if app else ("OFF102", _rules.app_read(access.name, entry.kind))
         if category == "helper_app" and app:
@@ -717,6 +721,7 @@ class _Walker:
                 self.app,
                 self.req,
                 self.guards,
+                target,
             )
         )
 

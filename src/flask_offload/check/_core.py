@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 from collections.abc import Iterable
@@ -111,6 +112,24 @@ def check(
     :param ignore: Do not report codes starting with one of these.
     :raises FileNotFoundError: A path does not exist.
     """
+    # Building large ASTs triggers many full garbage collections for no
+    # benefit (nothing here is garbage until the end); pausing the collector
+    # makes loading several times faster.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _check(paths, max_depth, select, ignore)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check(
+    paths: Sequence[str],
+    max_depth: int,
+    select: Iterable[str] | None,
+    ignore: Iterable[str],
+) -> Report:
     select = None if select is None else tuple(select)
     ignore = tuple(ignore)
     project = Project()

@@ -34,7 +34,14 @@ def where(kind: str) -> str:
     return _WHERE.get(kind, "background code")
 
 
-def request_read(name: str, kind: str, app_context: bool) -> str:
+def request_read(name: str, kind: str, app_context: bool, proxy: str = "") -> str:
+    if proxy == "flask_login.current_user":
+        # Flask-Login does not raise there: it quietly gives None.
+        return (
+            f"'{name}' is read in code run by {where(kind)}, where there is no"
+            " request, so Flask-Login's current_user is None there. Read what you"
+            f" need (such as current_user.id) in the view and pass it, or {_CARRY}."
+        )
     if app_context:
         return (
             f"'{name}' is read in code run by {where(kind)}; 'with app.app_context()'"
