@@ -79,10 +79,18 @@ def test_job_reads_upload_after_response(
     with app.app_context():
         result = offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
     assert result == f"{hashlib.sha256(payload).hexdigest()}|orders.csv|text/csv"
+    server.wait_idle()
     assert deleted_files() - temp_before == set()
     # The client's socket may linger a moment; only our own files matter.
-    leaked = {fd for fd in open_fds() - fds_before if not _is_socket(fd)}
-    assert leaked == set()
+    leaked = {fd: _target(fd) for fd in open_fds() - fds_before if not _is_socket(fd)}
+    assert leaked == {}
+
+
+def _target(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "closed"
 
 
 def _is_socket(fd: str) -> bool:
