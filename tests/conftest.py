@@ -32,7 +32,13 @@ class LiveServer:
     """A real threaded werkzeug server on 127.0.0.1, as users run Flask."""
 
     def __init__(self, app: Flask) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        def wsgi(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+            if environ["PATH_INFO"] == "/__live__":  # never reaches the app
+                start_response("204 No Content", [])
+                return []
+            return app(environ, start_response)
+
+        self.server = make_server("127.0.0.1", 0, wsgi, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(
             target=self.server.serve_forever,
@@ -43,7 +49,7 @@ class LiveServer:
         self.session = requests.Session()
         # Answering a request proves serve_forever runs (and has made its
         # selector): tests that count descriptors start from a settled state.
-        requests.get(self.url + "/__not_a_route__", timeout=10)
+        requests.get(self.url + "/__live__", timeout=10)
 
     def get(self, path: str, **kwargs: t.Any) -> requests.Response:
         return self.session.get(self.url + path, timeout=30, **kwargs)

@@ -161,7 +161,8 @@ def _make_backend(settings: Settings, app: Flask, offload: Offload) -> Backend:
                 "OFFLOAD_BACKEND = 'celery' needs Celery, which is not installed."
                 " Install it with: pip install 'Flask-Offload[celery]'"
             ) from e
-        return CeleryBackend(settings, app, offload)
+        backend: Backend = CeleryBackend(settings, app, offload)
+        return backend
     from .backends.thread import ThreadBackend
 
     return ThreadBackend(settings, app.name)
@@ -212,6 +213,7 @@ class Offload:
             weakref.WeakKeyDictionary()
         )
         self._celery = celery
+        self._authorize: t.Callable[[Job], bool] | None = None
         #: Declared tasks by name.
         self.tasks: dict[str, Task[..., t.Any]] = {}
         if app is not None:
@@ -245,6 +247,16 @@ class Offload:
         from .cli import offload_cli
 
         app.cli.add_command(offload_cli)
+        if settings.dashboard:
+            from .dashboard import create_blueprint
+
+            app.register_blueprint(
+                create_blueprint(self), url_prefix=settings.url_prefix
+            )
+        if settings.propagate:
+            from .propagation import install
+
+            install()
         if settings.backend == "thread":
             _install_sigterm()
 
@@ -372,6 +384,46 @@ class Offload:
         if fn is not None:
             return decorate(fn)
         return decorate
+
+    def authorize(self, f: t.Callable[[Job], bool]) -> t.Callable[[Job], bool]:
+        """Decide who may see and cancel a job on the status URLs and the
+        dashboard. Without a callback every request is refused (403).
+
+        .. code-block:: python
+
+            @offload.authorize
+            def may_see(job):
+                return job.user_id == current_user.get_id()
+        """
+        self._authorize = f
+        return f
+
+    def is_authorized(self, job: Job) -> bool:
+        """Whether the current request may see ``job`` (see :meth:`authorize`)."""
+        check = self._authorize
+        return bool(check is not None and check(job))
+
+    def accepted(self, job: Job) -> t.Any:
+        """A ``202 Accepted`` response for ``job`` whose ``Location`` header is
+        the job's status URL, the polling pattern given for free. Needs
+        ``OFFLOAD_DASHBOARD`` (which registers the status URLs).
+        """
+        from flask import jsonify
+        from flask import url_for
+
+        try:
+            location = url_for("offload.job_status", job_id=job.id)
+        except Exception as e:
+            raise RuntimeError(
+                "'offload.accepted' needs the job status URLs: set"
+                " OFFLOAD_DASHBOARD = True before 'init_app'."
+            ) from e
+        response = jsonify(
+            {"id": job.id, "state": job.state.value, "status_url": location}
+        )
+        response.status_code = 202
+        response.headers["Location"] = location
+        return response
 
     # -- reading jobs ----------------------------------------------------------
 

@@ -97,6 +97,7 @@ class Job:
         "finished_at",
         "cancel_requested",
         "snapshot",
+        "user_id",
         "_site",
         "_done",
         "_result",
@@ -134,6 +135,13 @@ class Job:
         self.cancel_requested = False
         #: The captured request the job runs with (``None`` once it is done).
         self.snapshot = snapshot
+        #: Who submitted the job: Flask-Login's user id from the session at
+        #: submit time (``None`` if nobody was logged in). Kept after the job
+        #: ends, for :meth:`Offload.authorize` callbacks.
+        self.user_id: str | None = None
+        if snapshot is not None and snapshot.session:
+            uid = snapshot.session.get("_user_id")
+            self.user_id = None if uid is None else str(uid)
         self._site = site
         self._done = threading.Event()
         self._result: t.Any = None

@@ -72,3 +72,13 @@ def carry(fn: t.Callable[P, R]) -> t.Callable[P, R]:
     # Uploaded files stay open while the wrapper can still be called.
     weakref.finalize(carried, snapshot.release)
     return carried
+
+
+def install() -> None:
+    """Turn on automatic propagation (``OFFLOAD_PROPAGATE``): not yet
+    implemented; see the propagation docs.
+    """
+    raise NotImplementedError(
+        "OFFLOAD_PROPAGATE is not available yet. Wrap thread targets with"
+        " 'flask_offload.carry(fn)' instead."
+    )
