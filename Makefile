@@ -33,6 +33,7 @@ unit: $(STAMP)
 test: lint types docs unit
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -r bench/requirements.txt
 	$(BIN)/python -m bench
 
 clean:
