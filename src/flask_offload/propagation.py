@@ -1,12 +1,21 @@
-"""Carry the current context into threads, pools and executors you start yourself."""
+"""Carry the current context into threads, pools and executors you start
+yourself: by hand with :func:`carry`, or automatically with
+``OFFLOAD_PROPAGATE`` (:func:`install`) or :func:`propagating`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import inspect
+import sys
+import threading
 import typing as t
 import weakref
 
 from flask import current_app
+from flask import Flask
 from flask import has_app_context
 
 from .extension import settings_for
@@ -14,8 +23,20 @@ from .jobs import _cv_job
 from .snapshot import capture
 from .snapshot import replay
 
+if t.TYPE_CHECKING:  # pragma: no cover
+    from concurrent.futures import ThreadPoolExecutor
+    from multiprocessing.pool import ThreadPool
+
+    from .jobs import Job
+    from .snapshot import Snapshot
+
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
+
+#: Set on every callable that already replays a captured context (the
+#: wrappers of :func:`carry` and of propagation): propagation never wraps
+#: them again.
+CARRIED_MARK = "__flask_offload_carried__"
 
 
 def carry(fn: t.Callable[P, R]) -> t.Callable[P, R]:
@@ -69,16 +90,464 @@ def carry(fn: t.Callable[P, R]) -> t.Callable[P, R]:
             ),
         )
 
+    setattr(carried, CARRIED_MARK, True)
     # Uploaded files stay open while the wrapper can still be called.
     weakref.finalize(carried, snapshot.release)
     return carried
 
 
-def install() -> None:
-    """Turn on automatic propagation (``OFFLOAD_PROPAGATE``): not yet
-    implemented; see the propagation docs.
+# -- automatic propagation -------------------------------------------------
+
+#: Whether ``threading.Thread`` takes ``context=`` (Python 3.14 and later).
+#: Then a thread copies its starter's context or starts empty depending on
+#: ``sys.flags.thread_inherit_context``; propagation passes a fresh one.
+THREAD_HAS_CONTEXT: bool = (
+    "context" in inspect.signature(threading.Thread.__init__).parameters
+)
+
+# None: each app's OFFLOAD_PROPAGATE decides; True/False: a propagating()
+# block decides, whatever the app says.
+_cv_override: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flask_offload.propagate"
+)
+
+# Threads whose target or class comes from these modules are pool and
+# executor workers, event loops, or long-lived service threads: they get no
+# snapshot (a worker started inside one request would show it to every later
+# task; a service thread would pin the request for the life of the process).
+# The tasks such pools run are wrapped one by one instead.
+_SKIP_THREAD_MODULES = (
+    "concurrent.futures.",
+    "multiprocessing.",
+    "asyncio.",
+    "asgiref.",
+    "logging.",
+    "flask_offload.",
+    "sentry_sdk.",
+    "opentelemetry.",
+)
+# Callables handed to executors by these modules manage a context of their
+# own (asgiref's loop and sync_to_async threads): a replay around them would
+# only add a teardown_appcontext in the wrong thread.
+_SKIP_CALLER_MODULES = ("asgiref.", "flask_offload.")
+
+_lock = threading.RLock()
+_installed_by_app = False
+_blocks = 0
+_patched = False
+# "Owner.attribute" -> what our patch calls through to.
+_originals: dict[str, t.Any] = {}
+# "Owner.attribute" -> (owner, attribute, the owner's own value before
+# patching, or _MISSING when it was inherited: uninstalling deletes ours).
+_restore: dict[str, tuple[t.Any, str, t.Any]] = {}
+_MISSING: t.Any = object()
+_PATCH_MARK = "_flask_offload_patch"
+_POOL_METHODS = (
+    "apply_async",
+    "map",
+    "map_async",
+    "starmap",
+    "starmap_async",
+    "imap",
+    "imap_unordered",
+)
+
+
+class _Carrier:
+    """One capture, replayed afresh at every call: what propagation hands to
+    a thread, a pool or an executor instead of the original callable.
+
+    Holds one reference to the snapshot (uploaded files stay readable) until
+    it is garbage collected.
     """
-    raise NotImplementedError(
-        "OFFLOAD_PROPAGATE is not available yet. Wrap thread targets with"
-        " 'flask_offload.carry(fn)' instead."
+
+    __slots__ = (
+        "fn",
+        "app",
+        "snapshot",
+        "job",
+        "teardown_request",
+        "max_body_size",
+        "forced",
+        "__weakref__",
     )
+
+    __flask_offload_carried__ = True
+
+    def __init__(
+        self,
+        fn: t.Callable[..., t.Any],
+        app: Flask,
+        snapshot: Snapshot,
+        job: Job | None,
+        teardown_request: bool,
+        max_body_size: int,
+        forced: bool,
+    ) -> None:
+        self.fn = fn
+        self.app = app
+        self.snapshot = snapshot
+        self.job = job
+        self.teardown_request = teardown_request
+        self.max_body_size = max_body_size
+        self.forced = forced
+        snapshot.acquire()
+
+    def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        fn = self.fn
+        if self.forced:
+            # Turned on by a propagating() block: stay on in what this
+            # task starts, however deep.
+            args = (fn, *args)
+            fn = _forced_call
+        return replay(
+            self.app,
+            self.snapshot,
+            fn,
+            args,
+            kwargs,
+            job=self.job,
+            teardown_request=self.teardown_request,
+            max_body_size=self.max_body_size,
+        )
+
+    def __del__(self) -> None:
+        self.snapshot.release()
+
+    def __repr__(self) -> str:
+        return f"<propagated {self.fn!r}>"
+
+
+def _forced_call(fn: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -> t.Any:
+    _cv_override.set(True)
+    return fn(*args, **kwargs)
+
+
+def _enabled_app() -> tuple[Flask, bool] | None:
+    """The current app, and whether propagation was forced by a block, when
+    propagation applies here. Call only with an app context active.
+    """
+    if not _patched:
+        return None  # uninstalled, but left under another library's patch
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    forced = _cv_override.get(None)
+    if forced is None:
+        # Only apps registered with Offload and OFFLOAD_PROPAGATE on.
+        if "offload" not in app.extensions or not settings_for(app).propagate:
+            return None
+        return app, False
+    return (app, True) if forced else None
+
+
+def _make_carrier(fn: t.Callable[..., t.Any], app: Flask, forced: bool) -> _Carrier:
+    settings = settings_for(app)
+    snapshot = capture(carry_g=settings.carry_g, max_body_size=settings.max_body_size)
+    return _Carrier(
+        fn,
+        app,
+        snapshot,
+        _cv_job.get(None),
+        settings.job_teardown_request,
+        settings.max_body_size,
+        forced,
+    )
+
+
+def _module_of(fn: t.Any) -> str:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return getattr(fn, "__module__", None) or ""
+
+
+def _carries_itself(fn: t.Any) -> bool:
+    """Whether ``fn`` already brings its own context: a carried wrapper, or
+    ``partial(some_context.run, ...)`` (``asyncio.to_thread``).
+    """
+    if getattr(fn, CARRIED_MARK, False):
+        return True
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+        if getattr(fn, CARRIED_MARK, False):
+            return True
+    return isinstance(getattr(fn, "__self__", None), contextvars.Context)
+
+
+def _wrap_task(fn: t.Any, caller: str) -> t.Any:
+    """``fn`` wrapped to replay the current context at each call, or ``fn``
+    itself when propagation does not apply. Needs an app context.
+    """
+    if caller.startswith(_SKIP_CALLER_MODULES) or _carries_itself(fn):
+        return fn
+    if _module_of(fn).startswith(_SKIP_CALLER_MODULES):
+        return fn
+    enabled = _enabled_app()
+    if enabled is None:
+        return fn
+    return _make_carrier(fn, *enabled)
+
+
+def _caller_module(depth: int = 2) -> str:
+    try:
+        return str(sys._getframe(depth).f_globals.get("__name__") or "")
+    except ValueError:  # pragma: no cover - no such frame
+        return ""
+
+
+# -- threading.Thread.start ----------------------------------------------
+
+
+class _ThreadRun:
+    """Set as the started thread's own ``run``: replays the capture around
+    the class's ``run`` (so subclasses and ``Timer`` are covered), then
+    removes itself so the thread keeps no context and no cycle.
+    """
+
+    __slots__ = ("thread", "carrier", "__weakref__")
+
+    __flask_offload_carried__ = True
+
+    def __init__(self, thread: threading.Thread, carrier: _Carrier) -> None:
+        self.thread = thread
+        self.carrier = carrier
+
+    def __call__(self) -> None:
+        try:
+            self.carrier()
+        finally:
+            self.thread.__dict__.pop("run", None)
+            del self.carrier
+
+
+def _skip_thread(thread: threading.Thread) -> bool:
+    if type(thread).__module__.startswith(_SKIP_THREAD_MODULES):
+        return True
+    target = getattr(thread, "_target", None)
+    if target is None and isinstance(thread, threading.Timer):
+        if type(thread).run is threading.Timer.run:
+            target = thread.function
+    if target is None:
+        return False
+    if type(thread).run in (threading.Thread.run, threading.Timer.run):
+        if _carries_itself(target):
+            return True
+    return _module_of(target).startswith(_SKIP_THREAD_MODULES)
+
+
+def _prepare_thread(thread: threading.Thread) -> t.Any:
+    """Wrap the thread's ``run`` before it starts. Returns what to restore if
+    starting fails, or ``_MISSING`` when nothing was changed.
+    """
+    if thread._started.is_set():  # type: ignore[attr-defined]
+        return _MISSING  # start() raises its own error
+    enabled = _enabled_app()
+    if enabled is None:
+        return _MISSING
+    if THREAD_HAS_CONTEXT and getattr(thread, "_context", None) is None:
+        # Started inside a request or job: never inherit its live context,
+        # whatever sys.flags.thread_inherit_context says.
+        thread._context = contextvars.Context()  # type: ignore[attr-defined]
+    if _skip_thread(thread):
+        return _MISSING
+    previous = thread.__dict__.get("run", _MISSING)
+    thread.run = _ThreadRun(  # type: ignore[method-assign]
+        thread, _make_carrier(thread.run, *enabled)
+    )
+    return previous
+
+
+def _thread_start(self: threading.Thread) -> None:
+    start = _originals["Thread.start"]
+    if not has_app_context():
+        return start(self)  # type: ignore[no-any-return]
+    previous = _prepare_thread(self)
+    try:
+        return start(self)  # type: ignore[no-any-return]
+    except BaseException:
+        if isinstance(self.__dict__.get("run"), _ThreadRun):
+            if previous is _MISSING:
+                del self.__dict__["run"]
+            else:
+                self.__dict__["run"] = previous
+        raise
+
+
+# -- concurrent.futures.ThreadPoolExecutor ---------------------------------
+
+
+def _executor_submit(
+    self: ThreadPoolExecutor,
+    fn: t.Callable[..., t.Any],
+    /,
+    *args: t.Any,
+    **kwargs: t.Any,
+) -> t.Any:
+    if has_app_context():
+        fn = _wrap_task(fn, _caller_module())
+    return _originals["ThreadPoolExecutor.submit"](self, fn, *args, **kwargs)
+
+
+def _executor_map(
+    self: ThreadPoolExecutor, fn: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any
+) -> t.Any:
+    # One capture for the whole map; its submits see a carried callable.
+    if has_app_context():
+        fn = _wrap_task(fn, _caller_module())
+    return _originals["ThreadPoolExecutor.map"](self, fn, *args, **kwargs)
+
+
+# -- multiprocessing.pool.ThreadPool ------------------------------------------
+
+
+def _pool_method(name: str) -> t.Callable[..., t.Any]:
+    def method(self: ThreadPool, func: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        if has_app_context():
+            func = _wrap_task(func, _caller_module())
+        return _originals[f"ThreadPool.{name}"](self, func, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+# -- gevent ----------------------------------------------------------------
+
+
+def _gevent_spawner(key: str, run_index: int) -> t.Callable[..., t.Any]:
+    def spawn(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        if has_app_context() and len(args) > run_index:
+            fn = _wrap_task(args[run_index], _caller_module())
+            args = (*args[:run_index], fn, *args[run_index + 1 :])
+        return _originals[key](*args, **kwargs)
+
+    spawn.__name__ = spawn.__qualname__ = key.rpartition(".")[2]
+    return spawn
+
+
+_Patch = tuple[str, t.Any, str, t.Callable[..., t.Any]]
+
+
+def _patches() -> list[_Patch]:
+    """``(key, owner, attribute, replacement)`` for everything patched."""
+    from concurrent.futures import ThreadPoolExecutor
+    from multiprocessing.pool import ThreadPool
+
+    patches: list[_Patch] = [
+        ("Thread.start", threading.Thread, "start", _thread_start),
+        ("ThreadPoolExecutor.submit", ThreadPoolExecutor, "submit", _executor_submit),
+        ("ThreadPoolExecutor.map", ThreadPoolExecutor, "map", _executor_map),
+    ]
+    for name in _POOL_METHODS:
+        patches.append((f"ThreadPool.{name}", ThreadPool, name, _pool_method(name)))
+    gevent = sys.modules.get("gevent")
+    if gevent is not None:
+        for name, index in (("spawn", 0), ("spawn_later", 1)):
+            key = f"gevent.{name}"
+            patches.append((key, gevent, name, _gevent_spawner(key, index)))
+        pool = sys.modules.get("gevent.pool")
+        if pool is not None:
+            key = "gevent.pool.Group.spawn"
+            patches.append((key, pool.Group, "spawn", _gevent_spawner(key, 1)))
+    for *_, replacement in patches:
+        setattr(replacement, _PATCH_MARK, True)
+    return patches
+
+
+def _own(owner: t.Any, name: str) -> t.Any:
+    if isinstance(owner, type):
+        return owner.__dict__.get(name, _MISSING)
+    return getattr(owner, name)
+
+
+def _patch() -> None:
+    global _patched
+    if _patched:
+        return
+    for key, owner, name, replacement in _patches():
+        current = getattr(owner, name)
+        if getattr(current, _PATCH_MARK, False):
+            continue  # ours, left in place under someone else's patch
+        _originals[key] = current
+        _restore[key] = (owner, name, _own(owner, name))
+        setattr(owner, name, replacement)
+    _patched = True
+
+
+def _unpatch() -> None:
+    global _patched
+    if not _patched:
+        return
+    for owner, name, before in _restore.values():
+        if not getattr(_own(owner, name), _PATCH_MARK, False):
+            # Patched again on top of ours (by another library): leave the
+            # chain alone; ours passes straight through while uninstalled.
+            continue
+        if before is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, before)
+    _restore.clear()
+    _patched = False
+
+
+def install() -> None:
+    """Turn on automatic propagation; :meth:`Offload.init_app` calls it when
+    ``OFFLOAD_PROPAGATE`` is true. Safe to call any number of times, for any
+    number of apps.
+
+    Patches ``threading.Thread.start``, ``ThreadPoolExecutor.submit`` and
+    ``map``, the task methods of ``multiprocessing.pool.ThreadPool`` and,
+    when gevent is imported, ``gevent.spawn``, ``gevent.spawn_later`` and
+    ``gevent.pool.Group.spawn``. The patches act only while an app context
+    of an app with ``OFFLOAD_PROPAGATE`` on (or a :func:`propagating`
+    block) is active; elsewhere they cost one context variable lookup.
+    """
+    global _installed_by_app
+    with _lock:
+        _installed_by_app = True
+        _patch()
+
+
+def uninstall() -> None:
+    """Remove the patches :func:`install` made (while no
+    :func:`propagating` block is active). Work already handed off keeps
+    its context.
+    """
+    global _installed_by_app
+    with _lock:
+        _installed_by_app = False
+        if not _blocks:
+            _unpatch()
+
+
+def installed() -> bool:
+    """Whether the propagation patches are in place."""
+    return _patched
+
+
+@contextlib.contextmanager
+def propagating(enabled: bool = True) -> t.Iterator[None]:
+    """Turn automatic propagation on (or off) for one block, whatever
+    ``OFFLOAD_PROPAGATE`` says, in the current thread and in what it starts.
+
+    .. code-block:: python
+
+        with propagating():
+            legacy_report.run()  # starts threads that read `request`
+
+    The patches are installed for the block if no app installed them, and
+    removed after the last block ends.
+
+    :param enabled: ``False`` turns propagation off for the block instead.
+    """
+    global _blocks
+    with _lock:
+        _blocks += 1
+        _patch()
+    token = _cv_override.set(enabled)
+    try:
+        yield
+    finally:
+        _cv_override.reset(token)
+        with _lock:
+            _blocks -= 1
+            if not _blocks and not _installed_by_app:
+                _unpatch()
