@@ -4,10 +4,13 @@
 
     make demo        # or: flask --app examples.app run
 
-``POST /orders/import`` answers ``202 Accepted`` at once; the import runs as
-a job after the response, with the upload and the caller's
-``Authorization`` header still available to ordinary request-bound code.
-The page polls ``GET /jobs/<id>`` for progress.
+``POST /orders/import`` answers ``202 Accepted`` at once, with a
+``Location`` header pointing at the job's status URL
+(:meth:`~flask_offload.Offload.accepted`); the import runs as a job after
+the response, with the upload and the caller's ``Authorization`` header
+still available to ordinary request-bound code. The page polls the status
+URL for progress, and the dashboard at ``/offload/`` shows every job of the
+signed-in user as it runs.
 
 Data (SQLite database, exports, outbox) goes into the instance folder
 ``examples/instance``, or into the folder named by the ``DEMO_DATA_DIR``
@@ -25,12 +28,14 @@ from flask import render_template
 from flask import request
 from flask import send_file
 from flask import send_from_directory
-from flask import url_for
+from flask_login import current_user
+from flask_login import login_user
+from flask_login import logout_user
 from werkzeug.exceptions import HTTPException
 
-from flask_offload import JobState
-
 from . import db
+from .auth import DemoUser
+from .auth import login_manager
 from .extensions import offload
 from .libs.passport import PassportService
 from .libs.passport import USERS
@@ -54,6 +59,8 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
         DEMO_DATA_DIR=os.environ.get("DEMO_DATA_DIR") or app.instance_path,
         DEMO_SLOWDOWN=float(os.environ.get("DEMO_SLOWDOWN", "0.05")),
         MAX_CONTENT_LENGTH=32 * 1024 * 1024,
+        # The job status URLs and the dashboard, at /offload.
+        OFFLOAD_DASHBOARD=True,
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
@@ -65,6 +72,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
         os.makedirs(app.config[key], exist_ok=True)
 
     db.init_app(app)
+    login_manager.init_app(app)
     offload.init_app(app)
     register_views(app)
     return app
@@ -85,34 +93,41 @@ def register_views(app: Flask) -> None:
         )
         names = {user.id: user.name for user in USERS}
         log = [{**row, "user": names.get(row["user_id"])} for row in map(dict, recent)]
-        return render_template("index.html", users=USERS, log=log)
+        signed_in = current_user.user if current_user.is_authenticated else None
+        return render_template("index.html", users=USERS, log=log, signed_in=signed_in)
 
     @app.get("/sample_orders.csv")
     def sample() -> t.Any:
         return send_file(SAMPLE_PATH, mimetype="text/csv", as_attachment=True)
 
+    @app.post("/login")
+    def login() -> dict[str, t.Any]:
+        # The bearer token is the credential; the session remembers the user
+        # for pages the browser opens without the header, such as the
+        # dashboard.
+        user = PassportService.current_user()
+        login_user(DemoUser(user))
+        return {"id": user.id, "name": user.name}
+
+    @app.post("/logout")
+    def logout() -> dict[str, t.Any]:
+        logout_user()
+        return {}
+
     @app.post("/orders/import")
-    def import_orders_view() -> tuple[dict[str, t.Any], int, dict[str, str]]:
+    def import_orders_view() -> t.Any:
         # Refuse anonymous uploads now, rather than in the job.
-        PassportService.current_user_id()
+        user = PassportService.current_user()
         upload = request.files.get("file")
         if upload is None or not upload.filename:
             abort(400, "Choose an orders CSV file to upload in the 'file' field.")
+        # Sign the uploader in before submitting: the job records the
+        # session's user, whom the dashboard then shows it to.
+        if current_user.get_id() != str(user.id):
+            login_user(DemoUser(user))
         job = import_orders.submit()
-        status_url = url_for("job_status", job_id=job.id)
-        return {"id": job.id, "status_url": status_url}, 202, {"Location": status_url}
-
-    @app.get("/jobs/<job_id>")
-    def job_status(job_id: str) -> dict[str, t.Any]:
-        job = offload.get_job(job_id)
-        if job is None:
-            abort(404, f"There is no job {job_id!r}, or it finished long ago.")
-        data = job.to_dict()
-        if job.state is JobState.SUCCEEDED:
-            result = job.result(0)
-            data["result"] = result
-            data["export_url"] = url_for("download_export", name=result["export"])
-        return data
+        # 202 Accepted, Location: /offload/jobs/<id>
+        return offload.accepted(job)
 
     @app.get("/exports/<name>")
     def download_export(name: str) -> t.Any:

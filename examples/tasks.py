@@ -10,8 +10,11 @@ import typing as t
 
 from flask import current_app
 from flask import request
+from flask import url_for
 
 from flask_offload import current_job
+from flask_offload import JobCancelled
+from flask_offload.dashboard import public_result
 
 from .extensions import offload
 from .services import order_service
@@ -33,13 +36,17 @@ def _count_rows(stream: t.IO[bytes]) -> int:
     return max(0, lines - 1)
 
 
+@public_result
 @offload.task
 def import_orders() -> dict[str, t.Any]:
     """Summarise the uploaded orders file per customer, log the operation
     for the user who uploaded it, and email them the link.
 
     Runs as a job after the response: ``request.files`` and the
-    ``Authorization`` header are those of the upload request.
+    ``Authorization`` header are those of the upload request. Stops early
+    when cancelled (from the dashboard). The result is public
+    (:func:`~flask_offload.dashboard.public_result`): the status URL and the
+    dashboard show it, and its ``export_url`` as a link.
     """
     upload = request.files["file"]
     total = _count_rows(upload.stream)
@@ -61,6 +68,11 @@ def import_orders() -> dict[str, t.Any]:
                 current_job.set_progress(
                     min(1.0, done / total), f"parsed {done:,} of {total:,} rows"
                 )
+                if current_job.cancel_requested:
+                    raise JobCancelled(
+                        f"Cancelled after {done:,} of {total:,} rows; nothing"
+                        " was exported."
+                    )
                 if slowdown:
                     time.sleep(slowdown)
     finally:
@@ -77,4 +89,9 @@ def import_orders() -> dict[str, t.Any]:
         f" for {len(summary.customers)} customers into {export_name}.",
     )
     order_service.send_result_email(export_name, rows)
-    return {"export": export_name, "rows": rows, "customers": len(summary.customers)}
+    return {
+        "export": export_name,
+        "rows": rows,
+        "customers": len(summary.customers),
+        "export_url": url_for("download_export", name=export_name),
+    }

@@ -132,7 +132,7 @@ def test_import_as_bob(demo_app: Flask, serve: t.Any, tmp_path: Path) -> None:
         response = upload(server, "bob", SAMPLE_PATH)
         assert response.status_code == 202
         body = response.json()
-        assert body["status_url"] == f"/jobs/{body['id']}"
+        assert body["status_url"] == f"/offload/jobs/{body['id']}"
         assert response.headers["Location"] == body["status_url"]
         job = wait_for(demo_app, body["id"])
 
@@ -150,9 +150,10 @@ def test_import_as_bob(demo_app: Flask, serve: t.Any, tmp_path: Path) -> None:
 
     # The export: right totals per customer, downloadable by its link.
     export = status["result"]["export"]
-    assert status["export_url"] == f"/exports/{export}"
+    assert status["result"]["export_url"] == f"/exports/{export}"
+    assert status["result_links"] == [{"label": "export", "url": f"/exports/{export}"}]
     assert status["result"]["rows"] == 45_000
-    download = server.get(status["export_url"])
+    download = server.get(status["result"]["export_url"])
     assert download.status_code == 200
     assert "attachment" in download.headers["Content-Disposition"]
     expected = expected_totals(SAMPLE_PATH)
@@ -218,7 +219,7 @@ def test_bad_file_fails_the_job(demo_app: Flask, serve: t.Any, tmp_path: Path) -
     assert status["state"] == "FAILED"
     assert status["error"]["type"] == "InvalidOrders"
     assert "'unit_price'" in status["error"]["message"]
-    assert "export_url" not in status
+    assert "result" not in status
     assert os.listdir(tmp_path / "outbox") == []
     assert os.listdir(tmp_path / "exports") == []
 
@@ -243,7 +244,7 @@ def test_upload_needs_user_and_file(demo_app: Flask, serve: t.Any) -> None:
 
 def test_unknown_job_and_export_names(demo_app: Flask, serve: t.Any) -> None:
     server = serve(demo_app)
-    assert server.get("/jobs/0123abcd").status_code == 404
+    assert server.get("/offload/jobs/0123abcd").status_code == 404
     assert server.get("/exports/nope.csv").status_code == 404
     # Names that would leave the exports folder are refused.
     assert server.get("/exports/..%2Fdemo.sqlite3").status_code == 404
