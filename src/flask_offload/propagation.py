@@ -132,8 +132,6 @@ _SKIP_THREAD_MODULES = (
 _SKIP_CALLER_MODULES = ("asgiref.", "flask_offload.")
 
 _lock = threading.RLock()
-_installed_by_app = False
-_blocks = 0
 _patched = False
 # "Owner.attribute" -> what our patch calls through to.
 _originals: dict[str, t.Any] = {}
@@ -500,22 +498,16 @@ def install() -> None:
     of an app with ``OFFLOAD_PROPAGATE`` on (or a :func:`propagating`
     block) is active; elsewhere they cost one context variable lookup.
     """
-    global _installed_by_app
     with _lock:
-        _installed_by_app = True
         _patch()
 
 
 def uninstall() -> None:
-    """Remove the patches :func:`install` made (while no
-    :func:`propagating` block is active). Work already handed off keeps
-    its context.
+    """Remove the patches. Work already handed off keeps its context; apps
+    with ``OFFLOAD_PROPAGATE`` on stop propagating.
     """
-    global _installed_by_app
     with _lock:
-        _installed_by_app = False
-        if not _blocks:
-            _unpatch()
+        _unpatch()
 
 
 def installed() -> bool:
@@ -526,28 +518,24 @@ def installed() -> bool:
 @contextlib.contextmanager
 def propagating(enabled: bool = True) -> t.Iterator[None]:
     """Turn automatic propagation on (or off) for one block, whatever
-    ``OFFLOAD_PROPAGATE`` says, in the current thread and in what it starts.
+    ``OFFLOAD_PROPAGATE`` says: for the threads, pools and executors used in
+    the block, in the current thread, and for what their tasks start in turn.
 
     .. code-block:: python
 
         with propagating():
             legacy_report.run()  # starts threads that read `request`
 
-    The patches are installed for the block if no app installed them, and
-    removed after the last block ends.
+    The first block installs the patches (:func:`install`); they stay in
+    place, inert outside blocks for apps that leave ``OFFLOAD_PROPAGATE``
+    off, because tasks started in a block may outlive it.
 
     :param enabled: ``False`` turns propagation off for the block instead.
     """
-    global _blocks
-    with _lock:
-        _blocks += 1
-        _patch()
+    if not _patched:
+        install()
     token = _cv_override.set(enabled)
     try:
         yield
     finally:
         _cv_override.reset(token)
-        with _lock:
-            _blocks -= 1
-            if not _blocks and not _installed_by_app:
-                _unpatch()

@@ -1,0 +1,798 @@
+"""OFFLOAD_PROPAGATE: code that starts its own threads, pools and executors
+works unchanged, on a real server, reading the request after the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import multiprocessing.dummy
+import multiprocessing.pool
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import typing as t
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.pool import ThreadPool
+
+import pytest
+from flask import current_app
+from flask import Flask
+from flask import g
+from flask import has_app_context
+from flask import has_request_context
+from flask import request
+
+from flask_offload import carry
+from flask_offload import current_job
+from flask_offload import Offload
+from flask_offload import propagation
+from flask_offload.propagation import propagating
+
+from .conftest import LiveServer
+
+WAIT = 10.0
+
+# Created at import time, outside any request, and shared by every test:
+# the case where per-worker-thread propagation shows stale data.
+IMPORT_EXECUTOR = ThreadPoolExecutor(1, thread_name_prefix="import-executor")
+IMPORT_POOL = multiprocessing.dummy.Pool(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_import_pools() -> t.Iterator[None]:
+    yield
+    IMPORT_EXECUTOR.shutdown(wait=True)
+    IMPORT_POOL.close()
+    IMPORT_POOL.join()
+
+
+@pytest.fixture(autouse=True)
+def _uninstall() -> t.Iterator[None]:
+    yield
+    propagation.uninstall()
+    assert not propagation.installed()
+
+
+@pytest.fixture
+def app() -> Flask:
+    app = Flask("flask_offload_propagation_test")
+    app.config.update(TESTING=True, SECRET_KEY="test secret", OFFLOAD_PROPAGATE=True)
+
+    @app.before_request
+    def set_g() -> None:
+        g.user = request.headers.get("X-User")
+        g.n = int(request.args.get("n", 0))
+
+    return app
+
+
+def who(tag: str = "") -> tuple[str | None, str | None, str | None, int | None, str]:
+    """What legacy background code reads: a header, an arg, and g."""
+    return (
+        request.headers.get("X-User"),
+        request.args.get("doc_id"),
+        g.get("user"),
+        g.get("n"),
+        tag,
+    )
+
+
+def nothing_carried() -> tuple[bool, bool]:
+    return has_app_context(), has_request_context()
+
+
+class Collector:
+    """Results from background code, released after the response."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.results: list[t.Any] = []
+        self.threads: list[threading.Thread] = []
+        self.waitables: list[t.Any] = []
+
+    def read(self, tag: str = "") -> t.Any:
+        assert self.release.wait(WAIT)
+        value = who(tag)
+        with self.lock:
+            self.results.append(value)
+        return value
+
+    def finish(self) -> list[t.Any]:
+        self.release.set()
+        for th in self.threads:
+            th.join(WAIT)
+            assert not th.is_alive()
+        for w in self.waitables:
+            if hasattr(w, "result"):
+                w.result(WAIT)
+            elif hasattr(w, "get"):
+                w.get(WAIT)
+            else:
+                list(w)
+        return sorted(self.results, key=lambda r: r[-1])
+
+
+class Worker(threading.Thread):
+    """A legacy Thread subclass that overrides run()."""
+
+    def __init__(self, col: Collector) -> None:
+        super().__init__()
+        self.col = col
+
+    def run(self) -> None:
+        self.col.read("subclass")
+
+
+def test_seed_code_unchanged(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """The seed's own code, with only a wait added so it reads after the
+    response.
+    """
+    assert propagation.installed()
+    release = threading.Event()
+    seen: list[str] = []
+    threads: list[threading.Thread] = []
+
+    def inner_func() -> None:
+        assert release.wait(WAIT)
+        doc_id = request.args.get("doc_id", "")
+        seen.append(doc_id)
+
+    @app.route("/start_thread")
+    def start_thread() -> dict[str, bool]:
+        th = threading.Thread(target=inner_func)
+        th.start()
+        threads.append(th)
+        return {"success": True}
+
+    server = serve(app)
+    assert server.get("/start_thread?doc_id=42").json() == {"success": True}
+    release.set()
+    threads[0].join(WAIT)
+    assert seen == ["42"]
+
+
+def start_everything(col: Collector) -> None:
+    """Start every supported kind of background work, without waiting."""
+    th = threading.Thread(target=col.read, args=("thread",))
+    th.start()
+    col.threads.append(th)
+    sub = Worker(col)
+    sub.start()
+    col.threads.append(sub)
+    timer = threading.Timer(0.0, col.read, args=("timer",))
+    timer.start()
+    col.threads.append(timer)
+    col.waitables.append(IMPORT_EXECUTOR.submit(col.read, "executor.submit"))
+    col.waitables.append(IMPORT_POOL.apply_async(col.read, ("pool.apply_async",)))
+    col.waitables.append(IMPORT_POOL.map_async(col.read, ["pool.map_async"]))
+    col.waitables.append(IMPORT_POOL.starmap_async(col.read, [("pool.starmap_async",)]))
+    col.waitables.append(IMPORT_POOL.imap(col.read, ["pool.imap"]))
+    col.waitables.append(IMPORT_POOL.imap_unordered(col.read, ["pool.imap_unordered"]))
+
+    # The blocking calls run in a thread the view starts, nested.
+    def blocking() -> None:
+        list(IMPORT_EXECUTOR.map(col.read, ["executor.map"]))
+        IMPORT_POOL.map(col.read, ["pool.map"])
+        IMPORT_POOL.starmap(col.read, [("pool.starmap",)])
+
+    nested = threading.Thread(target=blocking)
+    nested.start()
+    col.threads.append(nested)
+
+
+KINDS = sorted(
+    [
+        "thread",
+        "subclass",
+        "timer",
+        "executor.submit",
+        "executor.map",
+        "pool.apply_async",
+        "pool.map_async",
+        "pool.starmap_async",
+        "pool.imap",
+        "pool.imap_unordered",
+        "pool.map",
+        "pool.starmap",
+    ]
+)
+
+
+def test_every_kind_reads_after_response(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    col = Collector()
+
+    @app.get("/all")
+    def all_kinds() -> str:
+        start_everything(col)
+        return "started"
+
+    server = serve(app)
+    assert server.get("/all?doc_id=d1&n=7", headers={"X-User": "alice"}).ok
+    assert col.finish() == [("alice", "d1", "alice", 7, kind) for kind in KINDS]
+
+
+def test_every_kind_inside_a_job(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    col = Collector()
+    job_ids: list[str | None] = []
+
+    def job() -> None:
+        start_everything(col)
+        th = threading.Thread(target=lambda: job_ids.append(current_job.id))
+        th.start()
+        th.join()
+
+    @app.get("/job")
+    def submit() -> str:
+        return offload.submit(job).id
+
+    server = serve(app)
+    job_id = server.get("/job?doc_id=j&n=2", headers={"X-User": "bob"}).text
+    with app.app_context():
+        assert offload.join(WAIT)  # the job has started everything and ended
+    assert col.finish() == [("bob", "j", "bob", 2, kind) for kind in KINDS]
+    assert job_ids == [job_id]
+
+
+def test_nested_any_depth(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """thread -> executor -> pool -> thread -> Timer, after the response."""
+    col = Collector()
+    done = threading.Event()
+
+    def level_4() -> None:
+        timer = threading.Timer(0.0, col.read, args=("timer",))
+        timer.start()
+        timer.join()
+        done.set()
+
+    def level_3(_: int) -> None:
+        th = threading.Thread(target=level_4)
+        th.start()
+        th.join()
+
+    def level_2() -> None:
+        with ThreadPool(2) as pool:
+            pool.map(level_3, [1])
+
+    def level_1() -> None:
+        with ThreadPoolExecutor(1) as ex:
+            ex.submit(level_2).result()
+
+    @app.get("/deep")
+    def deep() -> str:
+        th = threading.Thread(target=level_1)
+        th.start()
+        col.threads.append(th)
+        return "ok"
+
+    server = serve(app)
+    assert server.get("/deep?doc_id=z&n=9", headers={"X-User": "zoe"}).ok
+    assert col.finish() == [("zoe", "z", "zoe", 9, "timer")]
+    assert done.is_set()
+
+
+@pytest.mark.parametrize("kind", ["executor", "pool"])
+def test_import_time_pool_is_per_task(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer], kind: str
+) -> None:
+    """alice, bob, alice through one worker thread created at import time:
+    each task sees its own request; between tasks the worker has nothing.
+    """
+    workers: set[int] = set()
+
+    def task() -> t.Any:
+        workers.add(threading.get_ident())
+        return list(who())
+
+    def run(fn: t.Callable[[], t.Any]) -> t.Any:
+        if kind == "executor":
+            return IMPORT_EXECUTOR.submit(fn).result(WAIT)
+        return IMPORT_POOL.apply_async(fn).get(WAIT)
+
+    @app.get("/task")
+    def view() -> t.Any:
+        return {"seen": run(task)}
+
+    server = serve(app)
+    for i, user in enumerate(["alice", "bob", "alice", "bob"]):
+        r = server.get(f"/task?doc_id={user}{i}&n={i}", headers={"X-User": user})
+        assert r.json()["seen"] == [user, f"{user}{i}", user, i, ""]
+        # The same worker thread, used from outside any context: nothing left.
+        assert run(nothing_carried) == (False, False)
+    assert len(workers) == 1
+
+
+@pytest.mark.parametrize("kind", ["executor", "pool"])
+def test_pool_created_in_alices_request_never_shows_alice(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer], kind: str
+) -> None:
+    pools: list[t.Any] = []
+
+    def get_pool() -> t.Any:
+        if not pools:  # created lazily, inside the first (alice's) request
+            pools.append(ThreadPoolExecutor(2) if kind == "executor" else ThreadPool(2))
+        return pools[0]
+
+    def run(fn: t.Callable[[], t.Any]) -> t.Any:
+        pool = get_pool()
+        if kind == "executor":
+            return pool.submit(fn).result(WAIT)
+        return pool.apply_async(fn).get(WAIT)
+
+    @app.get("/lazy")
+    def view() -> t.Any:
+        return {"seen": run(lambda: list(who()))}
+
+    server = serve(app)
+    try:
+        alice = server.get("/lazy?doc_id=a&n=1", headers={"X-User": "alice"})
+        assert alice.json()["seen"] == ["alice", "a", "alice", 1, ""]
+        for i in range(3):
+            bob = server.get(f"/lazy?doc_id=b{i}&n=2", headers={"X-User": "bob"})
+            assert bob.json()["seen"] == ["bob", f"b{i}", "bob", 2, ""]
+        # Its worker threads were not pinned to alice's request.
+        assert run(nothing_carried) == (False, False)
+    finally:
+        if kind == "executor":
+            pools[0].shutdown(wait=True)
+        else:
+            pools[0].close()
+            pools[0].join()
+
+
+def test_each_task_gets_own_context_and_teardown_in_its_thread(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    teardowns: list[tuple[int, str | None]] = []
+    lock = threading.Lock()
+    tasks: list[tuple[int, int]] = []
+
+    @app.teardown_appcontext
+    def record(exc: BaseException | None) -> None:
+        with lock:
+            teardowns.append((threading.get_ident(), g.get("mark")))
+
+    def task(i: int) -> None:
+        assert g.get("mark") is None  # a fresh g: nothing from an earlier task
+        g.mark = f"task{i}"
+        with lock:
+            tasks.append((threading.get_ident(), i))
+
+    @app.get("/tasks")
+    def view() -> str:
+        with ThreadPoolExecutor(2) as ex:
+            list(ex.map(task, range(6)))
+        return "ok"
+
+    server = serve(app)
+    assert server.get("/tasks").ok
+    server.wait_idle()
+    task_teardowns = sorted(x for x in teardowns if x[1] is not None)
+    # One teardown per task, in the thread that ran it.
+    assert task_teardowns == sorted((ident, f"task{i}") for ident, i in tasks)
+    # Plus exactly one for the request itself.
+    assert len(teardowns) == 7
+
+
+def test_outside_any_context_untouched(app: Flask, offload: Offload) -> None:
+    assert propagation.installed()
+    seen: list[t.Any] = []
+    th = threading.Thread(target=lambda: seen.append(nothing_carried()))
+    th.start()
+    assert "run" not in th.__dict__
+    th.join()
+    fn = IMPORT_EXECUTOR.submit(lambda: sys._getframe(1).f_code.co_name).result()
+    assert fn == "run"  # the executor's own _WorkItem.run called the task directly
+    assert seen == [(False, False)]
+    assert IMPORT_POOL.apply_async(nothing_carried).get(WAIT) == (False, False)
+
+
+def test_option_off_patches_nothing(
+    serve: t.Callable[[Flask], LiveServer],
+) -> None:
+    originals = (threading.Thread.start, ThreadPoolExecutor.submit)
+    app = Flask("off")
+    ext = Offload(app)
+    assert not propagation.installed()
+    assert (threading.Thread.start, ThreadPoolExecutor.submit) == originals
+    assert "map" not in ThreadPool.__dict__
+    seen: list[t.Any] = []
+    threads: list[threading.Thread] = []
+
+    @app.get("/")
+    def view() -> str:
+        th = threading.Thread(target=lambda: seen.append(nothing_carried()))
+        th.start()
+        threads.append(th)
+        return "ok"
+
+    assert serve(app).get("/").ok
+    threads[0].join(WAIT)
+    assert seen == [(False, False)]
+    ext.shutdown()
+
+
+def test_twice_and_two_apps(serve: t.Callable[[Flask], LiveServer]) -> None:
+    """Two apps on, one off, install called again: each app's own setting
+    decides at each call.
+    """
+    apps = {}
+    exts = []
+    for name, on in [("on1", True), ("on2", True), ("off", False)]:
+        a = Flask(name)
+        a.config.update(SECRET_KEY="s", OFFLOAD_PROPAGATE=on)
+        exts.append(Offload(a))
+        apps[name] = a
+    propagation.install()
+    propagation.install()
+    seen: dict[str, t.Any] = {}
+    threads: list[threading.Thread] = []
+    release = threading.Event()
+
+    for name, a in apps.items():
+
+        def view(name: str = name) -> str:
+            def work() -> None:
+                assert release.wait(WAIT)
+                if has_request_context():
+                    seen[name] = (current_app.name, request.args["x"])
+                else:
+                    seen[name] = None
+
+            th = threading.Thread(target=work)
+            th.start()
+            threads.append(th)
+            return "ok"
+
+        a.add_url_rule("/", view_func=view)
+
+    for name, a in apps.items():
+        assert serve(a).get(f"/?x={name}").ok
+    release.set()
+    for th in threads:
+        th.join(WAIT)
+    assert seen == {"on1": ("on1", "on1"), "on2": ("on2", "on2"), "off": None}
+    for ext in exts:
+        ext.shutdown()
+    propagation.uninstall()
+    assert threading.Thread.start is propagation._originals["Thread.start"]
+    propagation.uninstall()  # twice is fine too
+
+
+def test_carried_targets_are_not_wrapped_again(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    teardowns: list[int] = []
+    wrapped: list[bool] = []
+
+    @app.teardown_appcontext
+    def record(exc: BaseException | None) -> None:
+        teardowns.append(threading.get_ident())
+
+    seen: list[t.Any] = []
+
+    @app.get("/")
+    def view() -> str:
+        th = threading.Thread(target=carry(lambda: seen.append(who())))
+        th.start()
+        wrapped.append("run" in th.__dict__)
+        th.join()
+        IMPORT_EXECUTOR.submit(carry(lambda: seen.append(who("ex")))).result()
+        return "ok"
+
+    server = serve(app)
+    assert server.get("/?doc_id=c", headers={"X-User": "cy"}).ok
+    server.wait_idle()
+    assert wrapped == [False]
+    assert seen == [("cy", "c", "cy", 0, ""), ("cy", "c", "cy", 0, "ex")]
+    # The request's teardown plus one per carried call: no second replay.
+    assert len(teardowns) == 3
+
+
+def test_process_pools_never_patched(app: Flask, offload: Offload) -> None:
+    assert propagation.installed()
+    assert (
+        concurrent.futures.ProcessPoolExecutor.submit
+        is (concurrent.futures.ProcessPoolExecutor.__dict__["submit"])
+    )
+    assert not getattr(
+        concurrent.futures.ProcessPoolExecutor.submit, "_flask_offload_patch", False
+    )
+    for name in propagation._POOL_METHODS:
+        assert not getattr(
+            getattr(multiprocessing.pool.Pool, name), "_flask_offload_patch", False
+        )
+        assert getattr(getattr(ThreadPool, name), "_flask_offload_patch", False)
+
+
+def test_propagating_block_only(serve: t.Callable[[Flask], LiveServer]) -> None:
+    app = Flask("block")
+    app.config["SECRET_KEY"] = "s"
+    ext = Offload(app)  # OFFLOAD_PROPAGATE off
+    seen: list[t.Any] = []
+    threads: list[threading.Thread] = []
+    release = threading.Event()
+    installed: list[bool] = []
+
+    def work(tag: str) -> None:
+        assert release.wait(WAIT)
+        if has_request_context():
+            seen.append((tag, request.args["x"]))
+            # Nested threads of a block's task propagate too.
+            th = threading.Thread(
+                target=lambda: seen.append((tag + ">child", request.args["x"]))
+            )
+            th.start()
+            th.join()
+        else:
+            seen.append((tag, None))
+
+    def start(tag: str) -> None:
+        th = threading.Thread(target=work, args=(tag,))
+        th.start()
+        threads.append(th)
+
+    @app.get("/")
+    def view() -> str:
+        start("before")
+        with propagating():
+            installed.append(propagation.installed())
+            start("inside")
+        installed.append(propagation.installed())
+        start("after")
+        return "ok"
+
+    assert serve(app).get("/?x=1").ok
+    release.set()
+    for th in threads:
+        th.join(WAIT)
+    assert sorted(seen) == [
+        ("after", None),
+        ("before", None),
+        ("inside", "1"),
+        ("inside>child", "1"),
+    ]
+    assert installed == [True, True]
+    ext.shutdown()
+
+
+def test_propagating_false_turns_it_off_for_a_block(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    seen: list[t.Any] = []
+
+    @app.get("/")
+    def view() -> str:
+        with propagating(False):
+            th = threading.Thread(target=lambda: seen.append(nothing_carried()))
+            th.start()
+            th.join()
+        IMPORT_EXECUTOR.submit(lambda: seen.append(nothing_carried())).result()
+        return "ok"
+
+    assert serve(app).get("/").ok
+    assert seen == [(False, False), (True, True)]
+    assert propagation.installed()
+
+
+def test_async_view_with_propagation(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """asgiref's own executor submits are not wrapped: one teardown for the
+    request, one per started thread in that thread, none in the loop thread.
+    """
+    teardowns: list[int] = []
+    col = Collector()
+    loop_threads: list[int] = []
+
+    @app.teardown_appcontext
+    def record(exc: BaseException | None) -> None:
+        teardowns.append(threading.get_ident())
+
+    def in_executor() -> t.Any:
+        return list(who("run_in_executor"))
+
+    def sync_part() -> str:
+        return str(request.args["doc_id"])
+
+    @app.get("/async")
+    async def view() -> t.Any:
+        loop_threads.append(threading.get_ident())
+        th = threading.Thread(target=col.read, args=("thread",))
+        th.start()
+        col.threads.append(th)
+        loop = asyncio.get_running_loop()
+        seen = await loop.run_in_executor(None, in_executor)
+        from_to_thread = await asyncio.to_thread(sync_part)
+        from asgiref.sync import sync_to_async
+
+        from_s2a = await sync_to_async(sync_part)()
+        return {"seen": seen, "to_thread": from_to_thread, "s2a": from_s2a}
+
+    server = serve(app)
+    r = server.get("/async?doc_id=as&n=4", headers={"X-User": "ann"})
+    assert r.json() == {
+        "seen": ["ann", "as", "ann", 4, "run_in_executor"],
+        "to_thread": "as",
+        "s2a": "as",
+    }
+    assert col.finish() == [("ann", "as", "ann", 4, "thread")]
+    server.wait_idle()
+    # Request + the started thread + run_in_executor's task; nothing in the
+    # loop thread, nothing for asgiref's or to_thread's submits.
+    assert len(teardowns) == 3
+    assert not set(teardowns) & set(loop_threads)
+
+
+def test_thread_start_failure_restores_run(app: Flask, offload: Offload) -> None:
+    th = threading.Thread(target=lambda: None)
+    th.start()
+    th.join()
+    with app.test_request_context("/"):
+        with pytest.raises(RuntimeError, match="only be started once"):
+            th.start()
+    assert "run" not in th.__dict__
+
+
+def test_thread_context_feature_on_314(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Simulate Python 3.14's ``Thread(context=)`` with
+    ``sys.flags.thread_inherit_context`` on: a thread started in a request
+    would inherit the request's live context. Propagation passes a fresh
+    context instead, for carried threads and for pool workers alike.
+    """
+    inherit = contextvars.copy_context
+
+    original_start = propagation._originals["Thread.start"]
+    original_bootstrap = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+    def start_314(self: threading.Thread) -> None:
+        if getattr(self, "_context", None) is None:
+            self._context = inherit()  # type: ignore[attr-defined]
+        original_start(self)
+
+    def bootstrap_314(self: threading.Thread) -> None:
+        self._context.run(original_bootstrap, self)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(propagation, "THREAD_HAS_CONTEXT", True)
+    monkeypatch.setitem(propagation._originals, "Thread.start", start_314)
+    monkeypatch.setattr(threading.Thread, "_bootstrap_inner", bootstrap_314)
+    contexts: list[contextvars.Context] = []
+    pools: list[ThreadPoolExecutor] = []
+
+    @app.get("/")
+    def view() -> t.Any:
+        th = threading.Thread(target=lambda: None)
+        th.start()
+        th.join()
+        contexts.append(th._context)  # type: ignore[attr-defined]
+        given = contextvars.Context()
+        th2 = threading.Thread(target=lambda: None)
+        th2._context = given  # type: ignore[attr-defined]
+        th2.start()
+        th2.join()
+        contexts.append(th2._context)  # type: ignore[attr-defined]
+        pool = ThreadPoolExecutor(1)  # its worker starts inside this request
+        pools.append(pool)
+        return {"task": list(pool.submit(who).result(WAIT))}
+
+    server = serve(app)
+    assert server.get("/?doc_id=p", headers={"X-User": "pat"}).json() == {
+        "task": ["pat", "p", "pat", 0, ""]
+    }
+    fresh, given = contexts
+    assert len(fresh) == 0  # explicit, empty: not a copy of the request's
+    assert given is not fresh
+    # The pool's worker was started with a fresh context too: a task from
+    # outside any request finds nothing of the request that started it.
+    assert pools[0].submit(nothing_carried).result(WAIT) == (False, False)
+    pools[0].shutdown()
+    # Control: without propagation, the simulated 3.14 thread inherits.
+    with app.test_request_context("/"), propagating(False):
+        seen: list[bool] = []
+        th = threading.Thread(target=lambda: seen.append(has_request_context()))
+        th.start()
+        th.join()
+    assert seen == [True]
+
+
+GEVENT_SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    import json
+    import sys
+    import threading
+    import urllib.request
+
+    import gevent
+    from flask import Flask, g, request
+    from werkzeug.serving import make_server
+
+    from flask_offload import Offload
+
+    app = Flask("gevent_app")
+    app.config.update(SECRET_KEY="s", OFFLOAD_PROPAGATE=True)
+    offload = Offload(app)
+    release = gevent.event.Event()
+    out = []
+    waits = []
+
+    def read(tag):
+        release.wait(10)
+        out.append([tag, request.args["doc_id"], request.headers["X-User"], g.user])
+
+    @app.before_request
+    def set_g():
+        g.user = request.headers["X-User"]
+
+    @app.get("/")
+    def view():
+        waits.append(gevent.spawn(read, "spawn"))
+        waits.append(gevent.spawn_later(0, read, "spawn_later"))
+        th = threading.Thread(target=read, args=("thread",))
+        th.start()
+        waits.append(th)
+        return "ok"
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_port
+    for user in ["alice", "bob"]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/?doc_id={user}1", headers={"X-User": user}
+        )
+        assert urllib.request.urlopen(req, timeout=10).read() == b"ok"
+    release.set()
+    for w in waits:
+        w.join(10)
+    outside = gevent.spawn(lambda: __import__("flask").has_request_context())
+    outside.join(10)
+    server.shutdown()
+    print(json.dumps({"out": sorted(out), "outside": outside.value,
+                      "patched": gevent.spawn.__name__}))
+    """
+)
+
+
+def test_gevent_spawn_and_patched_threads(tmp_path: t.Any) -> None:
+    pytest.importorskip("gevent")
+    script = tmp_path / "gevent_app.py"
+    script.write_text(GEVENT_SCRIPT)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["outside"] is False
+    assert result["out"] == sorted(
+        [tag, f"{user}1", user, user]
+        for user in ["alice", "bob"]
+        for tag in ["spawn", "spawn_later", "thread"]
+    )
