@@ -265,11 +265,12 @@ def csrf_token() -> str:
     """A CSRF token for the cancel URLs, signed with ``SECRET_KEY`` and
     bound to the current session (a random value stored in it).
     """
+    serializer = _serializer()
     nonce = session.get(CSRF_SESSION_KEY)
     if not isinstance(nonce, str):
         nonce = secrets.token_urlsafe(18)
         session[CSRF_SESSION_KEY] = nonce
-    return _serializer().dumps(nonce)
+    return serializer.dumps(nonce)
 
 
 def check_csrf() -> None:
