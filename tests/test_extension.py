@@ -42,6 +42,7 @@ def test_registering_twice_is_an_error(app: Flask) -> None:
         ("OFFLOAD_MAX_WORKERS", 0, "at least 1"),
         ("OFFLOAD_QUEUE_FULL", "drop", "'raise' or 'block'"),
         ("OFFLOAD_CARRY_G", "user", "OFFLOAD_CARRY_G must be"),
+        ("OFFLOAD_URL_PREFIX", "offload", "must start with '/'"),
     ],
 )
 def test_bad_config_is_explained(key: str, value: object, match: str) -> None:
@@ -49,6 +50,9 @@ def test_bad_config_is_explained(key: str, value: object, match: str) -> None:
     app.config[key] = value
     with pytest.raises(ValueError, match=match):
         Offload(app)
+    assert "offload" not in app.extensions  # nothing half-registered
+    app.config[key] = DEFAULTS[key]
+    Offload(app)  # fixing the config is enough
 
 
 def test_config_read_once(app: Flask) -> None:

@@ -131,3 +131,17 @@ def test_signing_rejects_forgery_and_transplant(app: Flask) -> None:
     assert signing.verify(other, token)["job"] == "a"
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         signing.sign(Flask("nokey"), {})
+
+
+def test_offload_inline_fixture_uses_app_config(
+    offload_inline: None, app: Flask
+) -> None:
+    app.config["OFFLOAD_JOB_TEARDOWN_REQUEST"] = True
+    offload = Offload(app)
+    threads: list[str] = []
+    app.teardown_request(lambda exc: threads.append(threading.current_thread().name))
+    with app.test_request_context("/"):
+        offload.submit(int).result()
+        # The job ran inline (in this thread) and ran teardown_request, as
+        # the app's config asks; the test's own context is still pushed.
+        assert threads == [threading.current_thread().name]

@@ -307,3 +307,18 @@ def test_submit_from_view_and_poll(
     with app.app_context():
         offload.get_job(job_id).result(10)  # type: ignore[union-attr]
     assert server.get(f"/status/{job_id}").json()["state"] == "SUCCEEDED"
+
+
+def test_job_finished_receiver_may_read_the_result(
+    app: Flask, offload: Offload
+) -> None:
+    """Receivers see a finished job: result() returns instead of deadlocking."""
+    results: list[t.Any] = []
+
+    def on_finished(sender: Flask, job: Job) -> None:
+        results.append((job.done(), job.result(), job.exception()))
+
+    with signals.job_finished.connected_to(on_finished, sender=app), app.app_context():
+        job = offload.submit(int, "42")
+        assert job.wait(10)
+    assert results == [(True, 42, None)]

@@ -34,18 +34,84 @@ class PushableContext(t.Protocol):
 
 
 def request_job_context(
-    app: Flask, request: Request, session: SessionMixin
+    app: Flask,
+    request: Request,
+    session: SessionMixin,
+    routing_cache: list[t.Any] | None = None,
 ) -> PushableContext:
     """Make one fresh context that carries ``request`` and ``session``.
 
     On 3.2 this is a single :class:`AppContext`, which matters because
     Flask-SQLAlchemy keys its session by the app context's identity.
+
+    :param routing_cache: A one-item list shared by every replay of one
+        captured request. On 3.1 the bound URL adapter and the route match
+        are computed once, stored there, and reused: both depend only on the
+        request's environ, which every replay shares.
     """
     if MERGED_CONTEXT:
         return AppContext(app, request=request, session=session)  # type: ignore[call-arg,no-any-return,unused-ignore]
-    from flask.ctx import RequestContext
+    ctx: PushableContext = _job_request_context_class()(
+        app, request, session, routing_cache
+    )
+    return ctx
 
-    return RequestContext(app, request.environ, request=request, session=session)
+
+_JobRequestContext: t.Any = None
+
+
+def _job_request_context_class() -> t.Any:
+    global _JobRequestContext
+    if _JobRequestContext is not None:
+        return _JobRequestContext
+    from flask.ctx import RequestContext
+    from werkzeug.exceptions import HTTPException
+
+    class JobRequestContext(RequestContext):
+        """Flask 3.1's request context, with routing taken from the cache."""
+
+        def __init__(
+            self,
+            app: Flask,
+            request: Request,
+            session: SessionMixin,
+            cache: list[t.Any] | None,
+        ) -> None:
+            routing = cache[0] if cache else None
+            if routing is None or routing[0] is not app:
+                adapter: t.Any = None
+                match: t.Any = None
+                try:
+                    adapter = app.create_url_adapter(request)
+                    if adapter is not None:
+                        match = adapter.match(return_rule=True)
+                except HTTPException as e:
+                    match = e
+                routing = (app, adapter, match)
+                if cache is not None:
+                    cache[0] = routing
+            # What RequestContext.__init__ sets, without binding the map again.
+            self.app = app
+            self.request = request
+            self.url_adapter = routing[1]
+            self.flashes = None
+            self._session = session
+            self._after_request_functions = []
+            self._cv_tokens = []
+            self._match = routing[2]
+            if self.url_adapter is None and isinstance(self._match, HTTPException):
+                request.routing_exception = self._match
+
+        def match_request(self) -> None:
+            match = self._match
+            if isinstance(match, HTTPException):
+                self.request.routing_exception = match
+            elif match is not None:
+                self.request.url_rule, view_args = match
+                self.request.view_args = dict(view_args)
+
+    _JobRequestContext = JobRequestContext
+    return JobRequestContext
 
 
 def current_session() -> SessionMixin | None:

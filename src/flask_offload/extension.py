@@ -22,6 +22,7 @@ from .errors import NotRegistered
 from .jobs import Job
 from .jobs import JobRegistry
 from .jobs import JobState
+from .signals import job_submitted
 from .snapshot import caller_site
 from .snapshot import capture
 from .snapshot import skip_teardown_request
@@ -116,6 +117,12 @@ class Settings:
                     f" attributes, or None, not {carry_g!r}."
                 )
             carry_g = tuple(carry_g)
+        url_prefix = str(get("OFFLOAD_URL_PREFIX"))
+        if not url_prefix.startswith("/"):
+            raise ValueError(
+                "OFFLOAD_URL_PREFIX must start with '/', like '/offload',"
+                f" not {url_prefix!r}."
+            )
         return cls(
             backend=backend,
             max_workers=workers,
@@ -133,17 +140,31 @@ class Settings:
             celery=get("OFFLOAD_CELERY"),
             snapshot_max_age=float(get("OFFLOAD_SNAPSHOT_MAX_AGE")),
             dashboard=bool(get("OFFLOAD_DASHBOARD")),
-            url_prefix=str(get("OFFLOAD_URL_PREFIX")),
+            url_prefix=url_prefix,
         )
 
 
 class _AppState:
-    __slots__ = ("settings", "registry", "backend", "__weakref__")
+    __slots__ = ("settings", "registry", "backend", "_inline", "__weakref__")
 
     def __init__(self, settings: Settings, registry: JobRegistry, backend: Backend):
         self.settings = settings
         self.registry = registry
         self.backend = backend
+        self._inline: Backend | None = None
+
+    def current_backend(self, app_name: str) -> Backend:
+        """The backend, or an inline one with this app's settings while the
+        ``offload_inline`` fixture forces inline runs.
+        """
+        if not _force_inline:
+            return self.backend
+        inline = self._inline
+        if inline is None:
+            from .backends.inline import InlineBackend
+
+            inline = self._inline = InlineBackend(self.settings, app_name)
+        return inline
 
 
 def _make_backend(settings: Settings, app: Flask, offload: Offload) -> Backend:
@@ -171,8 +192,9 @@ def _make_backend(settings: Settings, app: Flask, offload: Offload) -> Backend:
 # Settings of every app that carry() or a job may run in, including apps that
 # use carry() without an Offload instance (defaults then).
 _settings: weakref.WeakKeyDictionary[Flask, Settings] = weakref.WeakKeyDictionary()
-# The pytest plugin's offload_inline fixture forces this backend everywhere.
-_forced_backend: Backend | None = None
+# Set by the pytest plugin's offload_inline fixture: every app runs its jobs
+# inline (with its own settings) while it is true.
+_force_inline = False
 _live_states: weakref.WeakSet[_AppState] = weakref.WeakSet()
 
 
@@ -236,27 +258,30 @@ class Offload:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         settings = Settings.from_config(app.config)
-        _settings[app] = settings
-        compat.skip_teardown_request_in_jobs(app, skip_teardown_request)
-        registry = JobRegistry(settings.result_ttl, settings.max_finished)
-        state = _AppState(settings, registry, _make_backend(settings, app, self))
-        self._states[app] = state
-        _live_states.add(state)
-        app.extensions["offload"] = self
+        # Everything that can fail comes before the app is touched, so a
+        # failed init_app leaves no half-registered extension behind.
+        backend = _make_backend(settings, app, self)
+        if settings.propagate:
+            from .propagation import install
 
-        from .cli import offload_cli
-
-        app.cli.add_command(offload_cli)
+            install()
         if settings.dashboard:
             from .dashboard import create_blueprint
 
             app.register_blueprint(
                 create_blueprint(self), url_prefix=settings.url_prefix
             )
-        if settings.propagate:
-            from .propagation import install
+        from .cli import offload_cli
 
-            install()
+        app.cli.add_command(offload_cli)
+        _settings[app] = settings
+        compat.skip_teardown_request_in_jobs(app, skip_teardown_request)
+        state = _AppState(
+            settings, JobRegistry(settings.result_ttl, settings.max_finished), backend
+        )
+        self._states[app] = state
+        _live_states.add(state)
+        app.extensions["offload"] = self
         if settings.backend == "thread":
             _install_sigterm()
 
@@ -324,7 +349,7 @@ class Offload:
         """
         app, state = self._state()
         settings = state.settings
-        backend = _forced_backend or state.backend
+        backend = state.current_backend(app.name)
         if isinstance(fn, Task):
             name, func = fn.name, fn.fn
         else:
@@ -348,8 +373,6 @@ class Offload:
             backend.unreserve()
             raise
         state.registry.add(job)
-        from .signals import job_submitted
-
         job._send(job_submitted)
         backend.enqueue(app, job, func, args, kwargs)
         return job

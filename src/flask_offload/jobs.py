@@ -10,7 +10,6 @@ import os
 import threading
 import time
 import typing as t
-import uuid
 import weakref
 from collections import deque
 from contextvars import ContextVar
@@ -32,6 +31,36 @@ logger = logging.getLogger("flask_offload")
 # Serialises state transitions. Critical sections are a few attribute writes,
 # so one lock for all jobs costs less than one lock per job.
 _state_lock = threading.Lock()
+
+# Job ids: 16 random bytes each, shaped as a uuid4, sliced from a buffer of
+# os.urandom output so a submit costs no system call. Never reused; the buffer
+# is dropped in a forked child so parent and child never share ids.
+_id_lock = threading.Lock()
+_id_buf = b""
+_id_pos = 0
+
+
+def _reset_ids() -> None:
+    global _id_buf, _id_pos
+    _id_buf, _id_pos = b"", 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_ids)
+
+
+def new_job_id() -> str:
+    """An unguessable id: 32 hex digits of a random (version 4) UUID."""
+    global _id_buf, _id_pos
+    with _id_lock:
+        pos = _id_pos
+        if pos + 16 > len(_id_buf):
+            _id_buf, pos = os.urandom(4096), 0
+        _id_pos = pos + 16
+        raw = bytearray(_id_buf[pos : pos + 16])
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 class JobState(str, enum.Enum):
@@ -74,8 +103,8 @@ def format_site(site: SubmitSite | None) -> str | None:
     return f"{filename}:{lineno} in {func}"
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
 
 
 class Job:
@@ -92,14 +121,15 @@ class Job:
         "state",
         "progress",
         "message",
-        "submitted_at",
-        "started_at",
-        "finished_at",
+        "_submitted",
+        "_started",
+        "_finished",
         "cancel_requested",
         "snapshot",
         "user_id",
         "_site",
         "_done",
+        "_event",
         "_result",
         "_exception",
         "_app",
@@ -118,7 +148,7 @@ class Job:
         id: str | None = None,
     ) -> None:
         #: Unguessable identifier (uuid4 hex).
-        self.id: str = id or uuid.uuid4().hex
+        self.id: str = id or new_job_id()
         #: ``"module.qualname"`` of the function.
         self.name = name
         #: The current :class:`JobState`.
@@ -127,10 +157,10 @@ class Job:
         self.progress: float | None = None
         #: The message reported with :meth:`set_progress`, or ``None``.
         self.message: str | None = None
-        #: Aware UTC datetimes of the job's life, ``None`` until reached.
-        self.submitted_at: datetime = _now()
-        self.started_at: datetime | None = None
-        self.finished_at: datetime | None = None
+        # Epoch seconds; the public datetimes are made on demand.
+        self._submitted = time.time()
+        self._started: float | None = None
+        self._finished: float | None = None
         #: Set by :meth:`cancel` while the job runs; long jobs should check it.
         self.cancel_requested = False
         #: The captured request the job runs with (``None`` once it is done).
@@ -143,7 +173,9 @@ class Job:
             uid = snapshot.session.get("_user_id")
             self.user_id = None if uid is None else str(uid)
         self._site = site
-        self._done = threading.Event()
+        # Most jobs are never waited on: the Event is made only for a waiter.
+        self._done = False
+        self._event: threading.Event | None = None
         self._result: t.Any = None
         self._exception: BaseException | None = None
         self._app: weakref.ref[Flask] | None = weakref.ref(app) if app else None
@@ -154,6 +186,21 @@ class Job:
         return f"<Job {self.id} {self.name!r} {self.state.value}>"
 
     @property
+    def submitted_at(self) -> datetime:
+        """When the job was submitted (aware, UTC)."""
+        return _dt(self._submitted)
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When the job started running (aware, UTC), or ``None``."""
+        return None if self._started is None else _dt(self._started)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the job ended (aware, UTC), or ``None``."""
+        return None if self._finished is None else _dt(self._finished)
+
+    @property
     def submitted_from(self) -> str | None:
         """Where the job was submitted: ``"path/to/views.py:42 in upload"``."""
         return format_site(self._site)
@@ -162,7 +209,7 @@ class Job:
 
     def done(self) -> bool:
         """Whether the job has finished (succeeded, failed or was cancelled)."""
-        return self._done.is_set()
+        return self._done
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the job is done, its context torn down.
@@ -170,7 +217,15 @@ class Job:
         :param timeout: Seconds to wait at most; ``None`` waits forever.
         :return: Whether the job is done.
         """
-        return self._done.wait(timeout)
+        if self._done:
+            return True
+        with _state_lock:
+            if self._done:
+                return True
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+        return event.wait(timeout)
 
     def result(self, timeout: float | None = None) -> t.Any:
         """Wait for the job and return what it returned.
@@ -180,7 +235,7 @@ class Job:
         :raises JobCancelled: The job was cancelled.
         :raises Exception: Whatever the job raised, re-raised here.
         """
-        if not self._done.wait(timeout):
+        if not self.wait(timeout):
             raise TimeoutError(
                 f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
             )
@@ -196,7 +251,7 @@ class Job:
         :param timeout: Seconds to wait at most; ``None`` waits forever.
         :raises TimeoutError: The job did not finish in time.
         """
-        if not self._done.wait(timeout):
+        if not self.wait(timeout):
             raise TimeoutError(
                 f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
             )
@@ -247,10 +302,10 @@ class Job:
 
     def to_dict(self) -> dict[str, t.Any]:
         """A JSON-safe summary, without arguments, headers or results."""
-        started, finished = self.started_at, self.finished_at
+        started, finished = self._started, self._finished
         duration = None
         if started is not None:
-            duration = ((finished or _now()) - started).total_seconds()
+            duration = round((finished or time.time()) - started, 6)
         error = None
         if self._exception is not None:
             error = {
@@ -263,9 +318,9 @@ class Job:
             "state": self.state.value,
             "progress": self.progress,
             "message": self.message,
-            "submitted_at": self.submitted_at.isoformat(),
-            "started_at": started.isoformat() if started else None,
-            "finished_at": finished.isoformat() if finished else None,
+            "submitted_at": _dt(self._submitted).isoformat(),
+            "started_at": None if started is None else _dt(started).isoformat(),
+            "finished_at": None if finished is None else _dt(finished).isoformat(),
             "duration": duration,
             "submitted_from": self.submitted_from,
             "error": error,
@@ -279,7 +334,7 @@ class Job:
             if self.state is not JobState.PENDING:
                 return False
             self.state = JobState.RUNNING
-            self.started_at = _now()
+            self._started = time.time()
         self._send(signals.job_started)
         return True
 
@@ -293,19 +348,25 @@ class Job:
         self._complete()
 
     def _complete(self) -> None:
-        self.finished_at = _now()
+        self._finished = time.time()
         self._finished_mono = time.monotonic()
         # The job owns one reference to its snapshot (taken at submit): drop it
         # now so uploaded files are closed when the last job using them ends.
         snapshot, self.snapshot = self.snapshot, None
         if snapshot is not None:
             snapshot.release()
+        # Done first, so job_finished receivers see a finished job (and may
+        # call result()); waiters and join() are woken only after the signal,
+        # so they see every effect of it.
+        with _state_lock:
+            self._done = True
+            event = self._event
         self._send(signals.job_finished)
         registry = self._registry
         if registry is not None:
             registry._job_done(self)
-        # Set last: whoever waits on the job sees every effect of it.
-        self._done.set()
+        if event is not None:
+            event.set()
 
     def _send(self, signal: t.Any) -> None:
         if not signal.receivers:
@@ -344,6 +405,7 @@ class JobRegistry:
         self._jobs: dict[str, Job] = {}
         self._finished: deque[Job] = deque()
         self._unfinished = 0
+        self._joiners = 0
         # Re-entrant: a SIGTERM handler may drain while the main thread is
         # inside a registry call.
         self._cond = threading.Condition(threading.RLock())
@@ -359,9 +421,12 @@ class JobRegistry:
             if job.id not in self._jobs:
                 return
             self._unfinished -= 1
-            self._finished.append(job)
-            self._prune()
-            if self._unfinished == 0:
+            finished = self._finished
+            finished.append(job)
+            # Evict by count at once; by age now and then (and on every read).
+            if len(finished) > self.max_finished or not len(finished) & 255:
+                self._prune()
+            if self._unfinished == 0 and self._joiners:
                 self._cond.notify_all()
 
     def _prune(self) -> None:
@@ -397,4 +462,8 @@ class JobRegistry:
     def join(self, timeout: float | None = None) -> bool:
         """Wait until no known job is unfinished. ``False`` on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._unfinished == 0, timeout)
+            self._joiners += 1
+            try:
+                return self._cond.wait_for(lambda: self._unfinished == 0, timeout)
+            finally:
+                self._joiners -= 1

@@ -59,16 +59,13 @@ def offload_inline() -> t.Iterator[None]:
     apps during this test.
     """
     from . import extension
-    from .backends.inline import InlineBackend
 
-    previous = extension._forced_backend
-    extension._forced_backend = InlineBackend(
-        extension.Settings.from_config({"OFFLOAD_BACKEND": "inline"}), "inline"
-    )
+    previous = extension._force_inline
+    extension._force_inline = True
     try:
         yield
     finally:
-        extension._forced_backend = previous
+        extension._force_inline = previous
     _check_no_leaks()
 
 

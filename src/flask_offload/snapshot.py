@@ -118,7 +118,7 @@ class RequestData:
     holder (the request itself, a job, a ``carry`` wrapper) releases it.
     """
 
-    __slots__ = ("environ", "form", "files", "body", "body_size")
+    __slots__ = ("environ", "form", "files", "body", "body_size", "routing")
 
     def __init__(
         self,
@@ -139,6 +139,8 @@ class RequestData:
         self.body = body
         #: Set when the body was too large to carry: its size in bytes.
         self.body_size = body_size
+        #: Routing computed on the first replay, reused by the next ones.
+        self.routing: list[t.Any] = [None]
 
     @classmethod
     def from_request(cls, req: Request, max_body_size: int) -> RequestData:
@@ -472,7 +474,7 @@ def _replay(
     if data is not None:
         req = data.make_request(app, max_body_size)
         sess = _make_session(app, snapshot.session or {})
-        ctx = compat.request_job_context(app, req, sess)
+        ctx = compat.request_job_context(app, req, sess, data.routing)
     else:
         ctx = app.app_context()
     ctx.push()
@@ -491,13 +493,15 @@ def _replay(
     finally:
         try:
             ctx.pop(error)
+        except BaseException:
+            # Flask closes the request on pop; make sure the job's own file
+            # handles are closed even if a teardown handler raised first.
+            if req is not None:
+                req.close()
+            raise
         finally:
             with _active_lock:
                 _active -= 1
-            if req is not None:
-                # Flask closes the request on pop; make sure the job's own file
-                # handles are closed even if a teardown handler raised first.
-                req.close()
             if sess is not None and sess.modified and app not in _warned_session:
                 _warned_session.add(app)
                 logger.warning(
