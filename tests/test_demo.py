@@ -9,10 +9,12 @@ import csv
 import email
 import email.policy
 import os
+import re
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import typing as t
 from decimal import Decimal
@@ -306,3 +308,79 @@ def test_make_demo_command_serves(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
     assert (tmp_path / "demo.sqlite3").is_file()
+
+
+def csrf_token(server: t.Any) -> str:
+    page = server.get("/offload/")
+    assert page.status_code == 200
+    match = re.search(r'<meta name="offload-csrf-token" content="([^"]+)">', page.text)
+    assert match is not None
+    return match.group(1)
+
+
+def test_dashboard_shows_each_user_their_own_imports(
+    demo_app: Flask, serve: t.Any, tmp_path: Path
+) -> None:
+    small = tmp_path / "small.csv"
+    write_sample(str(small), rows=2500, seed=3)
+    alice, carol = serve(demo_app), serve(demo_app)
+    # The page signs the chosen user in; uploads do too.
+    signed_in = carol.post("/login", headers=bearer("carol"))
+    assert signed_in.json() == {"id": USER["carol"].id, "name": "carol"}
+    assert "Signed in as carol." in carol.get("/").text
+    assert alice.post("/login").status_code == 401
+
+    job_id = upload(alice, "alice", small).json()["id"]
+    wait_for(demo_app, job_id)
+    page = alice.get("/offload/")
+    assert f'data-job-id="{job_id}" data-state="SUCCEEDED"' in page.text
+    status = alice.get(f"/offload/jobs/{job_id}").json()
+    link = status["result"]["export_url"]
+    assert f'<a data-role="result-link" href="{link}">export</a>' in page.text
+    assert "rows: 2500" in page.text
+    assert alice.get(link).status_code == 200
+
+    assert carol.get(f"/offload/jobs/{job_id}").status_code == 403
+    assert job_id not in carol.get("/offload/").text
+    assert carol.get("/offload/jobs").json()["jobs"] == []
+    anonymous = requests.get(f"{alice.url}/offload/jobs/{job_id}", timeout=10)
+    assert anonymous.status_code == 403
+
+
+def test_cancel_an_import_from_the_dashboard(
+    demo_app: Flask, serve: t.Any, tmp_path: Path
+) -> None:
+    """A running import stops at its next batch once cancelled: no export,
+    no email, no operation log row.
+    """
+    server = serve(demo_app)
+    reached, release = threading.Event(), threading.Event()
+
+    def hold(sender: Flask, job: Job) -> None:
+        if job.progress and job.progress > 0.1 and not reached.is_set():
+            reached.set()
+            assert release.wait(30)
+
+    with job_progress.connected_to(hold, sender=demo_app):
+        response = upload(server, "bob", SAMPLE_PATH)
+        job_id = response.json()["id"]
+        try:
+            assert reached.wait(30)
+            cancel = server.post(
+                f"/offload/jobs/{job_id}/cancel",
+                headers={"X-CSRF-Token": csrf_token(server)},
+            )
+            assert cancel.status_code == 200
+            assert cancel.json()["cancel_requested"] is True
+        finally:
+            release.set()
+        job = wait_for(demo_app, job_id)
+    assert job.state is JobState.CANCELLED
+    status = server.get(f"/offload/jobs/{job_id}").json()
+    assert status["state"] == "CANCELLED"
+    assert status["error"]["type"] == "JobCancelled"
+    assert "nothing was exported" in status["error"]["message"]
+    assert os.listdir(tmp_path / "exports") == []
+    assert os.listdir(tmp_path / "outbox") == []
+    with sqlite3.connect(tmp_path / "demo.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM operation_log").fetchone() == (0,)
