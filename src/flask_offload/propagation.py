@@ -487,7 +487,7 @@ def _unpatch() -> None:
 
 
 def install() -> None:
-    """Turn on automatic propagation; :meth:`Offload.init_app` calls it when
+    """Turn on automatic propagation; :meth:`~flask_offload.Offload.init_app` calls it when
     ``OFFLOAD_PROPAGATE`` is true. Safe to call any number of times, for any
     number of apps.
 
