@@ -103,3 +103,61 @@ def verify(
                 " were changed."
             )
     return payload
+
+
+ENCRYPTION_INFO = b"flask-offload.snapshot.encryption.v1"
+
+
+def _fernet_key(secret: str | bytes) -> bytes:
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    if isinstance(secret, str):
+        secret = secret.encode()
+    raw = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=ENCRYPTION_INFO
+    ).derive(secret)
+    return base64.urlsafe_b64encode(raw)
+
+
+def _fernet(app: Flask) -> t.Any:
+    try:
+        from cryptography.fernet import Fernet
+        from cryptography.fernet import MultiFernet
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "OFFLOAD_CARRY_CREDENTIALS = True encrypts the snapshots sent to"
+            " workers, which needs the 'cryptography' package. Install it with:"
+            " pip install 'Flask-Offload[celery]'"
+        ) from e
+    # Newest key first: MultiFernet encrypts with the first, decrypts with any.
+    keys = list(reversed(_keys(app, require=True)))
+    return MultiFernet([Fernet(_fernet_key(k)) for k in keys])
+
+
+def encrypt(app: Flask, data: bytes) -> str:
+    """Encrypt ``data`` (Fernet: AES-128-CBC and HMAC-SHA256) with a key
+    derived (HKDF-SHA256) from ``SECRET_KEY``.
+    """
+    token: bytes = _fernet(app).encrypt(data)
+    return token.decode("ascii")
+
+
+def decrypt(app: Flask, token: str) -> bytes:
+    """Decrypt a token made by :func:`encrypt`, with ``SECRET_KEY`` or one of
+    ``SECRET_KEY_FALLBACKS``.
+
+    :raises SnapshotTampered: It does not decrypt with any of the keys.
+    """
+    from cryptography.fernet import InvalidToken
+
+    try:
+        data: bytes = _fernet(app).decrypt(token.encode("ascii"))
+    except (InvalidToken, UnicodeEncodeError) as e:
+        raise SnapshotTampered(
+            "The job's encrypted snapshot does not decrypt with SECRET_KEY or"
+            " SECRET_KEY_FALLBACKS: it was edited, or encrypted with another key."
+        ) from e
+    return data

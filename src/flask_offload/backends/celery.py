@@ -1,29 +1,1011 @@
-"""The Celery backend: not available yet in this version."""
+"""The Celery backend: jobs run in Celery workers, on this machine or others,
+with the same request replay as on the thread backend.
+
+What crosses the wire for one job:
+
+- the Celery message, whose arguments are the job's own arguments and
+  nothing else;
+- one custom message header, :data:`HEADER`: an itsdangerous token, signed
+  with ``SECRET_KEY`` (and accepted with ``SECRET_KEY_FALLBACKS``) under its
+  own salt, that holds the JSON snapshot and binds it to the task id, the
+  task name and a digest of the arguments, with an expiry time. With
+  ``OFFLOAD_CARRY_CREDENTIALS`` the snapshot inside is encrypted;
+- uploaded files (and bodies too large for a header), in storage
+  (:mod:`flask_offload.storage`), referenced by key and SHA-256.
+
+The worker verifies the header before the job's body runs. A message whose
+header is missing, forged, moved onto another task or other arguments, or
+expired fails with :exc:`~flask_offload.SnapshotTampered`, logged on the
+``flask_offload.security`` logger with the job id.
+
+Job state lives in Celery's result backend: ``STARTED`` and ``PROGRESS``
+states (with ``current_job.set_progress``), the result or the error, plus a
+small record per job (name, submit site, times) in key-value result backends
+(Redis, the filesystem, memcached ...), read by :meth:`Offload.get_job` in any
+process.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextvars
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
 import typing as t
+import weakref
+from datetime import datetime
+from datetime import timezone
 
+from celery import Celery
+from celery import signals
+from celery import Task as CeleryTask
+from celery.backends.base import BaseKeyValueStoreBackend
+from celery.exceptions import Reject
+from celery.exceptions import Retry
+from flask import current_app
+from flask import Flask
+from flask import has_app_context
+
+from .. import signing
+from ..errors import JobCancelled
+from ..errors import NotRegistered
+from ..errors import SnapshotError
+from ..errors import SnapshotTampered
+from ..files import UploadedFile
+from ..jobs import Job
+from ..jobs import JobState
+from ..snapshot import caller_site
+from ..snapshot import capture
+from ..snapshot import replay
+from ..snapshot import Snapshot
+from ..storage import HashingReader
+from ..storage import Storage
+from ..storage import storage_for
 from .base import Backend
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from flask import Flask
-
     from ..extension import Offload
     from ..extension import Settings
 
-_MESSAGE = (
-    "OFFLOAD_BACKEND = 'celery' is not available in this version of"
-    " Flask-Offload yet. Use the 'thread' backend."
+logger = logging.getLogger("flask_offload")
+#: Rejected snapshots are logged here, with the job id.
+security_logger = logging.getLogger("flask_offload.security")
+
+#: The custom Celery message header that carries the signed snapshot.
+HEADER = "flask_offload"
+#: The largest header accepted, in bytes of the token.
+MAX_HEADER_SIZE = 16 * 1024
+#: Request headers never sent to workers unless ``OFFLOAD_CARRY_CREDENTIALS``.
+CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key")
+# Never replayed: the environ already holds what the app resolved from them
+# (wsgi.url_scheme, HTTP_HOST, REMOTE_ADDR after ProxyFix).
+_FORWARDED_ENVIRON = frozenset(
+    {
+        "HTTP_X_FORWARDED_FOR",
+        "HTTP_X_FORWARDED_PROTO",
+        "HTTP_X_FORWARDED_HOST",
+        "HTTP_X_FORWARDED_PORT",
+        "HTTP_X_FORWARDED_PREFIX",
+        "HTTP_FORWARDED",
+    }
 )
+#: Request bodies larger than this (base64 bytes) go to storage, not the header.
+INLINE_BODY_SIZE = 4096
+#: Below this size a downloaded upload is kept in memory, above in a temp file.
+_MEMORY_FILE_SIZE = 512 * 1024
+#: The Celery settings Flask-Offload starts from; ``OFFLOAD_CELERY`` overrides.
+CELERY_DEFAULTS: dict[str, t.Any] = {
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "task_acks_late": True,
+    "worker_prefetch_multiplier": 1,
+    "result_extended": False,
+    "broker_connection_retry_on_startup": True,
+}
+_INFO_PREFIX = "flask-offload-job-"
+_SWEEP_EVERY = 3600.0
+
+_backends: weakref.WeakSet[CeleryBackend] = weakref.WeakSet()
+_by_app: weakref.WeakKeyDictionary[Flask, CeleryBackend] = weakref.WeakKeyDictionary()
+# Set while enqueue publishes: the header is already in the message.
+_publishing: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flask_offload.celery.publishing", default=False
+)
+# In a worker thread running a job: (backend, task id, verified snapshot), so
+# retries and tasks sent from the job (chains, callbacks) carry it re-signed.
+_worker = threading.local()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(value: t.Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        try:
+            dt = datetime.fromisoformat(str(value))
+        except ValueError:
+            return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+def _environ_name(header: str) -> str:
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def _config_dict(value: t.Any) -> dict[str, t.Any]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, str):
+        from werkzeug.utils import import_string
+
+        value = import_string(value)
+    return {k: getattr(value, k) for k in dir(value) if k.islower() and k[0] != "_"}
 
 
 class CeleryBackend(Backend):
+    """Sends declared tasks to Celery workers with a signed snapshot."""
+
     name = "celery"
 
     def __init__(self, settings: Settings, app: Flask, offload: Offload) -> None:
-        raise RuntimeError(_MESSAGE)
+        super().__init__(settings, app.name)
+        self._app = weakref.ref(app)
+        self.offload = offload
+        celery = getattr(offload, "_celery", None)
+        if celery is None:
+            celery = Celery(app.import_name)
+            celery.config_from_object(
+                {**CELERY_DEFAULTS, **_config_dict(settings.celery)}
+            )
+        #: The Celery app.
+        self.celery: t.Any = celery
+        #: Where uploads and large bodies go (``OFFLOAD_STORAGE``).
+        self.storage: Storage = storage_for(app, settings.storage)
+        extra = app.config.get("OFFLOAD_CREDENTIAL_HEADERS") or ()
+        if isinstance(extra, str):
+            extra = (extra,)
+        #: Environ keys left out of every snapshot sent to a worker.
+        self.drop_environ = _FORWARDED_ENVIRON
+        if not settings.carry_credentials:
+            self.drop_environ = self.drop_environ | {
+                _environ_name(h) for h in (*CREDENTIAL_HEADERS, *extra)
+            }
+        #: Orphaned uploads older than this are removed by :meth:`sweep`.
+        self.upload_ttl = max(86400.0, 2 * settings.snapshot_max_age)
+        self._next_sweep = 0.0
+        self._task_base = type(
+            "OffloadTask", (_OffloadTask,), {"_offload_backend": self}
+        )
+        self._sync_lock = threading.Lock()
+        _backends.add(self)
+        _by_app[app] = self
+        celery.on_after_finalize.connect(self._on_finalize, weak=True)
+        if celery.finalized:
+            self.sync_tasks()
+
+    # -- tasks -----------------------------------------------------------
+
+    @property
+    def app(self) -> Flask:
+        app = self._app()
+        if app is None:  # pragma: no cover - the app owns the backend
+            raise RuntimeError("The Flask app of this Celery backend is gone.")
+        return app
+
+    def _on_finalize(self, *args: t.Any, **kwargs: t.Any) -> None:
+        self.sync_tasks()
+
+    def sync_tasks(self) -> None:
+        """Register every ``@offload.task`` declared so far as a Celery task of
+        the same name (done at enqueue and when a worker starts).
+        """
+        registry = self.celery._tasks
+        with self._sync_lock:
+            for name, declared in list(self.offload.tasks.items()):
+                existing = registry.get(name)
+                if existing is not None and isinstance(existing, self._task_base):
+                    continue
+                self.celery.task(
+                    name=name,
+                    base=self._task_base,
+                    lazy=False,
+                    shared=False,
+                    typing=False,
+                )(declared.fn)
+
+    def celery_task(self, name: str) -> t.Any:
+        """The Celery task of the declared task ``name``."""
+        task = self.celery._tasks.get(name)
+        if task is None or not isinstance(task, self._task_base):
+            self.sync_tasks()
+            task = self.celery._tasks.get(name)
+        if task is None:
+            raise NotRegistered(
+                f"{name} is not a declared task. Decorate it with '@offload.task'."
+            )
+        return task
+
+    # -- sending ---------------------------------------------------------
+
+    def enqueue(
+        self,
+        app: Flask,
+        job: Job,
+        fn: t.Callable[..., t.Any],
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+    ) -> None:
+        snapshot = job.snapshot
+        assert snapshot is not None
+        keys: list[str] = []
+        try:
+            task = self.celery_task(job.name)
+            wire = self.wire_snapshot(app, snapshot, job.id, keys)
+            wire["submitted_at"] = _iso(job.submitted_at)
+            token = self.make_token(app, wire, job.id, job.name, args, kwargs)
+            self._write_info(
+                job.id,
+                {
+                    "name": job.name,
+                    "submitted_at": _iso(job.submitted_at),
+                    "site": list(snapshot.site) if snapshot.site else None,
+                    "user_id": job.user_id,
+                },
+            )
+            mark = _publishing.set(True)
+            try:
+                task.apply_async(args, kwargs, task_id=job.id, headers={HEADER: token})
+            finally:
+                _publishing.reset(mark)
+        except BaseException as e:
+            for key in keys:
+                self._delete_quietly(key)
+            # The job must end, never stay pending; the caller sees the error.
+            job._finish(JobState.FAILED, exc=e)
+            raise
+        # From now on the job lives in the result backend: this process keeps
+        # a handle that reads its state from there, and waits for nothing.
+        snapshot, job.snapshot = job.snapshot, None
+        if snapshot is not None:
+            snapshot.release()
+        registry, job._registry = job._registry, None
+        job.__class__ = CeleryJob
+        if registry is not None:
+            registry._job_done(job)
+
+    def wire_snapshot(
+        self, app: Flask, snapshot: Snapshot, job_id: str, keys: list[str]
+    ) -> dict[str, t.Any]:
+        """The JSON form of ``snapshot`` for a worker: files stored under the
+        job's id (their keys appended to ``keys``), credentials dropped.
+        """
+        counter = itertools.count()
+
+        def file_ref(f: UploadedFile) -> dict[str, t.Any]:
+            key = f"{job_id}/{next(counter)}"
+            storage = f.open()
+            try:
+                reader = HashingReader(storage.stream)
+                self.storage.put(key, t.cast(t.IO[bytes], reader))
+            finally:
+                storage.close()
+            keys.append(key)
+            return {
+                "key": key,
+                "field": f.field,
+                "filename": f.filename,
+                "content_type": f.content_type,
+                "headers": [list(h) for h in f.headers],
+                "size": reader.size,
+                "sha256": reader.hexdigest(),
+            }
+
+        data = snapshot.to_dict(app, file_ref=file_ref, drop_headers=self.drop_environ)
+        req = data.get("request")
+        body = req.get("body") if req else None
+        if req and body and len(body) > INLINE_BODY_SIZE:
+            raw = base64.b64decode(body)
+            key = f"{job_id}/body"
+            self.storage.put(key, io.BytesIO(raw))
+            keys.append(key)
+            req["body"] = None
+            req["body_ref"] = {
+                "key": key,
+                "size": len(raw),
+                "sha256": hashlib.sha256(raw).hexdigest(),
+            }
+        return data
+
+    def make_token(
+        self,
+        app: Flask,
+        wire: dict[str, t.Any],
+        task_id: str,
+        name: str,
+        args: t.Any,
+        kwargs: t.Any,
+        delay: float = 0.0,
+    ) -> str:
+        """Sign (and with ``OFFLOAD_CARRY_CREDENTIALS`` encrypt) a snapshot for
+        one message, bound to its task id, name and arguments.
+
+        :param delay: Seconds before the task may run (countdown, eta),
+            added to ``OFFLOAD_SNAPSHOT_MAX_AGE`` for the expiry.
+        :raises SnapshotError: The token is larger than :data:`MAX_HEADER_SIZE`.
+        """
+        now = time.time()
+        payload: dict[str, t.Any] = {
+            "v": 1,
+            "tid": task_id,
+            "task": name,
+            "ad": signing.args_digest(list(args or ()), dict(kwargs or {})),
+            "iat": now,
+            "exp": now + self.settings.snapshot_max_age + max(0.0, delay),
+        }
+        if self.settings.carry_credentials:
+            raw = json.dumps(wire, separators=(",", ":")).encode()
+            payload["enc"] = signing.encrypt(app, raw)
+        else:
+            payload["snap"] = wire
+        token = signing.sign(app, payload)
+        if len(token) > MAX_HEADER_SIZE:
+            raise SnapshotError(
+                f"The job's snapshot is {len(token):,} bytes, more than the"
+                f" {MAX_HEADER_SIZE // 1024} KiB a Celery message header may carry."
+                " It holds the request's headers, form fields, session and carried"
+                " 'g' values. Pass large values as the job's arguments, keep"
+                " fewer 'g' values (OFFLOAD_CARRY_G), or store large form data"
+                " yourself and pass its id."
+            )
+        return token
+
+    def capture_wire(
+        self, app: Flask, task_id: str, keys: list[str]
+    ) -> dict[str, t.Any]:
+        """A wire snapshot of the current context (used when a task is sent
+        with Celery's own API, ``celery_task.delay``, instead of ``submit``).
+        """
+        settings = self.settings
+        snapshot = capture(
+            carry_g=settings.carry_g,
+            max_body_size=settings.max_body_size,
+            site=caller_site(),
+        )
+        snapshot.acquire()
+        try:
+            wire = self.wire_snapshot(app, snapshot, task_id, keys)
+            wire["submitted_at"] = _iso(_now())
+            return wire
+        finally:
+            snapshot.release()
+
+    def copy_uploads(self, wire: dict[str, t.Any], task_id: str) -> dict[str, t.Any]:
+        """A copy of a verified wire snapshot for another task, with its own
+        copies of the stored files (each job deletes its files when it ends).
+        """
+        req = wire.get("request")
+        if not req or not (req.get("files") or req.get("body_ref")):
+            return wire
+        req = dict(req)
+        files = []
+        for n, ref in enumerate(req.get("files") or ()):
+            key = f"{task_id}/{n}"
+            self._copy_object(ref["key"], key)
+            files.append({**ref, "key": key})
+        req["files"] = files
+        if req.get("body_ref"):
+            key = f"{task_id}/body"
+            self._copy_object(req["body_ref"]["key"], key)
+            req["body_ref"] = {**req["body_ref"], "key": key}
+        return {**wire, "request": req}
+
+    def _copy_object(self, src: str, dst: str) -> None:
+        stream = self.storage.open(src)
+        try:
+            self.storage.put(dst, stream)
+        finally:
+            stream.close()
+
+    # -- running in the worker --------------------------------------------
+
+    def open_token(
+        self,
+        app: Flask,
+        token: t.Any,
+        task_id: str,
+        name: str,
+        args: t.Any,
+        kwargs: t.Any,
+    ) -> dict[str, t.Any]:
+        """Verify a message's header and return its wire snapshot.
+
+        :raises SnapshotTampered: Missing, forged, bound to another task or
+            other arguments, or expired.
+        """
+        if not token or not isinstance(token, str):
+            raise SnapshotTampered(
+                f"The message has no '{HEADER}' header: it was not sent through"
+                " Flask-Offload (or through a process that loaded the Flask app)."
+            )
+        if len(token) > MAX_HEADER_SIZE:
+            raise SnapshotTampered("The job's snapshot header is too large.")
+        payload = signing.verify(
+            app,
+            token,
+            bind={
+                "tid": task_id,
+                "task": name,
+                "ad": signing.args_digest(list(args or ()), dict(kwargs or {})),
+            },
+        )
+        if payload.get("v") != 1:
+            raise SnapshotTampered(
+                f"Unknown snapshot version {payload.get('v')!r}: the worker runs"
+                " another version of Flask-Offload than the sender."
+            )
+        exp = payload.get("exp")
+        if not isinstance(exp, (int, float)) or exp < time.time():
+            raise SnapshotTampered(
+                "The job's snapshot expired before a worker started the job. Raise"
+                " OFFLOAD_SNAPSHOT_MAX_AGE if jobs wait in the queue longer than"
+                f" {self.settings.snapshot_max_age:g} seconds."
+            )
+        if "enc" in payload:
+            wire = json.loads(signing.decrypt(app, str(payload["enc"])))
+        else:
+            wire = payload.get("snap")
+        if not isinstance(wire, dict):
+            raise SnapshotTampered("The job's snapshot is not a mapping.")
+        return wire
+
+    def execute(
+        self, task: t.Any, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
+    ) -> t.Any:
+        """Run one job in the worker: verify, replay, report, clean up."""
+        app = self.app
+        request = task.request
+        job_id: str = request.id
+        name: str = task.name
+        headers = request.headers if isinstance(request.headers, dict) else {}
+        token = headers.get(HEADER) or getattr(request, HEADER, None)
+        try:
+            wire = self.open_token(app, token, job_id, name, args, kwargs)
+        except SnapshotTampered as e:
+            security_logger.error(
+                "Security: rejected the snapshot of job %s (%s); the job did not"
+                " run. %s",
+                job_id,
+                name,
+                e,
+            )
+            self._write_info(job_id, {"name": name, "finished_at": _iso(_now())})
+            raise
+        _worker.current = (self, job_id, wire)
+        final = True
+        job: WorkerJob | None = None
+        info: dict[str, t.Any] = {"name": name}
+        try:
+            try:
+                snapshot = self._rebuild(app, wire)
+            except SnapshotTampered as e:
+                security_logger.error(
+                    "Security: rejected an upload of job %s (%s); the job did not"
+                    " run. %s",
+                    job_id,
+                    name,
+                    e,
+                )
+                raise
+            declared = self.offload.tasks.get(name)
+            fn = declared.fn if declared is not None else task.run
+            job = WorkerJob(
+                name, app=app, site=snapshot.site, snapshot=snapshot, id=job_id
+            )
+            snapshot.acquire()
+            job._task = task
+            submitted = _parse_time(wire.get("submitted_at"))
+            if submitted is not None:
+                job._submitted = submitted.timestamp()
+            info.update(
+                submitted_at=_iso(job.submitted_at),
+                site=list(snapshot.site) if snapshot.site else None,
+                user_id=job.user_id,
+            )
+            job._start()
+            task.update_state(task_id=job_id, state="STARTED", meta=job.meta())
+            try:
+                result = replay(
+                    app,
+                    snapshot,
+                    fn,
+                    args,
+                    kwargs,
+                    job=job,
+                    teardown_request=self.settings.job_teardown_request,
+                    max_body_size=self.settings.max_body_size,
+                )
+            except (Retry, Reject):
+                final = False
+                job._release()
+                raise
+            except JobCancelled as e:
+                job._finish(JobState.CANCELLED, exc=e)
+                raise
+            except BaseException as e:
+                logger.error(
+                    "Job %s (%s) submitted from %s failed.",
+                    job.id,
+                    job.name,
+                    job.submitted_from,
+                    exc_info=e,
+                )
+                job._finish(JobState.FAILED, exc=e)
+                raise
+            job._finish(JobState.SUCCEEDED, result)
+            return result
+        finally:
+            if job is not None:
+                info.update(
+                    started_at=_iso(job.started_at),
+                    progress=job.progress,
+                    message=job.message,
+                )
+            if final:
+                info["finished_at"] = _iso(_now())
+                for key in _storage_keys(wire):
+                    self._delete_quietly(key)
+            self._write_info(job_id, info)
+
+    def _rebuild(self, app: Flask, wire: dict[str, t.Any]) -> Snapshot:
+        opened: list[UploadedFile] = []
+        req = wire.get("request")
+        if req and req.get("body_ref"):
+            ref = req["body_ref"]
+            data = self._download(ref, "the request body")
+            if isinstance(data, int):  # pragma: no cover - bodies stay small
+                os.close(data)
+                raise SnapshotError("The stored request body is too large.")
+            req = {**req, "body": base64.b64encode(data).decode(), "body_ref": None}
+            wire = {**wire, "request": req}
+
+        def open_file(ref: dict[str, t.Any]) -> UploadedFile:
+            content = self._download(ref, repr(ref.get("filename")))
+            headers = [(str(k), str(v)) for k, v in ref.get("headers") or ()]
+            args = (ref.get("field", ""), ref.get("filename"), ref.get("content_type"))
+            if isinstance(content, int):
+                f = UploadedFile(*args, headers, fd=content, size=int(ref["size"]))
+            else:
+                f = UploadedFile(*args, headers, data=content, size=len(content))
+            opened.append(f)
+            return f
+
+        try:
+            return Snapshot.from_dict(app, wire, open_file=open_file)
+        except BaseException:
+            for f in opened:
+                f.close()
+            raise
+
+    def _download(self, ref: dict[str, t.Any], what: str) -> bytes | int:
+        """Read a stored object, checking its size and SHA-256: bytes for a
+        small one, else a descriptor of an unlinked temporary file.
+        """
+        key = str(ref["key"])
+        try:
+            stream = self.storage.open(key)
+        except FileNotFoundError:
+            raise SnapshotError(
+                f"The upload {what} of this job is missing from {self.storage!r}:"
+                " it was already deleted (the job ended, or the sweep removed it),"
+                " or the worker's OFFLOAD_STORAGE is not the web process's."
+            ) from None
+        digest = hashlib.sha256()
+        size = 0
+        tmp = tempfile.TemporaryFile()
+        try:
+            try:
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    tmp.write(chunk)
+            finally:
+                stream.close()
+            if size != ref.get("size") or digest.hexdigest() != ref.get("sha256"):
+                raise SnapshotTampered(
+                    f"The stored upload {what} does not match the size and SHA-256"
+                    " recorded in the job's signed snapshot: it was changed in"
+                    " storage."
+                )
+            if size <= _MEMORY_FILE_SIZE:
+                tmp.seek(0)
+                return tmp.read()
+            tmp.flush()
+            return os.dup(tmp.fileno())
+        finally:
+            tmp.close()
+
+    def _delete_quietly(self, key: str) -> None:
+        try:
+            self.storage.delete(key)
+        except Exception:
+            logger.exception("Could not delete %r from %r.", key, self.storage)
+
+    def sweep(self) -> int:
+        """Delete stored uploads older than :attr:`upload_ttl` (orphans of jobs
+        that never ended). Workers run it at start and then hourly.
+        """
+        self._next_sweep = time.monotonic() + _SWEEP_EVERY
+        try:
+            return self.storage.sweep(self.upload_ttl)
+        except Exception:
+            logger.exception("Sweeping old uploads from %r failed.", self.storage)
+            return 0
+
+    def maybe_sweep(self) -> None:
+        if time.monotonic() >= self._next_sweep:
+            self.sweep()
+
+    # -- job state ---------------------------------------------------------
+
+    def _kv(self) -> t.Any:
+        backend = self.celery.backend
+        return backend if isinstance(backend, BaseKeyValueStoreBackend) else None
+
+    def _write_info(self, job_id: str, info: dict[str, t.Any]) -> None:
+        kv = self._kv()
+        if kv is None:
+            return
+        key = (_INFO_PREFIX + job_id).encode()
+        if "submitted_at" not in info:  # merge with what the sender wrote
+            old = self._read_info(job_id) or {}
+            info = {**old, **info}
+        try:
+            kv.set(key, json.dumps(info))
+        except Exception:
+            logger.exception("Could not store the state of job %s.", job_id)
+
+    def _read_info(self, job_id: str) -> dict[str, t.Any] | None:
+        kv = self._kv()
+        if kv is None:
+            return None
+        raw = kv.get((_INFO_PREFIX + job_id).encode())
+        if not raw:
+            return None
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            return None
+        return info if isinstance(info, dict) else None
+
+    def task_meta(self, job_id: str) -> dict[str, t.Any]:
+        meta: dict[str, t.Any] = self.celery.backend.get_task_meta(job_id)
+        return meta
+
+    def get_job(self, job_id: str) -> Job | None:
+        info = self._read_info(job_id)
+        meta = self.task_meta(job_id)
+        if info is None and meta.get("status", "PENDING") == "PENDING":
+            return None
+        info = info or {}
+        job = CeleryJob(
+            str(info.get("name") or meta.get("name") or "unknown"),
+            app=self.app,
+            id=job_id,
+        )
+        job.user_id = info.get("user_id")
+        submitted = _parse_time(info.get("submitted_at"))
+        if submitted is not None:
+            job._submitted = submitted.timestamp()
+        site = info.get("site")
+        if isinstance(site, list) and len(site) == 3:
+            job._site = (str(site[0]), int(site[1]), str(site[2]))
+        _apply_meta(self, job, meta, info)
+        return job
+
+
+def _storage_keys(wire: dict[str, t.Any]) -> list[str]:
+    req = wire.get("request") or {}
+    keys = [str(f["key"]) for f in req.get("files") or () if "key" in f]
+    if req.get("body_ref"):
+        keys.append(str(req["body_ref"]["key"]))
+    return keys
+
+
+class _OffloadTask(CeleryTask):  # type: ignore[misc]
+    """The Celery task class of declared tasks: runs the job in a replayed
+    context after verifying its snapshot.
+    """
+
+    typing = False
+    _offload_backend: CeleryBackend
+
+    def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        return self._offload_backend.execute(self, args, kwargs)
+
+
+# -- jobs ----------------------------------------------------------------------
+
+_STATE = t.cast(t.Any, Job.__dict__["state"])
+_apply_lock = threading.Lock()
+
+
+class WorkerJob(Job):
+    """The job as the worker runs it: progress goes to the result backend."""
+
+    __slots__ = ("_task",)
+    _task: t.Any
+
+    def meta(self) -> dict[str, t.Any]:
+        return {
+            "started_at": _iso(self.started_at),
+            "progress": self.progress,
+            "message": self.message,
+        }
+
+    def set_progress(self, progress: float | None, message: str | None = None) -> None:
+        super().set_progress(progress, message)
+        self._task.update_state(task_id=self.id, state="PROGRESS", meta=self.meta())
+
+    def _release(self) -> None:
+        snapshot, self.snapshot = self.snapshot, None
+        if snapshot is not None:
+            snapshot.release()
+
+
+class CeleryJob(Job):
+    """A job sent to Celery, as seen from any other process: its state,
+    progress, result and error are read from the result backend on access.
+    """
+
+    __slots__ = ()
+
+    @property
+    def state(self) -> JobState:
+        state: JobState = _STATE.__get__(self, Job)
+        if not state.finished:
+            self.refresh()
+            state = _STATE.__get__(self, Job)
+        return state
+
+    @state.setter
+    def state(self, value: JobState) -> None:
+        _STATE.__set__(self, value)
+
+    def _backend(self) -> CeleryBackend | None:
+        app = self._app() if self._app is not None else None
+        return _by_app.get(app) if app is not None else None
+
+    def refresh(self) -> None:
+        """Read the job's state from the result backend."""
+        if self._done:
+            return
+        backend = self._backend()
+        if backend is not None:
+            _apply_meta(backend, self, backend.task_meta(self.id), None)
+
+    def done(self) -> bool:
+        return self.state.finished
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.02
+        while True:
+            if self.state.finished:
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 1.5, 0.25)
+
+    def result(self, timeout: float | None = None) -> t.Any:
+        if not self.wait(timeout):
+            raise TimeoutError(
+                f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
+            )
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self.wait(timeout):
+            raise TimeoutError(
+                f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
+            )
+        return super().exception(0)
+
+    def cancel(self) -> bool:
+        """Revoke the job if no worker started it yet (workers running now
+        skip it). A running Celery job cannot be asked to stop: ``False``.
+        """
+        state = self.state
+        if state.finished:
+            return state is JobState.CANCELLED
+        if state is JobState.RUNNING:
+            self.cancel_requested = True
+            return False
+        backend = self._backend()
+        if backend is None:
+            return False
+        backend.celery.control.revoke(self.id)
+        backend.celery.backend.mark_as_revoked(self.id, "cancelled")
+        self.cancel_requested = True
+        self.refresh()
+        return True
+
+
+def _set_started(job: Job, value: t.Any) -> None:
+    started = _parse_time(value)
+    if started is not None:
+        job._started = started.timestamp()
+
+
+def _apply_meta(
+    backend: CeleryBackend,
+    job: Job,
+    meta: dict[str, t.Any],
+    info: dict[str, t.Any] | None,
+) -> None:
+    status = meta.get("status", "PENDING")
+    value = meta.get("result")
+    if status in ("STARTED", "PROGRESS"):
+        _STATE.__set__(job, JobState.RUNNING)
+        if isinstance(value, dict):
+            _set_started(job, value.get("started_at"))
+            job.progress = value.get("progress")
+            job.message = value.get("message")
+        return
+    if status not in ("SUCCESS", "FAILURE", "REVOKED"):
+        _STATE.__set__(job, JobState.PENDING)
+        return
+    if info is None:
+        info = backend._read_info(job.id) or {}
+    with _apply_lock:
+        if job._done:
+            return
+        _set_started(job, info.get("started_at"))
+        job.progress = info.get("progress", job.progress)
+        job.message = info.get("message", job.message)
+        if status == "SUCCESS":
+            job._finish(JobState.SUCCEEDED, value)
+        else:
+            exc = value if isinstance(value, BaseException) else None
+            if exc is None:
+                exc = SnapshotError(f"The job ended {status}: {value!r}")
+            cancelled = status == "REVOKED" or isinstance(exc, JobCancelled)
+            job._finish(JobState.CANCELLED if cancelled else JobState.FAILED, exc=exc)
+        done = _parse_time(meta.get("date_done")) or _parse_time(
+            info.get("finished_at")
+        )
+        if done is not None:
+            job._finished = done.timestamp()
+
+
+# -- signals -------------------------------------------------------------------
+
+
+def _publish_backend(name: str) -> CeleryBackend | None:
+    if has_app_context():
+        backend = _by_app.get(current_app._get_current_object())  # type: ignore[attr-defined]
+        if backend is not None and name in backend.offload.tasks:
+            return backend
+    found = [b for b in list(_backends) if name in b.offload.tasks]
+    return found[0] if len(found) == 1 else None
+
+
+def _delay_of(headers: dict[str, t.Any]) -> float:
+    eta = _parse_time(headers.get("eta"))
+    if eta is None:
+        return 0.0
+    return max(0.0, (eta - _now()).total_seconds())
+
+
+def _on_publish(
+    sender: t.Any = None,
+    body: t.Any = None,
+    headers: dict[str, t.Any] | None = None,
+    **kwargs: t.Any,
+) -> None:
+    """Attach a signed snapshot to declared tasks sent with Celery's own API:
+    retries, chains and callbacks sent from a job (its snapshot, re-signed),
+    ``celery_task.delay()`` in a view (a capture of the request).
+    """
+    if headers is None or _publishing.get():
+        return
+    name = headers.get("task") or sender
+    task_id = headers.get("id")
+    if not isinstance(name, str) or not isinstance(task_id, str):
+        return
+    if not isinstance(body, (tuple, list)) or len(body) < 2:
+        return
+    args, kw = body[0], body[1]
+    current = getattr(_worker, "current", None)
+    backend: CeleryBackend | None = None
+    keys: list[str] = []
+    try:
+        if current is not None and name in current[0].offload.tasks:
+            backend, current_id, wire = current
+            if task_id != current_id:
+                wire = backend.copy_uploads(wire, task_id)
+                keys = _storage_keys(wire)
+        else:
+            if HEADER in headers:
+                return  # set by the caller: the worker decides
+            backend = _publish_backend(name)
+            if backend is None:
+                return
+            wire = backend.capture_wire(backend.app, task_id, keys)
+        headers[HEADER] = backend.make_token(
+            backend.app, wire, task_id, name, args, kw, _delay_of(headers)
+        )
+    except Exception:
+        logger.exception(
+            "Could not attach a snapshot to task %s (%s); a worker will reject it.",
+            task_id,
+            name,
+        )
+        if backend is not None:
+            for key in keys:
+                backend._delete_quietly(key)
+
+
+def _on_postrun(
+    task_id: str | None = None, task: t.Any = None, **kwargs: t.Any
+) -> None:
+    current = getattr(_worker, "current", None)
+    if current is not None and current[1] == task_id:
+        _worker.current = None
+        current[0].maybe_sweep()
+
+
+def _on_worker_init(sender: t.Any = None, **kwargs: t.Any) -> None:
+    app = getattr(sender, "app", None)
+    for backend in list(_backends):
+        if app is None or backend.celery is app:
+            backend.sync_tasks()
+
+
+def _on_worker_ready(sender: t.Any = None, **kwargs: t.Any) -> None:
+    app = getattr(sender, "app", None)
+    for backend in list(_backends):
+        if app is None or backend.celery is app:
+            backend.sweep()
+
+
+signals.before_task_publish.connect(_on_publish)
+signals.task_postrun.connect(_on_postrun)
+signals.worker_init.connect(_on_worker_init)
+signals.worker_ready.connect(_on_worker_ready)
 
 
 def run_worker(app: Flask, args: list[str]) -> None:
-    raise RuntimeError(_MESSAGE)
+    """Run ``celery worker`` for ``app`` (``flask offload worker``)."""
+    backend = _by_app.get(app)
+    if backend is None:
+        raise RuntimeError(
+            "This app has no Celery backend: set OFFLOAD_BACKEND = 'celery' before"
+            " 'init_app'."
+        )
+    backend.sync_tasks()
+    code = backend.celery.worker_main(["worker", *args])
+    if code:
+        raise SystemExit(code)

@@ -1,0 +1,231 @@
+"""Storage for uploaded files (and large request bodies) that travel to a
+job running in another process, such as a Celery worker.
+
+The submitting process writes each file once, under a key that starts with
+the job's id; the snapshot refers to it by key with its name, type, size and
+SHA-256. The worker reads it back, checks the hash, and deletes it when the
+job ends. :meth:`Storage.sweep` removes objects older than a TTL that no job
+deleted (a job lost with its message, a worker that crashed for good).
+
+``OFFLOAD_STORAGE`` selects where:
+
+- ``None`` (default): the folder ``offload-uploads`` in the app's instance
+  folder. Right for one host, or for several hosts sharing a volume there.
+- a folder path: that folder.
+- ``"s3://bucket/prefix"``: an S3 bucket through boto3 (``pip install
+  'Flask-Offload[s3]'``). boto3 finds credentials, region and endpoint as
+  usual (environment, config files, ``AWS_ENDPOINT_URL`` for S3-compatible
+  servers).
+- any object with the methods of :class:`Storage`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import typing as t
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask import Flask
+
+_CHUNK = 1 << 20
+
+
+class Storage(t.Protocol):
+    """What a storage needs to provide. Keys are ``"<job id>/<name>"``."""
+
+    def put(self, key: str, stream: t.IO[bytes]) -> None:
+        """Store the rest of ``stream`` under ``key``."""
+
+    def open(self, key: str) -> t.IO[bytes]:
+        """A binary stream of the object; the caller closes it.
+
+        :raises FileNotFoundError: There is no such object.
+        """
+
+    def delete(self, key: str) -> None:
+        """Delete the object if it exists."""
+
+    def sweep(self, older_than: float) -> int:
+        """Delete objects stored more than ``older_than`` seconds ago.
+
+        :return: How many were deleted.
+        """
+
+
+class HashingReader:
+    """Wraps a stream, counting and hashing (SHA-256) what is read from it."""
+
+    def __init__(self, stream: t.IO[bytes]) -> None:
+        self.stream = stream
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.size += len(data)
+        self._hash.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _check_key(key: str) -> list[str]:
+    parts = key.split("/")
+    if not key or any(p in ("", ".", "..") or "\\" in p for p in parts):
+        raise ValueError(f"{key!r} is not a valid storage key.")
+    return parts
+
+
+class LocalStorage:
+    """Files in a folder: for one host, or several sharing a volume."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.abspath(root)
+
+    def __repr__(self) -> str:
+        return f"<LocalStorage {self.root!r}>"
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *_check_key(key))
+
+    def put(self, key: str, stream: t.IO[bytes]) -> None:
+        path = self._path(key)
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        # Write then rename, so a reader never sees a partial file.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
+        try:
+            with open(fd, "wb") as out:
+                shutil.copyfileobj(stream, out, _CHUNK)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def open(self, key: str) -> t.IO[bytes]:
+        return open(self._path(key), "rb")
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        folder = os.path.dirname(path)
+        if folder != self.root:
+            try:
+                os.rmdir(folder)  # the job's folder, once it is empty
+            except OSError:
+                pass
+
+    def sweep(self, older_than: float) -> int:
+        limit = time.time() - older_than
+        removed = 0
+        if not os.path.isdir(self.root):
+            return 0
+        for folder, _dirs, files in os.walk(self.root, topdown=False):
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    if os.stat(path).st_mtime < limit:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+            if folder != self.root:
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass
+        return removed
+
+
+class S3Storage:
+    """Objects in an S3 bucket (or an S3-compatible server), through boto3."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: t.Any = None) -> None:
+        if client is None:
+            try:
+                import boto3
+            except ImportError as e:
+                raise RuntimeError(
+                    "OFFLOAD_STORAGE is an s3:// URL, which needs boto3. Install it"
+                    " with: pip install 'Flask-Offload[s3]'"
+                ) from e
+            client = boto3.client("s3")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"<S3Storage s3://{self.bucket}/{self.prefix}>"
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, stream: t.IO[bytes]) -> None:
+        self.client.upload_fileobj(stream, self.bucket, self._key(key))
+
+    def open(self, key: str) -> t.IO[bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise FileNotFoundError(f"s3://{self.bucket}/{self._key(key)}") from e
+            raise
+        return t.cast(t.IO[bytes], response["Body"])
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def sweep(self, older_than: float) -> int:
+        limit = time.time() - older_than
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        old: list[dict[str, str]] = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", ()):
+                if obj["LastModified"].timestamp() < limit:
+                    old.append({"Key": obj["Key"]})
+        for start in range(0, len(old), 1000):
+            self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": old[start : start + 1000]}
+            )
+        return len(old)
+
+
+def storage_for(app: Flask, setting: t.Any) -> Storage:
+    """The storage ``OFFLOAD_STORAGE`` names for ``app``."""
+    if setting is None:
+        return LocalStorage(os.path.join(app.instance_path, "offload-uploads"))
+    if isinstance(setting, (str, os.PathLike)):
+        value = os.fspath(setting)
+        if value.startswith("s3://"):
+            bucket, _, prefix = value[5:].partition("/")
+            if not bucket:
+                raise ValueError(
+                    f"OFFLOAD_STORAGE {value!r} names no bucket. Use"
+                    " 's3://bucket' or 's3://bucket/prefix'."
+                )
+            return S3Storage(bucket, prefix)
+        if "://" in value:
+            raise ValueError(
+                f"OFFLOAD_STORAGE {value!r} is not supported. Use a folder path,"
+                " 's3://bucket/prefix', or a storage object."
+            )
+        return LocalStorage(value)
+    if all(hasattr(setting, m) for m in ("put", "open", "delete", "sweep")):
+        return t.cast(Storage, setting)
+    raise ValueError(
+        f"OFFLOAD_STORAGE must be a folder path, an 's3://bucket/prefix' URL or a"
+        f" storage object with put, open, delete and sweep, not {setting!r}."
+    )

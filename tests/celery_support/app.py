@@ -1,0 +1,238 @@
+"""A Flask app with the Celery backend, shared by the test process (which
+serves it and submits jobs) and the worker subprocesses it starts:
+
+    celery -A tests.celery_support.app:celery_app worker ...
+    flask --app tests.celery_support.app offload worker ...
+
+Its config comes from the JSON in ``OFFLOAD_TEST_CONFIG``; jobs write what
+they observe to the folder ``OFFLOAD_TEST_DIR``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import typing as t
+
+from flask import current_app
+from flask import Flask
+from flask import g
+from flask import request
+from flask import session
+from flask import url_for
+from flask_login import current_user
+from flask_login import login_user
+from flask_login import LoginManager
+from flask_login import UserMixin
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from flask_offload import current_job
+from flask_offload import Offload
+
+offload = Offload()
+login = LoginManager()
+#: Users the worker's user_loader knows. "bob" exists only here, so a job
+#: that saw a serialized user instead of a reloaded one would notice.
+NAMES = {"1": "alice", "2": "bob"}
+
+
+class User(UserMixin):
+    def __init__(self, uid: str) -> None:
+        self.id = uid
+        self.name = NAMES[uid]
+
+
+@login.user_loader
+def load_user(uid: str) -> User | None:
+    return User(uid) if uid in NAMES else None
+
+
+def data_dir() -> str:
+    return str(current_app.config["OFFLOAD_TEST_DIR"])
+
+
+def record(kind: str, value: t.Any) -> None:
+    """Append one line to ``<dir>/<kind>.jsonl``: what a job observed."""
+    with open(os.path.join(data_dir(), f"{kind}.jsonl"), "a") as f:
+        f.write(json.dumps(value) + "\n")
+
+
+def marker(name: str) -> str:
+    return os.path.join(data_dir(), name)
+
+
+@offload.task
+def observe(label: str, n: int = 0) -> dict[str, t.Any]:
+    """Everything a job can see of its request."""
+    files = {}
+    for field, storage in request.files.items():
+        data = storage.read()
+        files[field] = {
+            "filename": storage.filename,
+            "content_type": storage.content_type,
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    return {
+        "label": label,
+        "n": n,
+        "pid": os.getpid(),
+        "job": current_job.id,
+        "method": request.method,
+        "path": request.path,
+        "args": request.args.to_dict(),
+        "json": request.get_json(silent=True),
+        "form": request.form.to_dict(),
+        "files": files,
+        "headers": dict(request.headers),
+        "remote_addr": request.remote_addr,
+        "session": {k: v for k, v in session.items() if not k.startswith("_")},
+        "user_id_in_session": session.get("_user_id"),
+        "g": {k: getattr(g, k) for k in ("tenant", "request_id") if k in g},
+        "user": None if current_user.is_anonymous else current_user.name,
+        "url": url_for("where", _external=True),
+        "data_len": len(request.get_data()),
+    }
+
+
+@offload.task
+def app_only() -> dict[str, t.Any]:
+    from flask import has_request_context
+
+    return {"request": has_request_context(), "app": current_app.name}
+
+
+@offload.task
+def progress_then_wait(name: str) -> str:
+    """Report progress, then wait until the test creates ``<name>.go``."""
+    import time
+
+    current_job.set_progress(0.5, "half way")
+    open(marker(name + ".started"), "w").close()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker(name + ".go")):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never said go")
+        time.sleep(0.02)
+    return "done"
+
+
+@offload.task
+def slow(name: str) -> str:
+    """Announce the start (once per delivery), then wait for ``<name>.go``."""
+    import time
+
+    record(name, {"pid": os.getpid(), "job": current_job.id})
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker(name + ".go")):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never said go")
+        time.sleep(0.02)
+    return f"{name} finished by {os.getpid()}"
+
+
+@offload.task
+def touch(name: str) -> None:
+    """Create the marker ``name``: proves the body ran."""
+    open(marker(name), "w").close()
+
+
+@offload.task
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@offload.task
+def nested(label: str) -> str:
+    """Submit another job from inside a job."""
+    child = observe.submit(label + "-child")
+    return child.id
+
+
+@offload.task
+def retry_once(label: str) -> dict[str, t.Any]:
+    """Fail the first attempt through Celery's retry; report the request."""
+    from celery import current_task
+
+    record("retries", {"label": label, "retries": current_task.request.retries})
+    if current_task.request.retries == 0:
+        raise current_task.retry(countdown=0.1)
+    return {"retries": current_task.request.retries, "user": current_user.name}
+
+
+@offload.task
+def chained(previous: t.Any) -> dict[str, t.Any]:
+    """A chain's second step: sees the first step's request."""
+    return {"previous": previous, "user": current_user.name, "path": request.path}
+
+
+def create_app(config: dict[str, t.Any] | None = None) -> Flask:
+    if config is None:
+        config = json.loads(os.environ.get("OFFLOAD_TEST_CONFIG") or "{}")
+    app = Flask(__name__, instance_path=config.get("OFFLOAD_TEST_DIR") or None)
+    app.config.update(
+        SECRET_KEY="celery test secret",
+        OFFLOAD_BACKEND="celery",
+        OFFLOAD_CARRY_G=["tenant", "request_id"],
+    )
+    app.config.update(config)
+    # Behind a proxy: the app sees the scheme and host the client used.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    login.init_app(app)
+    offload.init_app(app)
+
+    @app.teardown_appcontext
+    def teardown(exc: BaseException | None) -> None:
+        try:
+            job_id = current_job.id
+        except RuntimeError:
+            return
+        record("teardown", job_id)
+
+    @app.get("/where")
+    def where() -> str:
+        return "here"
+
+    @app.route("/login/<uid>")
+    def do_login(uid: str) -> str:
+        login_user(User(uid))
+        session["cart"] = ["apple"]
+        return "ok"
+
+    @app.route("/submit/<label>", methods=["GET", "POST"])
+    def submit(label: str) -> dict[str, t.Any]:
+        g.tenant = "acme"
+        g.request_id = request.headers.get("X-Request-Id")
+        g.secret_object = object()  # not carried: not in OFFLOAD_CARRY_G
+        job = observe.submit(label, n=int(request.args.get("n", 0)))
+        return {"id": job.id}
+
+    @app.post("/submit-task/<name>")
+    def submit_task(name: str) -> dict[str, t.Any]:
+        task = offload.tasks[f"{__name__}.{name}"]
+        job = task.submit(*(request.json or []))
+        return {"id": job.id}
+
+    @app.post("/celery-delay")
+    def celery_delay() -> dict[str, t.Any]:
+        """Celery's own API in a view: the request is captured all the same."""
+        result = offload.celery.tasks[f"{__name__}.observe"].delay("delay")
+        return {"id": result.id}
+
+    @app.post("/chain")
+    def chain() -> dict[str, t.Any]:
+        from celery import chain as celery_chain
+
+        tasks = offload.celery.tasks
+        result = celery_chain(
+            tasks[f"{__name__}.app_only"].s(), tasks[f"{__name__}.chained"].s()
+        ).apply_async()
+        return {"id": result.id}
+
+    return app
+
+
+app = create_app()
+with app.app_context():
+    celery_app = offload.celery
