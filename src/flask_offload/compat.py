@@ -15,6 +15,7 @@ import sys
 import typing as t
 
 from flask import Flask
+from flask import globals as _flask_globals
 from flask.ctx import AppContext
 from flask.sessions import SessionMixin
 from flask.wrappers import Request
@@ -25,6 +26,13 @@ MERGED_CONTEXT: bool = "request" in inspect.signature(AppContext.__init__).param
 #: Whether a descriptor can be re-opened through procfs, giving a new open file
 #: description (own offset) on the same inode. ``os.dup`` shares the offset.
 HAS_PROC_FD: bool = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
+
+
+# The context variable that holds the context owning the session: the request
+# context on 3.1, the merged app context on 3.2.
+_cv_ctx: t.Any = (
+    _flask_globals._cv_app if MERGED_CONTEXT else _flask_globals._cv_request  # type: ignore[attr-defined,unused-ignore]
+)
 
 
 class PushableContext(t.Protocol):
@@ -121,14 +129,7 @@ def current_session() -> SessionMixin | None:
     makes Flask add ``Vary: Cookie`` to the response: wrong for a capture that
     does not change what the response depends on.
     """
-    from flask import globals as fg
-
-    ctx: t.Any
-    if MERGED_CONTEXT:
-        ctx = fg._cv_app.get(None)
-    else:
-        ctx = fg._cv_request.get(None)  # type: ignore[attr-defined,unused-ignore]
-    return getattr(ctx, "_session", None)
+    return getattr(_cv_ctx.get(None), "_session", None)
 
 
 _TEARDOWN_MARK = "_flask_offload_teardown"

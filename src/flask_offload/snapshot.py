@@ -118,7 +118,15 @@ class RequestData:
     holder (the request itself, a job, a ``carry`` wrapper) releases it.
     """
 
-    __slots__ = ("environ", "form", "files", "body", "body_size", "routing")
+    __slots__ = (
+        "environ",
+        "form",
+        "files",
+        "body",
+        "body_size",
+        "routing",
+        "_parsed",
+    )
 
     def __init__(
         self,
@@ -141,6 +149,9 @@ class RequestData:
         self.body_size = body_size
         #: Routing computed on the first replay, reused by the next ones.
         self.routing: list[t.Any] = [None]
+        # (args, form) as immutable multidicts, parsed once and shared by
+        # every replay: nothing can change them.
+        self._parsed: tuple[t.Any, t.Any] | None = None
 
     @classmethod
     def from_request(cls, req: Request, max_body_size: int) -> RequestData:
@@ -183,11 +194,17 @@ class RequestData:
         environ["wsgi.errors"] = sys.stderr
         environ[ENV_KEY] = self
         req = app.request_class(environ)
-        # form, files and stream are cached properties: setting them skips
-        # parsing, and the job's request never touches the original body.
+        storage: t.Any = req.parameter_storage_class
+        parsed = self._parsed
+        if parsed is None or type(parsed[0]) is not storage:
+            form = storage(self.form) if self.form is not None else None
+            parsed = self._parsed = (req.args, form)
+        else:
+            req.args = parsed[0]
+        # args, form, files and stream are cached properties: setting them
+        # skips parsing, and the job's request never touches the original body.
         if self.form is not None:
-            storage: t.Any = req.parameter_storage_class
-            req.form = storage(self.form)
+            req.form = parsed[1]
             req.files = storage([(f.field, f.open()) for f in self.files])
             req.stream = io.BytesIO()
         elif self.body_size is not None:
