@@ -487,9 +487,9 @@ def _unpatch() -> None:
 
 
 def install() -> None:
-    """Turn on automatic propagation; :meth:`~flask_offload.Offload.init_app` calls it when
-    ``OFFLOAD_PROPAGATE`` is true. Safe to call any number of times, for any
-    number of apps.
+    """Turn on automatic propagation. :meth:`~flask_offload.Offload.init_app`
+    calls it when ``OFFLOAD_PROPAGATE`` is true. Safe to call any number of
+    times, for any number of apps.
 
     Patches ``threading.Thread.start``, ``ThreadPoolExecutor.submit`` and
     ``map``, the task methods of ``multiprocessing.pool.ThreadPool`` and,
