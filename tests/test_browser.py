@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 import typing as t
 from pathlib import Path
@@ -255,3 +256,15 @@ def test_upload_watch_cancel_and_refuse_in_chromium(
     assert shot.stat().st_size > 10_000
     if os.environ.get("OFFLOAD_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_missing_chromium_skips_locally_and_fails_in_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", str(tmp_path / "none"))
+    monkeypatch.delenv("OFFLOAD_REQUIRE_SERVICES", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="Chromium is not installed"):
+        require_browser()
+    monkeypatch.setenv("OFFLOAD_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="OFFLOAD_REQUIRE_SERVICES=1"):
+        require_browser()
