@@ -681,7 +681,7 @@ class CeleryBackend(Backend):
             old = self._read_info(job_id) or {}
             info = {**old, **info}
         try:
-            kv.set(key, json.dumps(info))
+            _kv_set(kv, key, json.dumps(info))
         except Exception:
             logger.exception("Could not store the state of job %s.", job_id)
 
@@ -722,6 +722,16 @@ class CeleryBackend(Backend):
             job._site = (str(site[0]), int(site[1]), str(site[2]))
         _apply_meta(self, job, meta, info)
         return job
+
+
+def _kv_set(kv: t.Any, key: bytes, value: str) -> None:
+    client = getattr(kv, "client", None)
+    if client is not None and type(kv).__module__.startswith("celery.backends.redis"):
+        # Straight to redis-py: the backend's own path uses the deprecated setex.
+        expires = kv.expires
+        client.set(key, value, ex=int(expires) if expires else None)
+    else:
+        kv.set(key, value)
 
 
 def _storage_keys(wire: dict[str, t.Any]) -> list[str]:

@@ -1,0 +1,521 @@
+"""The Celery backend against a real worker subprocess: Redis when it answers
+(else the filesystem transport), one worker for the module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import typing as t
+
+import pytest
+from flask import Flask
+from itsdangerous import URLSafeTimedSerializer
+
+from flask_offload import JobState
+from flask_offload import NotRegistered
+from flask_offload import SnapshotError
+from flask_offload import SnapshotTampered
+
+from .celery_support import app as support
+from .celery_support.procs import broker_config
+from .celery_support.procs import reachable
+from .celery_support.procs import ROOT
+from .celery_support.procs import transport
+from .celery_support.procs import wait_for
+from .celery_support.procs import Worker
+
+celery_backend = pytest.importorskip("flask_offload.backends.celery")
+
+NAME = "tests.celery_support.app."
+AUTH = "Bearer sekrit-token-123"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("celery"))
+
+
+@pytest.fixture(scope="module")
+def config(folder: str) -> dict[str, t.Any]:
+    return {
+        "OFFLOAD_CELERY": broker_config("redis", folder),
+        "OFFLOAD_TEST_DIR": folder,
+    }
+
+
+@pytest.fixture(scope="module")
+def worker(config: dict[str, t.Any]) -> t.Iterator[Worker]:
+    w = Worker(config, pool="threads", concurrency=4)
+    try:
+        w.wait_ready()
+        yield w
+    finally:
+        w.kill()
+
+
+@pytest.fixture(scope="module")
+def capp(config: dict[str, t.Any]) -> Flask:
+    return support.create_app(config)
+
+
+@pytest.fixture
+def other_app(config: dict[str, t.Any]) -> Flask:
+    """Another app with the same config: knows nothing of the jobs in memory,
+    as in another process, so it reads the result backend.
+    """
+    return support.create_app(config)
+
+
+def backend_of(app: Flask) -> t.Any:
+    return celery_backend._by_app[app]
+
+
+def fetch(app: Flask, job_id: str, timeout: float = 20) -> t.Any:
+    with app.app_context():
+        job = wait_for(lambda: support.offload.get_job(job_id), what=f"job {job_id}")
+        assert job.wait(timeout), job
+        return job
+
+
+def uploads_left(config: dict[str, t.Any]) -> list[str]:
+    root = os.path.join(config["OFFLOAD_TEST_DIR"], "offload-uploads")
+    return [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+
+
+def test_request_replayed_in_worker(
+    capp: Flask, other_app: Flask, worker: Worker, serve: t.Any
+) -> None:
+    server = serve(capp)
+    assert server.get("/login/1").status_code == 200
+    r = server.post(
+        "/submit/hello?n=3",
+        json={"order": 42},
+        headers={
+            "Authorization": AUTH,
+            "X-Api-Key": "key-123",
+            "X-Request-Id": "req-1",
+            "X-Custom": "kept",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "shop.example.com",
+            "X-Forwarded-For": "203.0.113.9",
+        },
+    )
+    assert r.status_code == 200, r.text
+    job_id = r.json()["id"]
+    with capp.app_context():
+        job = support.offload.get_job(job_id)
+        seen = job.result(20)
+    assert seen["pid"] != os.getpid()
+    assert seen["job"] == job_id
+    assert seen["args"] == {"n": "3"}
+    assert seen["n"] == 3
+    assert seen["json"] == {"order": 42}
+    assert seen["path"] == "/submit/hello"
+    headers = seen["headers"]
+    assert headers["X-Custom"] == "kept"
+    assert headers["X-Request-Id"] == "req-1"
+    for name in ("Authorization", "X-Api-Key", "Cookie"):
+        assert name not in headers
+    assert not any(h.startswith("X-Forwarded") for h in headers)
+    # As the app resolved them behind the proxy, not replayed from headers.
+    assert seen["remote_addr"] == "203.0.113.9"
+    assert seen["url"] == "https://shop.example.com/where"
+    assert seen["session"] == {"cart": ["apple"]}
+    assert seen["user"] == "alice"  # reloaded by user_loader in the worker
+    assert seen["g"] == {"tenant": "acme", "request_id": "req-1"}
+    # teardown_appcontext ran once, for this job, in the worker.
+    with open(os.path.join(capp.config["OFFLOAD_TEST_DIR"], "teardown.jsonl")) as f:
+        assert [json.loads(line) for line in f].count(job_id) == 1
+    # Another process sees the finished job through the result backend.
+    other = fetch(other_app, job_id)
+    assert other.state is JobState.SUCCEEDED
+    assert other.result(0)["label"] == "hello"
+    assert other.name == NAME + "observe"
+    assert other.submitted_from.endswith("in submit")
+    assert other.user_id == "1"
+    assert other.started_at is not None and other.finished_at is not None
+
+
+def test_outside_request_only_app_context(capp: Flask, worker: Worker) -> None:
+    with capp.app_context():
+        job = support.app_only.submit()
+        assert job.result(20) == {"request": False, "app": capp.name}
+
+
+def test_upload_through_storage(
+    capp: Flask, config: dict[str, t.Any], worker: Worker, serve: t.Any
+) -> None:
+    big = os.urandom(700 * 1024)  # larger than what is kept in memory
+    small = b"order_id,customer\n1,acme\n"
+    server = serve(capp)
+    r = server.post(
+        "/submit/upload",
+        data={"note": "hi"},
+        files={
+            "big": ("big.bin", big, "application/octet-stream"),
+            "small": ("orders.csv", small, "text/csv"),
+        },
+    )
+    job = fetch(capp, r.json()["id"])
+    seen = job.result(0)
+    assert seen["form"] == {"note": "hi"}
+    assert seen["files"]["big"] == {
+        "filename": "big.bin",
+        "content_type": "application/octet-stream",
+        "size": len(big),
+        "sha256": hashlib.sha256(big).hexdigest(),
+    }
+    assert seen["files"]["small"]["sha256"] == hashlib.sha256(small).hexdigest()
+    assert seen["files"]["small"]["content_type"] == "text/csv"
+    assert uploads_left(config) == []  # deleted when the job ended
+
+
+def test_large_body_goes_to_storage(
+    capp: Flask, config: dict[str, t.Any], worker: Worker, serve: t.Any
+) -> None:
+    server = serve(capp)
+    body = {"rows": ["x" * 100] * 500}  # ~50 KB: too large for a header
+    r = server.post("/submit/body", json=body)
+    seen = fetch(capp, r.json()["id"]).result(0)
+    assert seen["json"] == body
+    assert uploads_left(config) == []
+
+
+def test_snapshot_over_16_kib_is_refused_at_submit(capp: Flask) -> None:
+    with capp.test_request_context("/", headers={"X-Big": os.urandom(15_000).hex()}):
+        with pytest.raises(SnapshotError, match="16 KiB"):
+            support.observe.submit("big")
+
+
+def test_plain_function_is_not_registered(capp: Flask) -> None:
+    with capp.app_context():
+        with pytest.raises(NotRegistered, match="@offload.task"):
+            support.offload.submit(print, "hi")
+
+
+def test_progress_and_state_from_another_process(
+    capp: Flask, other_app: Flask, worker: Worker
+) -> None:
+    folder = capp.config["OFFLOAD_TEST_DIR"]
+    with capp.app_context():
+        job = support.progress_then_wait.submit("prog")
+    wait_for(lambda: os.path.exists(os.path.join(folder, "prog.started")))
+    with other_app.app_context():
+        seen = support.offload.get_job(job.id)
+        assert seen.state is JobState.RUNNING
+        assert (seen.progress, seen.message) == (0.5, "half way")
+        assert seen.to_dict()["state"] == "RUNNING"
+    assert job.state is JobState.RUNNING
+    open(os.path.join(folder, "prog.go"), "w").close()
+    assert job.result(20) == "done"
+    finished = fetch(other_app, job.id)
+    assert finished.state is JobState.SUCCEEDED
+    assert (finished.progress, finished.message) == (0.5, "half way")
+
+
+def test_failure_visible_everywhere(
+    capp: Flask, other_app: Flask, worker: Worker
+) -> None:
+    with capp.app_context():
+        job = support.fail.submit("boom")
+        with pytest.raises(ValueError, match="boom"):
+            job.result(20)
+    assert job.state is JobState.FAILED
+    other = fetch(other_app, job.id)
+    assert other.state is JobState.FAILED
+    assert other.to_dict()["error"] == {"type": "ValueError", "message": "boom"}
+    assert "failed" in worker.wait_output(f"Job {job.id} ({NAME}fail)")
+
+
+def test_unknown_job_is_none(capp: Flask) -> None:
+    with capp.app_context():
+        assert support.offload.get_job("0" * 32) is None
+
+
+def test_get_job_in_another_process(
+    capp: Flask, config: dict[str, t.Any], worker: Worker
+) -> None:
+    with capp.test_request_context("/from-a-test"):
+        job = support.observe.submit("subprocess")
+    code = (
+        "import json, sys\n"
+        "from tests.celery_support import app as s\n"
+        "with s.app.app_context():\n"
+        "    job = s.offload.get_job(sys.argv[1])\n"
+        "    print(json.dumps([job.result(20)['label'], job.state.value]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, job.id],
+        cwd=ROOT,
+        env={**os.environ, "OFFLOAD_TEST_CONFIG": json.dumps(config)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == ["subprocess", "SUCCEEDED"]
+
+
+def test_nested_submit_carries_the_request(
+    capp: Flask, worker: Worker, serve: t.Any
+) -> None:
+    server = serve(capp)
+    server.get("/login/2")
+    r = server.post("/submit-task/nested", json=["outer"])
+    child_id = fetch(capp, r.json()["id"]).result(0)
+    child = fetch(capp, child_id).result(0)
+    assert child["label"] == "outer-child"
+    assert child["user"] == "bob"
+    assert child["path"] == "/submit-task/nested"
+
+
+def test_retry_carries_a_resigned_snapshot(
+    capp: Flask, worker: Worker, serve: t.Any
+) -> None:
+    server = serve(capp)
+    server.get("/login/1")
+    r = server.post("/submit-task/retry_once", json=["again"])
+    job = fetch(capp, r.json()["id"])
+    assert job.result(0) == {"retries": 1, "user": "alice"}
+
+
+def test_chain_and_celery_api_in_a_view(
+    capp: Flask, worker: Worker, serve: t.Any
+) -> None:
+    server = serve(capp)
+    server.get("/login/2")
+    last = server.post("/chain").json()["id"]
+    seen = fetch(capp, last).result(0)
+    assert seen["previous"] == {"request": True, "app": capp.name}
+    assert seen["user"] == "bob"
+    assert seen["path"] == "/chain"
+    delayed = fetch(capp, server.post("/celery-delay").json()["id"]).result(0)
+    assert delayed["label"] == "delay"
+    assert delayed["user"] == "bob"
+
+
+def _send(capp: Flask, args: tuple[t.Any, ...], token: str) -> str:
+    """Publish ``touch`` with a chosen header, as a broker writer could."""
+    import uuid
+
+    task = backend_of(capp).celery_task(NAME + "touch")
+    task_id = uuid.uuid4().hex
+    task.apply_async(args, task_id=task_id, headers={celery_backend.HEADER: token})
+    return task_id
+
+
+def _token(
+    capp: Flask, task_id: str, args: tuple[t.Any, ...], delay: float = 0.0
+) -> str:
+    backend = backend_of(capp)
+    return str(
+        backend.make_token(
+            capp, {"v": 1, "g": {}}, task_id, NAME + "touch", args, {}, delay
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["forged", "other_key", "transplanted", "edited_args", "expired", "missing"],
+)
+def test_tampered_snapshot_is_rejected(
+    capp: Flask, other_app: Flask, worker: Worker, attack: str
+) -> None:
+    import uuid
+
+    folder = capp.config["OFFLOAD_TEST_DIR"]
+    mark = f"touched-{attack}"
+    args = (mark,)
+    if attack == "forged":
+        token = _token(capp, "x", args)[:-4] + "AAAA"
+        job_id = _send(capp, args, token)
+    elif attack == "other_key":
+        token = URLSafeTimedSerializer("wrong", salt="flask-offload.snapshot.v1").dumps(
+            {"v": 1}
+        )
+        job_id = _send(capp, args, token)
+    elif attack == "transplanted":
+        job_id = _send(capp, args, _token(capp, uuid.uuid4().hex, args))
+    elif attack == "edited_args":
+        with capp.app_context():
+            # A valid token for ("harmless",) on a message with other args.
+            task_id = uuid.uuid4().hex
+            token = _token(capp, task_id, ("harmless",))
+            task = backend_of(capp).celery_task(NAME + "touch")
+            task.apply_async(
+                args, task_id=task_id, headers={celery_backend.HEADER: token}
+            )
+            job_id = task_id
+    elif attack == "expired":
+        import time
+
+        from flask_offload import signing
+
+        # Signed correctly, but its expiry time has passed.
+        task_id = uuid.uuid4().hex
+        task = backend_of(capp).celery_task(NAME + "touch")
+        token = signing.sign(
+            capp,
+            {
+                "v": 1,
+                "tid": task_id,
+                "task": NAME + "touch",
+                "ad": signing.args_digest(list(args), {}),
+                "iat": time.time() - 3700,
+                "exp": time.time() - 100,
+                "snap": {"v": 1, "g": {}},
+            },
+        )
+        task.apply_async(args, task_id=task_id, headers={celery_backend.HEADER: token})
+        job_id = task_id
+    else:
+        job_id = _send(capp, args, "")
+    job = fetch(other_app, job_id)
+    assert job.state is JobState.FAILED
+    assert isinstance(job.exception(0), SnapshotTampered)
+    assert job.to_dict()["error"]["type"] == "SnapshotTampered"
+    assert job.name == NAME + "touch"
+    out = worker.wait_output(f"rejected the snapshot of job {job_id}")
+    assert "Security" in out
+    assert not os.path.exists(os.path.join(folder, mark))  # the body never ran
+
+
+def test_tampered_upload_is_rejected(
+    capp: Flask,
+    config: dict[str, t.Any],
+    worker: Worker,
+    serve: t.Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    storage = backend_of(capp).storage
+    put = storage.put
+
+    def put_then_change(key: str, stream: t.IO[bytes]) -> None:
+        put(key, stream)
+        with open(storage._path(key), "ab") as f:
+            f.write(b"evil")
+
+    monkeypatch.setattr(storage, "put", put_then_change)
+    server = serve(capp)
+    r = server.post("/submit/up", files={"f": ("a.txt", b"hello", "text/plain")})
+    job = fetch(capp, r.json()["id"])
+    assert job.state is JobState.FAILED
+    assert isinstance(job.exception(0), SnapshotTampered)
+    worker.wait_output(f"rejected an upload of job {job.id}")
+
+
+def _raw_messages(config: dict[str, t.Any], queue: str) -> list[bytes]:
+    celery_conf = config["OFFLOAD_CELERY"]
+    if transport(celery_conf) == "redis":
+        import redis
+
+        client = redis.Redis.from_url(celery_conf["broker_url"])
+        try:
+            return list(client.lrange(queue, 0, -1))
+        finally:
+            client.close()
+    folder = celery_conf["broker_transport_options"]["data_folder_in"]
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(f".{queue}.msg"):
+            with open(os.path.join(folder, name), "rb") as f:
+                out.append(f.read())
+    return out
+
+
+def _move_to(config: dict[str, t.Any], src: str, dst: str) -> None:
+    celery_conf = config["OFFLOAD_CELERY"]
+    if transport(celery_conf) == "redis":
+        import redis
+
+        client = redis.Redis.from_url(celery_conf["broker_url"])
+        try:
+            client.lmove(src, dst, "RIGHT", "LEFT")
+        finally:
+            client.close()
+        return
+    folder = celery_conf["broker_transport_options"]["data_folder_in"]
+    for name in os.listdir(folder):
+        if name.endswith(f".{src}.msg"):
+            new = name[: -len(f".{src}.msg")] + f".{dst}.msg"
+            os.rename(os.path.join(folder, name), os.path.join(folder, new))
+
+
+@pytest.mark.parametrize("carry", [False, True])
+def test_credentials_never_in_the_broker_in_clear(
+    config: dict[str, t.Any], worker: Worker, serve: t.Any, carry: bool
+) -> None:
+    hold = f"{config['OFFLOAD_CELERY']['task_default_queue']}-hold-{int(carry)}"
+    held = support.create_app(
+        {
+            **config,
+            "OFFLOAD_CELERY": {**config["OFFLOAD_CELERY"], "task_default_queue": hold},
+            "OFFLOAD_CARRY_CREDENTIALS": carry,
+        }
+    )
+    server = serve(held)
+    server.get("/login/1")
+    job_id = server.post("/submit/creds", headers={"Authorization": AUTH}).json()["id"]
+    raw = _raw_messages(config, hold)
+    assert len(raw) == 1
+    assert b"sekrit" not in raw[0]
+    message = json.loads(raw[0])
+    header = message["headers"][celery_backend.HEADER]
+    assert "args" not in header and len(header) < 16 * 1024
+    payload = URLSafeTimedSerializer("x").loads_unsafe(header)[1]
+    assert "sekrit" not in json.dumps(payload)
+    assert ("enc" in payload) is carry and ("snap" in payload) is not carry
+    if not carry:
+        assert "HTTP_AUTHORIZATION" not in payload["snap"]["request"]["environ"]
+    # Hand the message to the running worker: it decrypts and replays.
+    _move_to(config, hold, config["OFFLOAD_CELERY"]["task_default_queue"])
+    seen = fetch(held, job_id).result(0)
+    assert seen["headers"].get("Authorization") == (AUTH if carry else None)
+    assert seen["user"] == "alice"
+
+
+def test_header_size_for_a_typical_request(capp: Flask) -> None:
+    from bench import HEADERS
+    from bench import JSON_BODY
+
+    backend = backend_of(capp)
+    with capp.test_request_context(
+        "/orders?month=2025-01", method="POST", json=JSON_BODY, headers=HEADERS
+    ):
+        from flask_offload.snapshot import capture
+
+        snap = capture(carry_g="primitives", max_body_size=1 << 20)
+        snap.acquire()
+        try:
+            wire = backend.wire_snapshot(capp, snap, "a" * 32, [])
+        finally:
+            snap.release()
+    token = backend.make_token(capp, wire, "a" * 32, NAME + "observe", (1,), {})
+    assert len(token) < 4096
+
+
+def test_sweep_removes_old_orphans(tmp_path: t.Any) -> None:
+    from flask_offload.storage import LocalStorage
+
+    storage = LocalStorage(str(tmp_path))
+    for key in ("job1/0", "job2/0"):
+        with open(__file__, "rb") as f:
+            storage.put(key, f)
+    old = os.path.join(str(tmp_path), "job1", "0")
+    os.utime(old, (0, 0))
+    assert storage.sweep(3600) == 1
+    assert not os.path.exists(os.path.dirname(old))
+    with storage.open("job2/0") as f:
+        assert f.read(3)
+    with pytest.raises(ValueError):
+        storage.open("../etc/passwd")
+
+
+def test_redis_is_used_when_reachable(config: dict[str, t.Any]) -> None:
+    kind = transport(config["OFFLOAD_CELERY"])
+    assert kind == ("redis" if reachable("127.0.0.1", 6379) else "filesystem")
