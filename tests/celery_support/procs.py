@@ -197,9 +197,15 @@ class Worker:
                 self._cond.wait(min(left, 0.5))
             return "".join(self.lines)
 
-    def signal(self, sig: int) -> None:
+    def signal(self, sig: int, *, group: bool = True) -> None:
+        """Send ``sig`` to the worker's process group, or to its main
+        process only (as ``kill PID`` or systemd's ``KillMode=mixed``).
+        """
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
+            if group:
+                os.killpg(self.proc.pid, sig)
+            else:
+                os.kill(self.proc.pid, sig)
 
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM (warm shutdown), then SIGKILL if it does not exit."""
