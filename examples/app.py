@@ -139,3 +139,13 @@ def register_views(app: Flask) -> None:
 
 #: The app ``flask --app examples.app run`` serves.
 app = create_app()
+
+
+def __getattr__(name: str) -> t.Any:
+    # ``celery -A examples.app:celery_app worker``: the demo on the Celery
+    # backend (examples/celery_app.py), loaded only when asked for.
+    if name == "celery_app":
+        from .celery_app import celery_app
+
+        return celery_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -101,6 +101,7 @@ class Worker:
         concurrency: int = 1,
         cli: str = "celery",
         env: dict[str, str] | None = None,
+        target: str = "tests.celery_support.app:celery_app",
     ) -> None:
         Worker._count += 1
         name = f"w{Worker._count}-{os.getpid()}@%h"
@@ -134,7 +135,7 @@ class Worker:
                 "-m",
                 "celery",
                 "-A",
-                "tests.celery_support.app:celery_app",
+                target,
                 "worker",
                 *options,
             ]
