@@ -19,7 +19,16 @@ from . import Result
 from . import rst_table
 
 #: In the order ``python -m bench`` runs them.
-MODULES = ["percall", "submit", "upload", "memory", "load", "pieces", "propagation"]
+MODULES = [
+    "percall",
+    "submit",
+    "upload",
+    "memory",
+    "load",
+    "pieces",
+    "propagation",
+    "celery_throughput",
+]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results", "latest.json")
 CHART = os.path.join(ROOT, "docs", "_static", "bench", "ratios.png")
