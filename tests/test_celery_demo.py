@@ -12,7 +12,6 @@ import typing as t
 from pathlib import Path
 
 import pytest
-
 from examples.app import create_app
 from examples.app import SAMPLE_PATH
 from examples.extensions import offload
