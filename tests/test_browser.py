@@ -150,13 +150,17 @@ def test_upload_watch_cancel_and_refuse_in_chromium(
             demo = browser.new_page()
             dashboard = browser.new_page()
 
-            def upload(path: str | Path) -> None:
+            def upload(path: str | Path) -> str:
+                """Upload through the demo page; the job's id."""
                 demo.set_input_files("#file", str(path))
                 with demo.expect_response(
                     lambda r: r.url.endswith("/orders/import")
                 ) as r:
                     demo.click("#import-form button[type=submit]")
                 assert r.value.status == 202
+                job_id: str = r.value.json()["id"]
+                assert r.value.headers["location"] == f"/offload/jobs/{job_id}"
+                return job_id
 
             # The page signs in the first user in the list, alice.
             demo.goto(server.url + "/")
@@ -164,11 +168,10 @@ def test_upload_watch_cancel_and_refuse_in_chromium(
 
             # 1. Upload the sample; the job is held at 30% and then at 70%.
             first = gates.add(0.3)
-            upload(SAMPLE_PATH)
+            job_a = upload(SAMPLE_PATH)
             assert first.reached.wait(WAIT)
-            job_a = t.cast(str, first.job_id)
+            assert first.job_id == job_a
             second = gates.add(0.7, job_a)
-            assert demo.text_content("#job-id") == job_a
             dashboard.goto(server.url + "/offload/")
             bar = dashboard.locator(f"{row(job_a)} progress")
             assert dashboard.get_attribute(row(job_a), "data-state") == "RUNNING"
@@ -199,9 +202,9 @@ def test_upload_watch_cancel_and_refuse_in_chromium(
 
             # 2. A second import, cancelled from the dashboard while it runs.
             gate = gates.add(0.3)
-            upload(SAMPLE_PATH)
+            job_b = upload(SAMPLE_PATH)
             assert gate.reached.wait(WAIT)
-            job_b = t.cast(str, gate.job_id)
+            assert gate.job_id == job_b
             cancel = dashboard.locator(f"{row(job_b)} [data-action=cancel]")
             with dashboard.expect_response(lambda r: r.url.endswith("/cancel")) as r:
                 cancel.click()
@@ -214,18 +217,20 @@ def test_upload_watch_cancel_and_refuse_in_chromium(
             )
 
             # 3. A file that is not an orders file fails, with its error shown.
-            upload(bad)
-            job_c = demo.text_content("#job-id") or ""
+            job_c = upload(bad)
             dashboard.wait_for_selector(f'{row(job_c)}[data-state="FAILED"]')
             error = dashboard.text_content(f"{row(job_c)} [data-field=error]") or ""
             assert error.startswith("InvalidOrders: The file has no 'unit_price'")
 
             # 4. One more, held at 60%, for the screenshot in the docs.
             gate = gates.add(0.6)
-            upload(SAMPLE_PATH)
+            job_d = upload(SAMPLE_PATH)
             assert gate.reached.wait(WAIT)
-            job_d = t.cast(str, gate.job_id)
-            dashboard.wait_for_selector(f"{row(job_d)} [data-action=cancel]")
+            assert gate.job_id == job_d
+            dashboard.wait_for_function(
+                "([selector, low]) => document.querySelector(selector)?.value >= low",
+                arg=[f"{row(job_d)} progress", 0.6],
+            )
             dashboard.wait_for_function(
                 "() => document.querySelectorAll('tr[data-job-id]').length === 4"
             )
