@@ -153,7 +153,7 @@ def test_each_call_gets_its_own_context(app: Flask, server: LiveServer) -> None:
 
     def work() -> None:
         g.n += 1  # a call changes its own g only
-        seen.append((g.n, id(request._get_current_object())))
+        seen.append((g.n, request._get_current_object()))
 
     @app.get("/own")
     def own() -> str:
@@ -164,7 +164,7 @@ def test_each_call_gets_its_own_context(app: Flask, server: LiveServer) -> None:
 
     assert server.get("/own?n=1").text == "1"
     assert [n for n, _ in seen] == [2, 2]
-    assert seen[0][1] != seen[1][1]
+    assert seen[0][1] is not seen[1][1]
 
 
 def test_carry_outside_context_raises() -> None:

@@ -15,6 +15,7 @@ from .jobs import current_job
 from .jobs import Job
 from .jobs import JobState
 from .propagation import carry
+from .propagation import propagating
 from .snapshot import Snapshot
 from .tasks import Task
 
@@ -29,6 +30,7 @@ __all__ = [
     "Snapshot",
     # Hand-made threads and pools
     "carry",
+    "propagating",
     # Errors
     "OffloadError",
     "SnapshotError",
