@@ -519,3 +519,28 @@ def test_sweep_removes_old_orphans(tmp_path: t.Any) -> None:
 def test_redis_is_used_when_reachable(config: dict[str, t.Any]) -> None:
     kind = transport(config["OFFLOAD_CELERY"])
     assert kind == ("redis" if reachable("127.0.0.1", 6379) else "filesystem")
+
+
+# Celery's Redis result backend stores REVOKED with redis-py's deprecated setex.
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex:DeprecationWarning")
+def test_cancel_a_pending_job(
+    config: dict[str, t.Any], other_app: Flask, worker: Worker
+) -> None:
+    hold = f"{config['OFFLOAD_CELERY']['task_default_queue']}-cancel"
+    held = support.create_app(
+        {
+            **config,
+            "OFFLOAD_CELERY": {**config["OFFLOAD_CELERY"], "task_default_queue": hold},
+        }
+    )
+    with held.app_context():
+        job = support.touch.submit("never-touched")
+        assert job.state is JobState.PENDING
+        assert job.cancel() is True
+        assert job.state is JobState.CANCELLED
+    assert fetch(other_app, job.id).state is JobState.CANCELLED
+    # A worker that receives it later skips it.
+    _move_to(config, hold, config["OFFLOAD_CELERY"]["task_default_queue"])
+    worker.wait_output(f"Discarding revoked task: {NAME}touch[{job.id}]")
+    folder = other_app.config["OFFLOAD_TEST_DIR"]
+    assert not os.path.exists(os.path.join(folder, "never-touched"))
