@@ -456,11 +456,15 @@ def test_credentials_never_in_the_broker_in_clear(
             **config,
             "OFFLOAD_CELERY": {**config["OFFLOAD_CELERY"], "task_default_queue": hold},
             "OFFLOAD_CARRY_CREDENTIALS": carry,
+            "OFFLOAD_CREDENTIAL_HEADERS": ["X-Tenant-Token"],
         }
     )
     server = serve(held)
     server.get("/login/1")
-    job_id = server.post("/submit/creds", headers={"Authorization": AUTH}).json()["id"]
+    job_id = server.post(
+        "/submit/creds",
+        headers={"Authorization": AUTH, "X-Tenant-Token": "sekrit-tenant"},
+    ).json()["id"]
     raw = _raw_messages(config, hold)
     assert len(raw) == 1
     assert b"sekrit" not in raw[0]
@@ -476,6 +480,7 @@ def test_credentials_never_in_the_broker_in_clear(
     _move_to(config, hold, config["OFFLOAD_CELERY"]["task_default_queue"])
     seen = fetch(held, job_id).result(0)
     assert seen["headers"].get("Authorization") == (AUTH if carry else None)
+    assert seen["headers"].get("X-Tenant-Token") == ("sekrit-tenant" if carry else None)
     assert seen["user"] == "alice"
 
 

@@ -15,7 +15,7 @@ from flask_offload import NotRegistered
 
 from .celery_support import app as support
 
-pytest.importorskip("flask_offload.backends.celery")
+celery_backend = pytest.importorskip("flask_offload.backends.celery")
 
 
 @pytest.fixture
@@ -56,3 +56,25 @@ def test_without_the_fixture_plain_functions_are_refused(capp: Flask) -> None:
     with capp.app_context():
         with pytest.raises(NotRegistered):
             support.offload.submit(len, "abc")
+
+
+def test_an_existing_celery_app() -> None:
+    from celery import Celery
+
+    from flask_offload import Offload
+
+    celery = Celery("mine", broker="memory://")
+    app = Flask("existing")
+    app.config.update(SECRET_KEY="x", OFFLOAD_BACKEND="celery")
+    ext = Offload(app, celery=celery)
+
+    @ext.task
+    def double(n: int) -> int:
+        return n * 2
+
+    with app.app_context():
+        assert ext.celery is celery
+        backend = celery_backend._by_app[app]
+        task = backend.celery_task(double.name)
+        assert celery.tasks[double.name] is task
+        assert task.run(4) == 8
