@@ -49,9 +49,15 @@ def worker_command(args: tuple[str, ...]) -> None:
 
     Extra arguments go to 'celery worker', for example
     'flask --app yourapp offload worker --concurrency 4 --loglevel INFO'.
-    Pass --help for Celery's worker options.
+    With the Celery backend, --help also lists Celery's worker options.
     """
-    if current_app.config.get("OFFLOAD_BACKEND") != "celery":
+    celery = current_app.config.get("OFFLOAD_BACKEND") == "celery"
+    if "--help" in args or "-h" in args:
+        click.echo(click.get_current_context().get_help())
+        if not celery:
+            return
+        click.echo("\nCelery's worker options:\n")
+    if not celery:
         raise click.UsageError(
             "'flask offload worker' runs Celery workers, but OFFLOAD_BACKEND is"
             f" {current_app.config.get('OFFLOAD_BACKEND')!r}. Set OFFLOAD_BACKEND"
