@@ -281,6 +281,12 @@ class CeleryBackend(Backend):
         except BaseException as e:
             for key in keys:
                 self._delete_quietly(key)
+            kv = self._kv()
+            if kv is not None:
+                try:
+                    kv.delete((_INFO_PREFIX + job.id).encode())
+                except Exception:
+                    logger.exception("Could not remove the record of job %s.", job.id)
             # The job must end, never stay pending; the caller sees the error.
             job._finish(JobState.FAILED, exc=e)
             raise
