@@ -168,6 +168,12 @@ class RequestData:
                 for name, storage in req.files.items(multi=True)
             )
             return cls(environ, form, files)
+        if not environ.get("CONTENT_LENGTH") and "chunked" not in environ.get(
+            "HTTP_TRANSFER_ENCODING", ""
+        ):
+            # No body (a GET, most often): don't build an input stream to
+            # find that out.
+            return cls(environ)
         length = req.content_length
         if length is not None and length > max_body_size:
             return cls(environ, body_size=length)
