@@ -49,6 +49,7 @@ DEFAULTS: dict[str, t.Any] = {
     "OFFLOAD_MAX_BODY_SIZE": 16 * 1024 * 1024,
     "OFFLOAD_CARRY_G": "primitives",
     "OFFLOAD_CARRY_CREDENTIALS": False,
+    "OFFLOAD_CREDENTIAL_HEADERS": (),
     "OFFLOAD_JOB_TEARDOWN_REQUEST": False,
     "OFFLOAD_PROPAGATE": False,
     "OFFLOAD_STORAGE": None,
@@ -73,6 +74,7 @@ class Settings:
     max_body_size: int
     carry_g: str | tuple[str, ...] | None
     carry_credentials: bool
+    credential_headers: tuple[str, ...]
     job_teardown_request: bool
     propagate: bool
     storage: str | None
@@ -117,6 +119,9 @@ class Settings:
                     f" attributes, or None, not {carry_g!r}."
                 )
             carry_g = tuple(carry_g)
+        credential_headers = get("OFFLOAD_CREDENTIAL_HEADERS") or ()
+        if isinstance(credential_headers, str):
+            credential_headers = (credential_headers,)
         url_prefix = str(get("OFFLOAD_URL_PREFIX"))
         if not url_prefix.startswith("/"):
             raise ValueError(
@@ -134,6 +139,7 @@ class Settings:
             max_body_size=int(get("OFFLOAD_MAX_BODY_SIZE")),
             carry_g=carry_g,
             carry_credentials=bool(get("OFFLOAD_CARRY_CREDENTIALS")),
+            credential_headers=tuple(str(h) for h in credential_headers),
             job_teardown_request=bool(get("OFFLOAD_JOB_TEARDOWN_REQUEST")),
             propagate=bool(get("OFFLOAD_PROPAGATE")),
             storage=get("OFFLOAD_STORAGE"),

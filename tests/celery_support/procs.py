@@ -62,14 +62,17 @@ def broker_config(kind: str, folder: str) -> dict[str, t.Any]:
         )
     messages = os.path.join(folder, "broker")
     processed = os.path.join(folder, "processed")
-    os.makedirs(messages, exist_ok=True)
-    os.makedirs(processed, exist_ok=True)
+    control = os.path.join(folder, "control")
+    for path in (messages, processed, control):
+        os.makedirs(path, exist_ok=True)
     config.update(
         broker_url="filesystem://",
         broker_transport_options={
             "data_folder_in": messages,
             "data_folder_out": messages,
             "processed_folder": processed,
+            # Remote control (revoke) files; kombu's default is ./control.
+            "control_folder": control,
             "store_processed": False,
             "polling_interval": 0.05,
         },

@@ -182,9 +182,7 @@ class CeleryBackend(Backend):
         self.celery: t.Any = celery
         #: Where uploads and large bodies go (``OFFLOAD_STORAGE``).
         self.storage: Storage = storage_for(app, settings.storage)
-        extra = app.config.get("OFFLOAD_CREDENTIAL_HEADERS") or ()
-        if isinstance(extra, str):
-            extra = (extra,)
+        extra = settings.credential_headers
         #: Environ keys left out of every snapshot sent to a worker.
         self.drop_environ = _FORWARDED_ENVIRON
         if not settings.carry_credentials:
