@@ -766,3 +766,43 @@ def test_accepted_without_dashboard_says_how_to_enable_it() -> None:
     with app.app_context():
         offload.shutdown()
     assert job.state is JobState.SUCCEEDED
+
+
+def test_arguments_shown_only_for_tasks_that_opt_in(app: Flask, serve: t.Any) -> None:
+    from flask_offload.dashboard import public_args
+
+    app.config["OFFLOAD_DASHBOARD"] = True
+    offload = Offload(app)
+    offload.authorize(lambda job: True)
+
+    @public_args
+    @offload.task
+    def export(month: str, *, fmt: str, client: object = None) -> None:
+        return None
+
+    @offload.task
+    def secret(token: str) -> None:
+        return None
+
+    @app.post("/go")
+    def go() -> dict[str, str]:
+        shown = export.submit("2025-01", fmt="csv", client=object())
+        hidden = secret.submit("s3cr3t-token-value")
+        return {"shown": shown.id, "hidden": hidden.id}
+
+    server = serve(app)
+    ids = server.post("/go").json()
+    with app.app_context():
+        assert offload.join(10)
+    shown = server.get(f"/offload/jobs/{ids['shown']}").json()
+    assert shown["args"]["args"] == ["2025-01"]
+    assert shown["args"]["kwargs"]["fmt"] == "csv"
+    assert shown["args"]["kwargs"]["client"].startswith("<object object at")
+    hidden = server.get(f"/offload/jobs/{ids['hidden']}").json()
+    assert "args" not in hidden
+    page = server.get("/offload/").text
+    assert "2025-01" in page
+    for response in (server.get("/offload/"), server.get("/offload/jobs")):
+        assert "s3cr3t-token-value" not in response.text
+    with app.app_context():
+        offload.shutdown()

@@ -22,6 +22,8 @@ from .errors import NotRegistered
 from .jobs import Job
 from .jobs import JobRegistry
 from .jobs import JobState
+from .jobs import PUBLIC_ARGS_ATTR
+from .jobs import public_args_copy
 from .signals import job_submitted
 from .snapshot import caller_site
 from .snapshot import capture
@@ -374,6 +376,8 @@ class Offload:
                 site=caller_site(),
             )
             job = Job(name, app=app, site=snapshot.site, snapshot=snapshot)
+            if getattr(func, PUBLIC_ARGS_ATTR, False):
+                job.public_args = public_args_copy(args, kwargs)
             snapshot.acquire()
         except BaseException:
             backend.unreserve()

@@ -127,6 +127,7 @@ class Job:
         "cancel_requested",
         "snapshot",
         "user_id",
+        "public_args",
         "_site",
         "_done",
         "_event",
@@ -169,6 +170,9 @@ class Job:
         #: submit time (``None`` if nobody was logged in). Kept after the job
         #: ends, for :meth:`Offload.authorize` callbacks.
         self.user_id: str | None = None
+        #: A JSON copy of the arguments, kept only for tasks marked with
+        #: :func:`flask_offload.dashboard.public_args`; otherwise ``None``.
+        self.public_args: dict[str, t.Any] | None = None
         if snapshot is not None and snapshot.session:
             uid = snapshot.session.get("_user_id")
             self.user_id = None if uid is None else str(uid)
@@ -378,6 +382,27 @@ class Job:
             logger.exception(
                 "A receiver of %s failed for job %s.", signal.name, self.id
             )
+
+
+#: Set on a function whose jobs keep a copy of their arguments for display.
+PUBLIC_ARGS_ATTR = "__offload_public_args__"
+_MAX_ARGS_JSON = 4096
+
+
+def public_args_copy(
+    args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
+) -> dict[str, t.Any]:
+    """A JSON-safe copy of a job's arguments for display: values that are
+    not JSON are shown by their ``repr``, and a copy longer than 4 KiB as
+    JSON is cut to a note saying so.
+    """
+    import json
+
+    text = json.dumps({"args": list(args), "kwargs": kwargs}, default=repr)
+    if len(text) > _MAX_ARGS_JSON:
+        return {"truncated": f"The arguments are {len(text)} bytes as JSON; not shown."}
+    data: dict[str, t.Any] = json.loads(text)
+    return data
 
 
 _cv_job: ContextVar[Job] = ContextVar("flask_offload.job")

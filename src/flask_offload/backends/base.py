@@ -89,13 +89,20 @@ def run_job(
     except JobCancelled as e:
         job._finish(JobState.CANCELLED, exc=e)
     except BaseException as e:
-        logger.error(
-            "Job %s (%s) submitted from %s failed.",
-            job.id,
-            job.name,
-            job.submitted_from,
-            exc_info=e,
-        )
+        log_failure(job, e)
         job._finish(JobState.FAILED, exc=e)
     else:
         job._finish(JobState.SUCCEEDED, result)
+
+
+def log_failure(job: Job, exc: BaseException) -> None:
+    """Log a failed job on the ``flask_offload`` logger, with its id, name and
+    submit site: a job that raises is never silent.
+    """
+    logger.error(
+        "Job %s (%s) submitted from %s failed.",
+        job.id,
+        job.name,
+        job.submitted_from,
+        exc_info=exc,
+    )

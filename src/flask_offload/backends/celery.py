@@ -69,6 +69,7 @@ from ..storage import HashingReader
 from ..storage import Storage
 from ..storage import storage_for
 from .base import Backend
+from .base import log_failure
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from ..extension import Offload
@@ -557,13 +558,7 @@ class CeleryBackend(Backend):
                 job._finish(JobState.CANCELLED, exc=e)
                 raise
             except BaseException as e:
-                logger.error(
-                    "Job %s (%s) submitted from %s failed.",
-                    job.id,
-                    job.name,
-                    job.submitted_from,
-                    exc_info=e,
-                )
+                log_failure(job, e)
                 job._finish(JobState.FAILED, exc=e)
                 raise
             job._finish(JobState.SUCCEEDED, result)

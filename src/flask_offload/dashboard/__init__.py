@@ -39,6 +39,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..jobs import Job
 from ..jobs import JobState
+from ..jobs import PUBLIC_ARGS_ATTR
 from ..tasks import Task
 from ..tasks import task_name
 
@@ -112,6 +113,34 @@ def public_result(task: F) -> F:
     return task
 
 
+def public_args(task: F) -> F:
+    """Show the arguments of a task's jobs in their status and on the
+    dashboard. Hidden by default: arguments may be secret.
+
+    .. code-block:: python
+
+        from flask_offload.dashboard import public_args
+
+        @public_args
+        @offload.task
+        def build_export(month):
+            ...
+
+    The job keeps a JSON copy of its arguments taken at submit (values that
+    are not JSON shown by their ``repr``, at most 4 KiB). Works above or
+    below ``@offload.task``, and on plain functions given to
+    ``offload.submit``. Mark the task before jobs are submitted.
+    """
+    target = task.fn if isinstance(task, Task) else task
+    try:
+        setattr(target, PUBLIC_ARGS_ATTR, True)
+    except (AttributeError, TypeError):  # pragma: no cover - builtins, slots
+        raise TypeError(
+            f"Cannot mark {target!r} with public_args: wrap it in a function first."
+        ) from None
+    return task
+
+
 def _is_public(offload: Offload, job: Job) -> bool:
     if job.name in _public_names:
         return True
@@ -159,6 +188,8 @@ def job_status_data(offload: Offload, job: Job) -> dict[str, t.Any]:
     data["cancellable"] = job.state in (JobState.PENDING, JobState.RUNNING)
     data["url"] = url_for("offload.job_status", job_id=job.id)
     data["cancel_url"] = url_for("offload.cancel_job", job_id=job.id)
+    if job.public_args is not None:
+        data["args"] = job.public_args
     shown, result = _public_value(offload, job)
     if shown:
         data["result"] = result

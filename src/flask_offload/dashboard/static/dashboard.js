@@ -109,6 +109,11 @@
     else if (bar.getAttribute("value") !== String(value)) bar.value = value;
     setText(field(row, "percent"), percent(job));
     setText(field(row, "message"), job.message || "");
+    const args = field(row, "args");
+    if (args && "args" in job) {
+      setText(args, JSON.stringify(job.args));
+      args.hidden = false;
+    }
     const error = field(row, "error");
     setText(error, job.error ? job.error.type + ": " + job.error.message : "");
     error.hidden = !job.error;
