@@ -16,9 +16,6 @@ import pstats
 import statistics
 import time
 import typing as t
-import uuid
-from datetime import datetime
-from datetime import timezone
 
 from flask import copy_current_request_context
 from flask import Flask
@@ -80,6 +77,7 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
     from flask_offload.backends.base import run_job
     from flask_offload.jobs import Job
     from flask_offload.jobs import JobRegistry
+    from flask_offload.jobs import new_job_id
     from flask_offload.tasks import task_name
 
     app = Flask("bench_pieces")
@@ -150,13 +148,7 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
             piece(
                 "submit", "  Job(...), whole", lambda: Job("m.noop", app=app, site=site)
             )
-            piece("submit", "    Job: uuid.uuid4().hex", lambda: uuid.uuid4().hex)
-            piece(
-                "submit",
-                "    Job: datetime.now(timezone.utc)",
-                lambda: datetime.now(timezone.utc),
-            )
-            piece("submit", "    Job: threading.Event()", __import__("threading").Event)
+            piece("submit", "    Job: new_job_id()", new_job_id)
             jobs = [Job("m.noop", app=app, site=site) for _ in range(n * 5)]
             it = iter(jobs)
             piece("submit", "  registry.add(job)", lambda: registry.add(next(it)))
@@ -219,18 +211,25 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
 
         piece(
             "replay",
-            "  RequestContext(...) (url adapter bind)",
-            lambda: compat.request_job_context(app, req, sess),
+            "  job context, routing cached per request (as replay makes it)",
+            lambda: compat.request_job_context(app, req, sess, data.routing),
+        )
+        piece(
+            "replay",
+            "  job context, routing computed (url adapter bind + match)",
+            lambda: compat.request_job_context(app, req, sess, [None]),
         )
 
         def push_pop() -> None:
-            c = compat.request_job_context(app, data.make_request(app, 0), sess)
+            c = compat.request_job_context(
+                app, data.make_request(app, 0), sess, data.routing
+            )
             c.push()
             c.pop(None)
 
         piece(
             "replay",
-            "  ctx+request construction + push + pop (match, teardown)",
+            "  request construction + context push + pop (teardown)",
             push_pop,
         )
         piece(
