@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint types docs unit bench clean
+.PHONY: demo test lint types docs unit bench clean test-flask-dev
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) docs/_build
+
+# The suite against a Flask source checkout, such as Flask's main branch
+# (3.2, merged app and request contexts): make test-flask-dev FLASK_SRC=../flask
+test-flask-dev:
+	@test -n "$(FLASK_SRC)" || { echo "Set FLASK_SRC to a Flask source checkout."; exit 2; }
+	$(PYTHON) -m venv .venv-flask-dev
+	.venv-flask-dev/bin/python -m pip install -q -e '.[dev,celery,s3]'
+	.venv-flask-dev/bin/python -m pip install -q --force-reinstall --no-deps $(FLASK_SRC)
+	.venv-flask-dev/bin/python -m pytest $(PYTEST_ARGS)
