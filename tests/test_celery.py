@@ -15,6 +15,7 @@ import pytest
 from flask import Flask
 from itsdangerous import URLSafeTimedSerializer
 
+from flask_offload import JobCancelled
 from flask_offload import JobState
 from flask_offload import NotRegistered
 from flask_offload import SnapshotError
@@ -524,6 +525,26 @@ def test_sweep_removes_old_orphans(tmp_path: t.Any) -> None:
 def test_redis_is_used_when_reachable(config: dict[str, t.Any]) -> None:
     kind = transport(config["OFFLOAD_CELERY"])
     assert kind == ("redis" if reachable("127.0.0.1", 6379) else "filesystem")
+
+
+def test_cancel_a_running_job_from_another_process(
+    capp: Flask, other_app: Flask, worker: Worker
+) -> None:
+    """The dashboard's cancel: a process that did not submit the job asks the
+    running job to stop; the job sees current_job.cancel_requested.
+    """
+    folder = capp.config["OFFLOAD_TEST_DIR"]
+    with capp.app_context():
+        job = support.stoppable.submit("stop-me")
+    wait_for(lambda: os.path.exists(os.path.join(folder, "stop-me.started")))
+    with other_app.app_context():
+        running = support.offload.get_job(job.id)
+        assert running is not None and running.state is JobState.RUNNING
+        assert running.cancel() is False  # running: a request, not a revoke
+        assert running.cancel_requested
+    with pytest.raises(JobCancelled, match="stop-me stopped on request"):
+        job.result(20)
+    assert fetch(other_app, job.id).state is JobState.CANCELLED
 
 
 # Celery's Redis result backend stores REVOKED with redis-py's deprecated setex.

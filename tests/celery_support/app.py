@@ -119,6 +119,22 @@ def progress_then_wait(name: str) -> str:
 
 
 @offload.task
+def stoppable(name: str) -> str:
+    """Work until cancelled (checking as long jobs should), 30 s at most."""
+    import time
+
+    from flask_offload import JobCancelled
+
+    open(marker(name + ".started"), "w").close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if current_job.cancel_requested:
+            raise JobCancelled(f"{name} stopped on request")
+        time.sleep(0.02)
+    return "never cancelled"
+
+
+@offload.task
 def slow(name: str) -> str:
     """Announce the start (once per delivery), then wait for ``<name>.go``."""
     import time

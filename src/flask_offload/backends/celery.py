@@ -756,14 +756,41 @@ class _OffloadTask(CeleryTask):  # type: ignore[misc]
 # -- jobs ----------------------------------------------------------------------
 
 _STATE = t.cast(t.Any, Job.__dict__["state"])
+_CANCEL = t.cast(t.Any, Job.__dict__["cancel_requested"])
+#: How often a running job looks for a cancel request, at most.
+CANCEL_CHECK_INTERVAL = 0.25
 _apply_lock = threading.Lock()
 
 
 class WorkerJob(Job):
-    """The job as the worker runs it: progress goes to the result backend."""
+    """The job as the worker runs it: progress goes to the result backend,
+    and a cancel request made in any process is read from there.
+    """
 
-    __slots__ = ("_task",)
+    __slots__ = ("_task", "_next_cancel_check")
     _task: t.Any
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether someone asked the job to stop, in this or another process
+        (looked up at most every :data:`CANCEL_CHECK_INTERVAL` seconds).
+        """
+        if _CANCEL.__get__(self, Job):
+            return True
+        task = getattr(self, "_task", None)
+        now = time.monotonic()
+        if task is None or now < getattr(self, "_next_cancel_check", 0.0):
+            return False
+        self._next_cancel_check = now + CANCEL_CHECK_INTERVAL
+        info = task._offload_backend._read_info(self.id) or {}
+        if info.get("cancel_requested"):
+            _CANCEL.__set__(self, True)
+            return True
+        return False
+
+    @cancel_requested.setter
+    def cancel_requested(self, value: bool) -> None:
+        _CANCEL.__set__(self, value)
 
     def meta(self) -> dict[str, t.Any]:
         return {
@@ -844,13 +871,17 @@ class CeleryJob(Job):
 
     def cancel(self) -> bool:
         """Revoke the job if no worker started it yet (workers running now
-        skip it). A running Celery job cannot be asked to stop: ``False``.
+        skip it). For a running job, record a cancel request the worker sees
+        as ``current_job.cancel_requested``, and return ``False``.
         """
         state = self.state
         if state.finished:
             return state is JobState.CANCELLED
         if state is JobState.RUNNING:
             self.cancel_requested = True
+            backend = self._backend()
+            if backend is not None:
+                backend._write_info(self.id, {"cancel_requested": True})
             return False
         backend = self._backend()
         if backend is None:
