@@ -352,8 +352,10 @@ class CeleryBackend(Backend):
         kwargs: t.Any,
         delay: float = 0.0,
     ) -> str:
-        """Sign (and with ``OFFLOAD_CARRY_CREDENTIALS`` encrypt) a snapshot for
-        one message, bound to its task id, name and arguments.
+        """Encrypt and sign a snapshot for one message, bound to its task id,
+        name and arguments. Always encrypted: besides headers it holds form
+        fields (a password), the query string (a reset token) and the session,
+        which must not sit in the broker in clear text.
 
         :param delay: Seconds before the task may run (countdown, eta),
             added to ``OFFLOAD_SNAPSHOT_MAX_AGE`` for the expiry.
@@ -368,11 +370,8 @@ class CeleryBackend(Backend):
             "iat": now,
             "exp": now + self.settings.snapshot_max_age + max(0.0, delay),
         }
-        if self.settings.carry_credentials:
-            raw = json.dumps(wire, separators=(",", ":")).encode()
-            payload["enc"] = signing.encrypt(app, raw)
-        else:
-            payload["snap"] = wire
+        raw = json.dumps(wire, separators=(",", ":")).encode()
+        payload["enc"] = signing.encrypt(app, raw)
         token = signing.sign(app, payload)
         if len(token) > MAX_HEADER_SIZE:
             raise SnapshotError(
