@@ -533,6 +533,24 @@ def test_redis_is_used_when_reachable(config: dict[str, t.Any]) -> None:
     assert kind == ("redis" if reachable("127.0.0.1", 6379) else "filesystem")
 
 
+def test_join_waits_for_jobs_sent_to_workers(
+    capp: Flask, worker: Worker, serve: t.Any
+) -> None:
+    """offload.join() waits for Celery jobs this process sent, even when the
+    view that submitted them kept no handle.
+    """
+    folder = capp.config["OFFLOAD_TEST_DIR"]
+    server = serve(capp)
+    job_id = server.post("/submit-task/slow", json=["joined"]).json()["id"]
+    wait_for(lambda: os.path.exists(os.path.join(folder, "joined.jsonl")))
+    with capp.app_context():
+        assert support.offload.join(0.2) is False  # held by the test
+        open(os.path.join(folder, "joined.go"), "w").close()
+        assert support.offload.join(20) is True
+        job = support.offload.get_job(job_id)
+        assert job is not None and job.state is JobState.SUCCEEDED
+
+
 def test_cancel_a_running_job_from_another_process(
     capp: Flask, other_app: Flask, worker: Worker
 ) -> None:

@@ -490,12 +490,7 @@ class Offload:
         :param timeout: Seconds to wait at most, in all.
         :return: ``False`` if some job was still unfinished at the timeout.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for state in self._states_here():
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not state.registry.join(left):
-                return False
-        return True
+        return join_states(self._states_here(), timeout)
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
         """Stop accepting jobs, and with ``wait`` let queued and running jobs
@@ -505,6 +500,26 @@ class Offload:
         """
         for state in self._states_here():
             _shutdown_state(state, wait, timeout)
+
+
+def join_states(states: t.Iterable[_AppState], timeout: float | None) -> bool:
+    """Wait until every job the given apps know is done. ``False`` at the
+    timeout (seconds in all; ``None`` waits forever).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    for state in states:
+        if not state.registry.join(left()):
+            return False
+        # Jobs sent to other processes (Celery) stay in the registry, their
+        # state read from the result backend: wait for those too.
+        for job in state.registry.recent():
+            if not job.done() and not job.wait(left()):
+                return False
+    return True
 
 
 def _shutdown_state(state: _AppState, wait: bool, timeout: float | None) -> None:

@@ -77,14 +77,7 @@ def offload_join() -> t.Iterator[t.Callable[[float | None], bool]]:
     from . import extension
 
     def join(timeout: float | None = 10.0) -> bool:
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for state in list(extension._live_states):
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not state.registry.join(left):
-                return False
-        return True
+        return extension.join_states(list(extension._live_states), timeout)
 
     yield join
     _check_no_leaks()
