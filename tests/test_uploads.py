@@ -14,6 +14,7 @@ from flask import Flask
 from flask import request
 
 from flask_offload import carry
+from flask_offload import compat
 from flask_offload import Offload
 
 from .conftest import LiveServer
@@ -221,3 +222,47 @@ def test_cancelled_job_releases_upload(
         with app.app_context():
             offload.join(10)
             offload.shutdown()
+
+
+@pytest.mark.parametrize("procfs", [True, False], ids=["procfs", "no-procfs"])
+def test_jobs_reading_in_lockstep_keep_their_own_offsets(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    monkeypatch: pytest.MonkeyPatch,
+    procfs: bool,
+) -> None:
+    """Two jobs read one upload chunk by chunk, alternating: neither moves the
+    other's position, with procfs (Linux) or with the portable fallback.
+    """
+    monkeypatch.setattr(compat, "HAS_PROC_FD", procfs)
+    turn = threading.Barrier(2, timeout=10)
+    hold = threading.Event()
+
+    def job() -> str:
+        assert hold.wait(10)
+        f = request.files["file"]
+        digest = hashlib.sha256()
+        for _ in range(LARGE // 65536 + 1):
+            turn.wait()  # the other job reads between two of our reads
+            digest.update(f.read(65536))
+        return digest.hexdigest()
+
+    @app.post("/lockstep")
+    def lockstep() -> dict[str, list[str]]:
+        request.files["file"].read(1000)  # and the view moved its own handle
+        return {"ids": [offload.submit(job).id, offload.submit(job).id]}
+
+    server = serve(app)
+    payload = os.urandom(LARGE)
+    temp_before = deleted_files()
+    fds_before = open_fds()
+    r = server.post("/lockstep", files={"file": ("a.bin", payload)})
+    hold.set()
+    with app.app_context():
+        results = [offload.get_job(i).result(20) for i in r.json()["ids"]]  # type: ignore[union-attr]
+    assert results == [hashlib.sha256(payload).hexdigest()] * 2
+    server.wait_idle()
+    assert deleted_files() - temp_before == set()
+    leaked = {fd: _target(fd) for fd in open_fds() - fds_before if not _is_socket(fd)}
+    assert leaked == {}

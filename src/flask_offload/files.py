@@ -5,8 +5,10 @@ When a job is submitted, each file in ``request.files`` becomes an
 an *anchor* descriptor is opened on the same (unlinked) inode, and every
 replay opens its own handle from the anchor, with its own offset, so a job
 reads from the start however the view moved its own handle, and closing a
-job's handle never closes the view's file. A file held in memory (at most
-Werkzeug's 500 KiB spool size) is copied.
+job's handle never closes the view's file. On Linux each handle is a new
+open of the inode through procfs; elsewhere handles are duplicates read with
+``pread`` at their own positions, which never move the shared offset. A file
+held in memory (at most Werkzeug's 500 KiB spool size) is copied.
 
 Anchors are closed by reference count when the last holder (the request
 itself, a job, a ``carry`` wrapper, a snapshot rebuilt from JSON that refers
@@ -26,6 +28,48 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.datastructures import Headers
 
 from . import compat
+
+
+class _PositionalReader(io.RawIOBase):
+    """Reads a descriptor with ``pread`` at its own position, never moving the
+    descriptor's offset, which duplicates share. Where procfs cannot give
+    each handle its own open file, this keeps handles independent.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: t.Any) -> int:
+        data = os.pread(self._fd, len(buffer), self._pos)
+        n = len(data)
+        buffer[:n] = data
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            offset += os.fstat(self._fd).st_size
+        if offset < 0:
+            raise ValueError(f"Negative seek position {offset}.")
+        self._pos = offset
+        return offset
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
 
 
 class UploadedFile:
@@ -74,12 +118,18 @@ class UploadedFile:
         if kind == "bytes":
             data = bytes(obj)
             return cls(*args, data=data, size=len(data))
-        if kind == "file" and compat.HAS_PROC_FD:
-            fd = os.open(f"/proc/self/fd/{obj.fileno()}", os.O_RDONLY | os.O_CLOEXEC)
+        if kind == "file":
+            if compat.HAS_PROC_FD:
+                fd = os.open(
+                    f"/proc/self/fd/{obj.fileno()}", os.O_RDONLY | os.O_CLOEXEC
+                )
+            else:
+                # No procfs: a duplicate shares the view's offset, so handles
+                # made from it read with pread at their own positions.
+                fd = os.dup(obj.fileno())
             return cls(*args, fd=fd, size=os.fstat(fd).st_size)
-        # A stream we cannot re-open (custom stream factory, or no procfs):
-        # copy it into a private unlinked temporary file, keeping the view's
-        # position as it was.
+        # A stream with no descriptor (a custom stream factory): copy it into
+        # a private unlinked temporary file, keeping the view's position.
         stream = storage.stream
         pos = stream.tell()
         stream.seek(0)
@@ -112,9 +162,9 @@ class UploadedFile:
                     fd = os.open(
                         f"/proc/self/fd/{self._fd}", os.O_RDONLY | os.O_CLOEXEC
                     )
-                else:  # pragma: no cover - the copy fallback shares no offset
-                    fd = os.dup(self._fd)
-            stream = open(fd, "rb")
+                    stream = open(fd, "rb")
+                else:
+                    stream = io.BufferedReader(_PositionalReader(os.dup(self._fd)))
         return FileStorage(
             stream=stream,
             filename=self.filename,
