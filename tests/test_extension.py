@@ -180,3 +180,16 @@ def test_all_matches_public_names() -> None:
     assert len(flask_offload.__all__) == len(set(flask_offload.__all__))
     for name in flask_offload.__all__:
         assert getattr(flask_offload, name) is not None
+
+
+def test_submit_and_carry_refuse_what_is_not_callable(
+    app: Flask, offload: Offload
+) -> None:
+    from flask_offload import carry
+
+    with app.app_context():
+        with pytest.raises(TypeError, match="needs a function to run, not 42"):
+            offload.submit(42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="'carry' needs a function to wrap"):
+            carry("report")  # type: ignore[arg-type]
+        assert offload.jobs() == []  # nothing half-submitted

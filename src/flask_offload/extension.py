@@ -360,6 +360,12 @@ class Offload:
         backend = state.current_backend(app.name)
         if isinstance(fn, Task):
             name, func = fn.name, fn.fn
+        elif not callable(fn):
+            raise TypeError(
+                f"'offload.submit' needs a function to run, not {fn!r}. Pass the"
+                " function itself and its arguments after it:"
+                " offload.submit(fn, arg1, key=value)."
+            )
         else:
             if backend.name == "celery":
                 raise NotRegistered(

@@ -58,6 +58,11 @@ def carry(fn: t.Callable[P, R]) -> t.Callable[P, R]:
 
     :raises RuntimeError: No app context is active.
     """
+    if not callable(fn):
+        raise TypeError(
+            f"'carry' needs a function to wrap, not {fn!r}: carry(fn), then call"
+            " the result (or give it to a thread or pool) with the arguments."
+        )
     if not has_app_context():
         raise RuntimeError(
             "'carry' can only be used when an application or request context is"
