@@ -203,3 +203,45 @@ def test_existing_sigterm_handler_is_kept(tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "True"
+
+
+FORK = """
+import os
+from flask import Flask
+from flask_offload import Offload
+
+app = Flask("fork")
+offload = Offload(app)
+with app.app_context():
+    first = offload.submit(int, "1")
+    assert first.result(5) == 1  # the parent has a worker thread now
+    parked = offload.submit(__import__("time").sleep, 0.3)  # still queued or running
+pid = os.fork()
+if pid == 0:
+    # gunicorn --preload forks workers like this: the child has no threads.
+    with app.app_context():
+        job = offload.submit(int, "2")
+        ok = job.wait(5) and job.result() == 2
+        known = offload.jobs()
+    print("child", "ran" if ok else "HUNG", len(known), flush=True)
+    os._exit(0 if ok and known == [job] else 1)
+_, status = os.waitpid(pid, 0)
+with app.app_context():
+    assert parked.wait(5)
+print("parent ok", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_runs_its_own_jobs(tmp_path: Path) -> None:
+    """gunicorn --preload: jobs ran in the master before the fork; a worker
+    still runs its own jobs, and knows none of the master's.
+    """
+    script = tmp_path / "fork.py"
+    script.write_text(FORK)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "child ran 1" in out.stdout
+    assert "parent ok 0" in out.stdout

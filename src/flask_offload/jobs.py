@@ -41,8 +41,12 @@ _id_pos = 0
 
 
 def _reset_ids() -> None:
-    global _id_buf, _id_pos
+    # In a forked child: never hand out the parent's ids again, and never
+    # inherit a lock another thread of the parent held at the fork.
+    global _id_buf, _id_pos, _id_lock, _state_lock
     _id_buf, _id_pos = b"", 0
+    _id_lock = threading.Lock()
+    _state_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -418,6 +422,18 @@ current_job: Job = LocalProxy(  # type: ignore[assignment]
 )
 
 
+_registries: weakref.WeakSet[JobRegistry] = weakref.WeakSet()
+
+
+def _reset_registries_after_fork() -> None:
+    for registry in list(_registries):
+        registry._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_registries_after_fork)
+
+
 class JobRegistry:
     """The jobs one app knows about: all unfinished ones, and finished ones
     until they are older than ``ttl`` seconds or more than ``max_finished``
@@ -427,6 +443,13 @@ class JobRegistry:
     def __init__(self, ttl: float, max_finished: int) -> None:
         self.ttl = ttl
         self.max_finished = max_finished
+        self._reset()
+        _registries.add(self)
+
+    def _reset(self) -> None:
+        """Empty: at creation, and in a forked child, which runs none of the
+        parent's jobs and must not wait for them.
+        """
         self._jobs: dict[str, Job] = {}
         self._finished: deque[Job] = deque()
         self._unfinished = 0

@@ -435,6 +435,15 @@ _cv_replay: contextvars.ContextVar[_ReplayMark] = contextvars.ContextVar(
 
 _active_lock = threading.Lock()
 _active = 0
+
+
+def _after_fork_in_child() -> None:
+    global _active_lock, _active
+    _active_lock, _active = threading.Lock(), 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 _warned_session: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 

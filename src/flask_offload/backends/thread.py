@@ -8,9 +8,11 @@ exit and on SIGTERM is done explicitly by the extension, for at most
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 import typing as t
+import weakref
 
 from ..errors import QueueFull
 from .base import Backend
@@ -26,6 +28,18 @@ _Item = tuple[
     "Flask", "Job", t.Callable[..., t.Any], tuple[t.Any, ...], dict[str, t.Any]
 ]
 _counter = itertools.count()
+_backends: weakref.WeakSet[ThreadBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (gunicorn --preload) has none of the parent's threads:
+    # start from an empty pool, or new jobs would wait for dead workers.
+    for backend in list(_backends):
+        backend._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class ThreadBackend(Backend):
@@ -33,19 +47,26 @@ class ThreadBackend(Backend):
 
     def __init__(self, settings: Settings, app_name: str) -> None:
         super().__init__(settings, app_name)
+        self._max_queue = settings.max_queue
+        self._block = settings.queue_full == "block"
+        self._closed = False
+        self._prefix = f"flask-offload-{app_name}-{next(_counter)}"
+        self._reset()
+        _backends.add(self)
+
+    def _reset(self) -> None:
+        """An empty pool: at creation, and in a forked child, where the
+        parent's threads do not exist and its queued jobs are the parent's.
+        """
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         # Jobs queued and not yet taken by a worker, bounded by max_queue. A
         # counter under a C lock is several times cheaper than a Semaphore.
-        self._max_queue = settings.max_queue
         self._queued = 0
         self._queued_lock = threading.Lock()
         self._queue_freed = threading.Condition(self._queued_lock)
-        self._block = settings.queue_full == "block"
         self._idle = threading.Semaphore(0)
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._closed = False
-        self._prefix = f"flask-offload-{app_name}-{next(_counter)}"
 
     def reserve(self) -> None:
         if self._closed:
