@@ -452,11 +452,6 @@ def active_replays() -> int:
     return _active
 
 
-def in_replay() -> bool:
-    """Whether the current code runs in a replayed (job or carried) context."""
-    return _cv_replay.get(None) is not None
-
-
 def skip_teardown_request() -> bool:
     """Whether Flask's request teardown must be skipped here: inside a job,
     unless ``OFFLOAD_JOB_TEARDOWN_REQUEST`` asked for it.
