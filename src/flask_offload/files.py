@@ -80,7 +80,7 @@ class UploadedFile:
         "filename",
         "content_type",
         "headers",
-        "size",
+        "_size",
         "_fd",
         "_data",
         "_lock",
@@ -97,13 +97,13 @@ class UploadedFile:
         *,
         fd: int | None = None,
         data: bytes | None = None,
-        size: int,
+        size: int | None = None,
     ) -> None:
         self.field = field
         self.filename = filename
         self.content_type = content_type
         self.headers = headers
-        self.size = size
+        self._size = size
         self._fd = fd
         self._data = data
         self._lock = threading.Lock()
@@ -119,15 +119,11 @@ class UploadedFile:
             data = bytes(obj)
             return cls(*args, data=data, size=len(data))
         if kind == "file":
-            if compat.HAS_PROC_FD:
-                fd = os.open(
-                    f"/proc/self/fd/{obj.fileno()}", os.O_RDONLY | os.O_CLOEXEC
-                )
-            else:
-                # No procfs: a duplicate shares the view's offset, so handles
-                # made from it read with pread at their own positions.
-                fd = os.dup(obj.fileno())
-            return cls(*args, fd=fd, size=os.fstat(fd).st_size)
+            # The anchor is a duplicate: it shares the view's offset, but
+            # nothing ever reads through it. Handles opened from it have their
+            # own (procfs, or pread elsewhere). Cheap in the view: no path
+            # lookup, and the size is taken when a job first needs it.
+            return cls(*args, fd=os.dup(obj.fileno()))
         # A stream with no descriptor (a custom stream factory): copy it into
         # a private unlinked temporary file, keeping the view's position.
         stream = storage.stream
@@ -141,6 +137,19 @@ class UploadedFile:
         fd = os.dup(tmp.fileno())
         tmp.close()
         return cls(*args, fd=fd, size=os.fstat(fd).st_size)
+
+    @property
+    def size(self) -> int:
+        """The file's size in bytes."""
+        size = self._size
+        if size is None:
+            with self._lock:
+                if self._fd is None:
+                    raise ValueError(
+                        f"The upload {self.filename!r} was already released."
+                    )
+                size = self._size = os.fstat(self._fd).st_size
+        return size
 
     def open(self) -> FileStorage:
         """A new :class:`FileStorage` with its own handle, positioned at 0.
