@@ -259,7 +259,8 @@ def run(quick: bool = False) -> Result:
             " job's sha256 checked.",
             "Files up to 500 KiB are held in memory by werkzeug and copied by"
             " Flask-Offload; larger ones are spooled to disk and handed off by"
-            " re-opening the spooled file (no copy).",
+            " duplicating the descriptor (no copy, no read); each job opens its"
+            " own handle. Jobs wait until the view has taken its timing.",
         ],
         data={"median_us": med, "parse_us": parse_by_size},
     )
