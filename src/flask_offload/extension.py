@@ -381,7 +381,9 @@ class Offload:
                 max_body_size=settings.max_body_size,
                 site=caller_site(),
             )
-            job = Job(name, app=app, site=snapshot.site, snapshot=snapshot)
+            job = backend.job_class(
+                name, app=app, site=snapshot.site, snapshot=snapshot
+            )
             if getattr(func, PUBLIC_ARGS_ATTR, False):
                 job.public_args = public_args_copy(args, kwargs)
             snapshot.acquire()

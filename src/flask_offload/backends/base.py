@@ -23,6 +23,8 @@ class Backend:
     """Runs jobs for one app. Subclasses implement :meth:`enqueue`."""
 
     name = "base"
+    #: The class of the jobs :meth:`Offload.submit` makes for this backend.
+    job_class: type[Job] = Job
 
     def __init__(self, settings: Settings, app_name: str) -> None:
         self.settings = settings

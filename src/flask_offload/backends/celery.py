@@ -295,7 +295,8 @@ class CeleryBackend(Backend):
         if snapshot is not None:
             snapshot.release()
         registry, job._registry = job._registry, None
-        job.__class__ = CeleryJob
+        if isinstance(job, CeleryJob):
+            job._sent = True
         if registry is not None:
             registry._job_done(job)
 
@@ -711,6 +712,7 @@ class CeleryBackend(Backend):
             app=self.app,
             id=job_id,
         )
+        job._sent = True
         job.user_id = info.get("user_id")
         submitted = _parse_time(info.get("submitted_at"))
         if submitted is not None:
@@ -809,16 +811,21 @@ class WorkerJob(Job):
 
 
 class CeleryJob(Job):
-    """A job sent to Celery, as seen from any other process: its state,
-    progress, result and error are read from the result backend on access.
+    """A job for Celery, as seen from any process but the worker's: once sent,
+    its state, progress, result and error are read from the result backend
+    on access.
     """
 
-    __slots__ = ()
+    __slots__ = ("_sent",)
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        self._sent = False
+        super().__init__(*args, **kwargs)
 
     @property
     def state(self) -> JobState:
         state: JobState = _STATE.__get__(self, Job)
-        if not state.finished:
+        if self._sent and not state.finished:
             self.refresh()
             state = _STATE.__get__(self, Job)
         return state
@@ -833,7 +840,7 @@ class CeleryJob(Job):
 
     def refresh(self) -> None:
         """Read the job's state from the result backend."""
-        if self._done:
+        if self._done or not self._sent:
             return
         backend = self._backend()
         if backend is not None:
@@ -890,6 +897,9 @@ class CeleryJob(Job):
         self.cancel_requested = True
         self.refresh()
         return True
+
+
+CeleryBackend.job_class = CeleryJob
 
 
 def _set_started(job: Job, value: t.Any) -> None:
