@@ -54,7 +54,19 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 
 @pytest.mark.parametrize(
     "name",
-    ["seed", "entries", "follow", "safe", "appctx", "misuse", "misc", "regress"],
+    [
+        "seed",
+        "entries",
+        "follow",
+        "safe",
+        "appctx",
+        "misuse",
+        "misc",
+        "regress",
+        "aliases",
+        "loops",
+        "ctors",
+    ],
 )
 def test_project_findings(name: str) -> None:
     assert actual(name) == expected(name)

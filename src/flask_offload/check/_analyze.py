@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from . import _rules
+from ._model import AssignBinding
 from ._model import ClassInfo
 from ._model import Ext
+from ._model import FixedBinding
 from ._model import FunctionInfo
 from ._model import ImportBinding
 from ._model import Inst
@@ -26,6 +28,7 @@ from ._model import ModuleInfo
 from ._model import Project
 from ._model import Scope
 from ._model import Super
+from ._model import Value
 from ._names import APP_HELPERS
 from ._names import APP_VARS
 from ._names import COPY_CONTEXT
@@ -43,6 +46,9 @@ from ._names import THREAD_LIKE
 
 _PROXIES = REQUEST_VARS | APP_VARS
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+# Methods that wait for a thread or a task to finish.
+_WAITS = frozenset({"join", "result", "get", "wait"})
+_JUMPS = (ast.Return, ast.Raise, ast.Continue, ast.Break)
 _METHOD_SPAWNS = frozenset(
     {"submit", "run_in_executor", "start_background_task", "create_task", *POOL_METHODS}
 )
@@ -185,18 +191,45 @@ _SPAWN_WORDS = frozenset(
 )
 
 
-def _spawn_pattern(module: ModuleInfo) -> re.Pattern[str]:
+_SPAWN_CALLABLES = frozenset(
+    {*THREAD_LIKE, *SPAWN_FUNCS, *POOL_CLASSES, *TASK_FUNCS, COPY_CONTEXT}
+)
+
+
+def _spawn_pattern(project: Project, module: ModuleInfo) -> re.Pattern[str]:
     """A regex matching source that may start background work: the words
-    above plus every name the module imports from the modules involved.
+    above, every name the module imports from the modules involved, and its
+    global aliases of their constructors (``Later = threading.Timer``,
+    ``from .compat import Spawn``).
     """
     words = set(_SPAWN_WORDS)
     for name, bindings in module.scope.bindings.items():
         for b in bindings:
-            if isinstance(b, ImportBinding) and b.module.partition(".")[0] in (
-                PROTECTED_TOPS
+            if isinstance(b, ImportBinding):
+                if b.module.partition(".")[0] in PROTECTED_TOPS:
+                    words.add(name)
+                    break
+                if b.level == 0 and project.find_module(b.module, module) is None:
+                    # Another library: it cannot be an alias of ours.
+                    continue
+            elif not (
+                isinstance(b, AssignBinding)
+                and isinstance(b.value, (ast.Name, ast.Attribute, ast.Call))
+            ):
+                continue
+            value = project.resolve_bindings([b], module.scope)
+            if (
+                isinstance(value, Ext)
+                and not value.instance
+                and value.name in _SPAWN_CALLABLES
             ):
                 words.add(name)
+                break
     return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, words))) + r")\b")
+
+
+def _is_proxy(value: Value) -> bool:
+    return isinstance(value, Ext) and not value.instance and value.name in _PROXIES
 
 
 def _is_carry(name: str) -> bool:
@@ -285,7 +318,7 @@ class Analyzer:
             walker.stmts(module.tree.body)
         # Only bodies that may start background work are walked now; the
         # rest are walked when a call chain reaches them.
-        patterns = {id(m): _spawn_pattern(m) for m in project.modules}
+        patterns = {id(m): _spawn_pattern(project, m) for m in project.modules}
         lines = {
             id(m): m.source.decode("utf-8", "replace").splitlines()
             for m in project.modules
@@ -431,6 +464,20 @@ class _Walker:
         self._awaited: set[str] | None = None
         self.guards: frozenset[str] = frozenset()
         self.params: frozenset[str] = frozenset()
+        # Local names bound more than once, whose value depends on where in
+        # the body they are read, and their value at the current point.
+        self.tracked = frozenset(
+            name
+            for name, bindings in scope.bindings.items()
+            if len(bindings) > 1
+            and name not in scope.global_names
+            and name not in scope.nonlocal_names
+        )
+        self.local: dict[str, Value] = {}
+        # Loops (statements and comprehensions) around the current node.
+        self.loops: list[ast.AST] = []
+        # Spawning calls whose task is waited for at once.
+        self.waited: set[int] = set()
         if func is not None and not isinstance(func.node, ast.Lambda):
             args = func.node.args
             self.params = frozenset(
@@ -451,7 +498,47 @@ class _Walker:
             root = _root_name(expr)
             if root is not None and self.shadowed(root):
                 return None
-        return self.project.resolve(expr, self.scope)
+        return self.project.resolve(expr, self.scope, self.local)
+
+    def lookup(self, name: str) -> Value:
+        if name in self.local:
+            return self.local[name]
+        return self.project.lookup(name, self.scope)
+
+    # -- local names bound several times -----------------------------------
+
+    def rebind(self, target: ast.expr, value: ast.expr | None) -> None:
+        """Record the value a statement gives tracked local names."""
+        if isinstance(target, ast.Name):
+            if target.id in self.tracked:
+                self.local[target.id] = None if value is None else self.resolve(value)
+        elif (
+            isinstance(target, (ast.Tuple, ast.List))
+            and isinstance(value, (ast.Tuple, ast.List))
+            and len(target.elts) == len(value.elts)
+        ):
+            for sub, item in zip(target.elts, value.elts, strict=True):
+                self.rebind(sub, None if isinstance(item, ast.Starred) else item)
+        elif isinstance(target, (ast.Tuple, ast.List, ast.Starred)):
+            for node in ast.walk(target):
+                if isinstance(node, ast.Name):
+                    self.rebind(node, None)
+
+    def merge(self, *states: dict[str, Value]) -> None:
+        """Join the local values of branches: a name that is a context proxy
+        on any path stays one, names that differ otherwise are unknown.
+        """
+        merged: dict[str, Value] = {}
+        for name in {n for state in states for n in state}:
+            values = [state[name] for state in states if name in state]
+            proxy = next((v for v in values if _is_proxy(v)), None)
+            if proxy is not None:
+                merged[name] = proxy
+            elif all(v == values[0] for v in values):
+                merged[name] = values[0]
+            else:
+                merged[name] = None
+        self.local = merged
 
     def awaited_names(self) -> set[str]:
         if self._awaited is None:
@@ -481,6 +568,8 @@ class _Walker:
             for default in [*node.args.defaults, *node.args.kw_defaults]:
                 if default is not None:
                     self.expr(default)
+            if node.name in self.tracked:
+                self.local[node.name] = self.project.func_by_node.get(id(node))
             return
         if isinstance(node, ast.ClassDef):
             for expr in [*node.bases, *node.decorator_list]:
@@ -489,6 +578,7 @@ class _Walker:
                 self.expr(kw.value)
             # A class body runs when the class statement does.
             self.stmts(node.body)
+            self.local.pop(node.name, None)
             return
         if isinstance(node, (ast.With, ast.AsyncWith)):
             saved = self.app, self.req
@@ -497,11 +587,16 @@ class _Walker:
                 app, req = self.context_of(item.context_expr)
                 self.app = self.app or app
                 self.req = self.req or req
+                if item.optional_vars is not None and self.tracked:
+                    self.rebind(item.optional_vars, item.context_expr)
             self.stmts(node.body)
             self.app, self.req = saved
             return
         if isinstance(node, ast.If):
             self.branch(node)
+            return
+        if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
+            self.loop(node)
             return
         if isinstance(node, (ast.Try, ast.TryStar)) and any(
             _catches_runtime_error(h) for h in node.handlers
@@ -512,18 +607,25 @@ class _Walker:
             self.stmts(node.body)
             self.app, self.req = saved
             for handler in node.handlers:
-                self.stmts(handler.body)
+                self.handler(handler)
             self.stmts(node.orelse)
             self.stmts(node.finalbody)
             return
-        if (
-            isinstance(node, ast.Assign)
-            and len(node.targets) == 1
-            and isinstance(node.targets[0], ast.Name)
-            and isinstance(node.value, ast.Call)
-        ):
-            self.assigned[id(node.value)] = node.targets[0].id
         kind = type(node)
+        if kind is ast.Assign:
+            assert isinstance(node, ast.Assign)
+            targets = node.targets
+            if len(targets) == 1 and isinstance(node.value, ast.Call):
+                first = targets[0]
+                if isinstance(first, ast.Name):
+                    self.assigned[id(node.value)] = first.id
+            self.expr(node.value)
+            for target in targets:
+                if not isinstance(target, ast.Name):
+                    self.expr(target)
+                if self.tracked:
+                    self.rebind(target, node.value)
+            return
         if kind is ast.Expr or kind is ast.Return:
             value = node.value  # type: ignore[attr-defined]
             if value is not None:
@@ -538,15 +640,48 @@ class _Walker:
                     elif isinstance(item, ast.expr):
                         self.expr(item)
                     elif isinstance(item, ast.ExceptHandler):
-                        if item.type is not None:
-                            self.expr(item.type)
-                        self.stmts(item.body)
+                        self.handler(item)
                     elif isinstance(item, ast.match_case):
                         if item.guard is not None:
                             self.expr(item.guard)
                         self.stmts(item.body)
             elif isinstance(value, ast.expr):
                 self.expr(value)
+        if self.tracked:
+            if isinstance(node, ast.AnnAssign) and node.value is not None:
+                self.rebind(node.target, node.value)
+            elif isinstance(node, ast.AugAssign):
+                self.rebind(node.target, None)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    bound = alias.asname or alias.name.partition(".")[0]
+                    self.local.pop(bound, None)
+
+    def handler(self, node: ast.ExceptHandler) -> None:
+        if node.type is not None:
+            self.expr(node.type)
+        if node.name is not None and node.name in self.tracked:
+            self.local[node.name] = None
+        self.stmts(node.body)
+
+    def loop(self, node: ast.For | ast.AsyncFor | ast.While) -> None:
+        """A loop body runs any number of times, each seeing the last one's
+        local values.
+        """
+        if isinstance(node, ast.While):
+            self.expr(node.test)
+        else:
+            self.expr(node.iter)
+            self.expr(node.target)
+            if self.tracked:
+                self.rebind(node.target, None)
+        before = dict(self.local)
+        self.loops.append(node)
+        self.stmts(node.body)
+        self.loops.pop()
+        if self.tracked:
+            self.merge(before, self.local)
+        self.stmts(node.orelse)
 
     def has_context(self, expr: ast.expr) -> tuple[bool, bool]:
         """What ``has_request_context()`` / ``has_app_context()`` test."""
@@ -575,9 +710,17 @@ class _Walker:
             app, req = self.has_context(part)
             self.app, self.req = self.app or app, self.req or req
         self.guards = self.guards | guards
+        before = dict(self.local) if self.tracked else self.local
         self.stmts(node.body)
         self.app, self.req, self.guards = saved
-        self.stmts(node.orelse)
+        if self.tracked:
+            after_body = self.local
+            self.local = dict(before)
+            self.stmts(node.orelse)
+            if not (node.body and isinstance(node.body[-1], _JUMPS)):
+                self.merge(after_body, self.local)
+        else:
+            self.stmts(node.orelse)
         if (
             isinstance(test, ast.UnaryOp)
             and isinstance(test.op, ast.Not)
@@ -624,7 +767,7 @@ class _Walker:
         if kind is ast.Name:
             assert isinstance(node, ast.Name)
             if isinstance(node.ctx, ast.Load) and not self.shadowed(node.id):
-                value = self.project.lookup(node.id, self.scope)
+                value = self.lookup(node.id)
                 if isinstance(value, Ext) and value.name in _PROXIES:
                     self.access(node, node.id, value.name, False)
             return
@@ -663,12 +806,20 @@ class _Walker:
                 self.expr(gen.iter)
                 for cond in gen.ifs:
                     self.expr(cond)
+            self.loops.append(node)
             if isinstance(node, ast.DictComp):
                 self.expr(node.key)
                 self.expr(node.value)
             else:
                 self.expr(node.elt)
+            self.loops.pop()
             self.shadow.pop()
+            return
+        if kind is ast.NamedExpr:
+            assert isinstance(node, ast.NamedExpr)
+            self.expr(node.value)
+            if self.tracked:
+                self.rebind(node.target, node.value)
             return
         if kind is ast.Await:
             assert isinstance(node, ast.Await)
@@ -744,6 +895,9 @@ class _Walker:
             if isinstance(method, FunctionInfo):
                 self.edge(method, node)
         if isinstance(func, ast.Attribute):
+            if func.attr in _WAITS and isinstance(func.value, ast.Call):
+                # ``executor.submit(fn).result()`` waits for the task.
+                self.waited.add(id(func.value))
             if func.attr in _METHOD_SPAWNS and not isinstance(
                 callee, (FunctionInfo, ClassInfo)
             ):
@@ -941,7 +1095,14 @@ class _Walker:
                 )
             elif isinstance(value, FunctionInfo):
                 self.target(
-                    node, kind, arg, many=False, method=method, app=app, req=req
+                    node,
+                    kind,
+                    arg,
+                    many=False,
+                    method=method,
+                    app=app,
+                    req=req,
+                    given=True,
                 )
         if target is not None:
             self.target(node, kind, target, many=many, method=method, app=app, req=req)
@@ -956,7 +1117,12 @@ class _Walker:
         method: str,
         app: bool,
         req: bool,
+        given: bool = False,
     ) -> None:
+        """Record the function ``expr`` names as an entry point.
+
+        :param given: ``expr`` is an argument for the target, not the target.
+        """
         if isinstance(expr, ast.Call) and expr.args:
             callee = self.resolve(expr.func)
             if isinstance(callee, Ext) and callee.name == PARTIAL:
@@ -981,19 +1147,57 @@ class _Walker:
             return
         value = self.resolve(expr)
         if isinstance(value, Ext):
-            if value.name == COPY_CONTEXT and many:
-                self.shared_wrapper(node, expr, method)
+            if value.name == COPY_CONTEXT:
+                if many:
+                    self.shared_wrapper(node, expr, method)
+                elif not given:
+                    self.shared_in_loop(node, expr)
             return
         if isinstance(value, Inst):
             value = self.project.class_member(value.cls, "__call__")
         if not isinstance(value, FunctionInfo):
             return
         kinds = self.analyzer.decorator_kinds(value)
-        if "copy" in kinds and many:
-            self.shared_wrapper(node, expr, method)
+        if "copy" in kinds:
+            if many:
+                self.shared_wrapper(node, expr, method)
+            elif not given:
+                self.shared_in_loop(node, expr)
         if kinds:
             return
         self.analyzer.entries.append(Entry(value, kind, self.spawner, app, req))
+
+    def shared_in_loop(self, node: ast.Call, expr: ast.expr) -> None:
+        """OFF112 for a wrapper made before a loop that starts it on each pass."""
+        if not self.loops or not isinstance(expr, ast.Name) or id(node) in self.waited:
+            return
+        loop = self.loops[-1]
+        start = (loop.lineno, loop.col_offset)  # type: ignore[attr-defined]
+        end = (loop.end_lineno, loop.end_col_offset)  # type: ignore[attr-defined]
+        for binding in self.scope.bindings.get(expr.id, ()):
+            made: ast.AST | None = None
+            if isinstance(binding, AssignBinding):
+                made = binding.value
+            elif isinstance(binding, FixedBinding) and isinstance(
+                binding.value, FunctionInfo
+            ):
+                made = binding.value.node
+            if made is None:
+                # Where it was bound is not known.
+                return
+            if start <= (made.lineno, made.col_offset) <= end:  # type: ignore[attr-defined]
+                # Made again on each pass.
+                return
+        waiter = self.assigned.get(id(node))
+        if waiter is not None and _waits_for(loop, waiter):
+            # ``t = Thread(...); t.start(); t.join()``: one at a time.
+            return
+        self.analyzer.add(
+            self.module,
+            node,
+            "OFF112",
+            _rules.shared_in_loop(dotted(expr), dotted(node.func)),
+        )
 
     def shared_wrapper(self, node: ast.Call, expr: ast.expr, method: str) -> None:
         func = node.func
@@ -1001,6 +1205,22 @@ class _Walker:
         self.analyzer.add(
             self.module, node, "OFF112", _rules.shared_wrapper(dotted(expr), call)
         )
+
+
+def _waits_for(loop: ast.AST, name: str) -> bool:
+    """Whether a loop body calls ``name.join()`` (or ``result``, ``get``,
+    ``wait``), finishing each task before starting the next.
+    """
+    for sub in ast.walk(loop):
+        if (
+            isinstance(sub, ast.Call)
+            and isinstance(sub.func, ast.Attribute)
+            and sub.func.attr in _WAITS
+            and isinstance(sub.func.value, ast.Name)
+            and sub.func.value.id == name
+        ):
+            return True
+    return False
 
 
 def _argument(node: ast.Call, pos: int, key: str) -> ast.expr | None:

@@ -9,9 +9,11 @@ import os
 import warnings
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._names import canonical
+from ._names import PARTIAL
 from ._names import PROTECTED_TOPS
 
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
@@ -168,6 +170,10 @@ class FunctionInfo:
 
     def __repr__(self) -> str:
         return f"<function {self.qualname}>"
+
+
+#: What an expression may resolve to; ``None`` when it is not known.
+Value = Ext | Inst | Super | ClassInfo | FunctionInfo | ModuleInfo | None
 
 
 def iter_python_files(path: str) -> Iterator[str]:
@@ -401,27 +407,41 @@ class Project:
         )
 
     def resolve(
-        self, expr: ast.expr, scope: Scope
-    ) -> Ext | Inst | Super | ClassInfo | FunctionInfo | ModuleInfo | None:
+        self,
+        expr: ast.expr,
+        scope: Scope,
+        local: Mapping[str, Value] | None = None,
+    ) -> Value:
         """Statically resolve an expression to what it names, or ``None``.
 
         :param expr: A name, attribute chain or call.
         :param scope: The scope the expression appears in.
+        :param local: Values of local names at this point of the body, which
+            take precedence over their bindings (a later ``req = other()``
+            ends an earlier ``req = request``).
         """
         if isinstance(expr, ast.Name):
+            if local and expr.id in local:
+                return local[expr.id]
             return self.lookup(expr.id, scope)
         if isinstance(expr, ast.Attribute):
-            base = self.resolve(expr.value, scope)
+            base = self.resolve(expr.value, scope, local)
             return None if base is None else self.attribute(base, expr.attr)
         if isinstance(expr, ast.Call):
             func = expr.func
             if isinstance(func, ast.Name) and func.id == "super":
                 owner = self.enclosing_class(scope)
                 return Super(owner) if owner is not None else None
-            callee = self.resolve(func, scope)
+            callee = self.resolve(func, scope, local)
             if isinstance(callee, ClassInfo):
                 return Inst(callee)
             if isinstance(callee, Ext) and not callee.instance:
+                if callee.name == PARTIAL and len(expr.args) == 1:
+                    # ``functools.partial(threading.Thread, daemon=True)``
+                    # takes the same arguments as ``threading.Thread``.
+                    inner = self.resolve(expr.args[0], scope, local)
+                    if isinstance(inner, Ext) and not inner.instance:
+                        return inner
                 return Ext(callee.name, instance=True)
         return None
 
@@ -569,6 +589,16 @@ class _Builder:
                 self_name[1].attrs.setdefault(target.attr, []).append(
                     AssignBinding(value, scope)
                 )
+        elif (
+            isinstance(target, (ast.Tuple, ast.List))
+            and isinstance(value, (ast.Tuple, ast.List))
+            and len(target.elts) == len(value.elts)
+            and not any(isinstance(e, ast.Starred) for e in target.elts)
+            and not any(isinstance(e, ast.Starred) for e in value.elts)
+        ):
+            # ``req, sess = request, session`` binds each name to its value.
+            for sub, item in zip(target.elts, value.elts, strict=True):
+                self.assign(sub, item, scope, cls, self_name)
         elif isinstance(target, (ast.Tuple, ast.List, ast.Starred)):
             for name in _target_names(target):
                 self.bind(name.id, FixedBinding(None), scope, cls)
@@ -621,6 +651,7 @@ class _Builder:
             self.body(node.body, scope, prefix, cls, self_name)
             self.body(node.orelse, scope, prefix, cls, self_name)
         elif isinstance(node, (ast.While, ast.If)):
+            self.walrus(node.test, scope, cls)
             self.body(node.body, scope, prefix, cls, self_name)
             self.body(node.orelse, scope, prefix, cls, self_name)
         elif isinstance(node, (ast.With, ast.AsyncWith)):
@@ -647,6 +678,12 @@ class _Builder:
             scope.global_names.update(node.names)
         elif isinstance(node, ast.Nonlocal):
             scope.nonlocal_names.update(node.names)
+
+    def walrus(self, test: ast.expr, scope: Scope, cls: ClassInfo | None) -> None:
+        """Bind the names of ``if (req := request):`` style tests."""
+        for sub in ast.walk(test):
+            if isinstance(sub, ast.NamedExpr) and isinstance(sub.target, ast.Name):
+                self.bind(sub.target.id, AssignBinding(sub.value, scope), scope, cls)
 
     def function(
         self,

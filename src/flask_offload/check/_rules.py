@@ -10,7 +10,8 @@ RULES: dict[str, str] = {
     "is called in background code",
     "OFF104": "a context proxy object itself is passed to background code",
     "OFF111": "copy_current_request_context is applied at import time",
-    "OFF112": "one copy_current_request_context wrapper is shared by a map-style call",
+    "OFF112": "one copy_current_request_context wrapper is shared by several"
+    " threads (a map-style call, or a submit or Thread in a loop)",
     "OFF113": "a function wrapped with copy_current_request_context reads"
     " request.files",
 }
@@ -94,6 +95,16 @@ def shared_wrapper(name: str, method: str) -> str:
         " copied context in two threads fails with 'ValueError: Token was created"
         " in a different Context'. Wrap the function once per item, or use"
         " flask_offload.carry()."
+    )
+
+
+def shared_in_loop(name: str, call: str) -> str:
+    return (
+        f"One copy_current_request_context() wrapper ('{name}'), made before the"
+        f" loop, is given to {call}() on every pass, so several threads run it at"
+        " once; pushing one copied context in two threads fails with 'ValueError:"
+        " Token was created in a different Context'. Wrap the function inside the"
+        " loop, once per task, or use flask_offload.carry()."
     )
 
 

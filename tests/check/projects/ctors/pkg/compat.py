@@ -1,0 +1,9 @@
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+Later = threading.Timer
+Background = functools.partial(threading.Thread, daemon=True)
+Workers = ThreadPoolExecutor
+# Not a constructor of background work.
+Lock = threading.Lock
