@@ -66,6 +66,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         "aliases",
         "loops",
         "ctors",
+        "decorators",
     ],
 )
 def test_project_findings(name: str) -> None:
@@ -241,3 +242,24 @@ def test_current_user_message_says_it_is_none() -> None:
     findings = check_paths([str(PROJECTS / "entries" / "pools.py")])
     (finding,) = [f for f in findings if "current_user" in f.message]
     assert "current_user is None there" in finding.message
+
+
+def test_decorator_wrapper_is_in_the_chain() -> None:
+    findings = check_paths([str(PROJECTS / "decorators")])
+    vias = {f.line: f.via for f in findings if f.path.endswith("app.py")}
+    # The wrapper of @async_task starts the decorated function in a thread.
+    assert vias[37] == ("decorators.async_task.wrapper", "app.send_receipt")
+    assert vias[22] == (
+        "app.index",
+        "app.work",
+        "decorators.passthrough.wrapper",
+        "app.plain",
+    )
+
+
+def test_shared_wrapper_in_loop_message() -> None:
+    findings = check_paths([str(PROJECTS / "loops")])
+    (first, *_) = findings
+    assert (first.line, first.code) == (21, "OFF112")
+    assert "'wrapped'" in first.message
+    assert "executor.submit() on every pass" in first.message

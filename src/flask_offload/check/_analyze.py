@@ -17,16 +17,19 @@ from dataclasses import field
 
 from . import _rules
 from ._model import AssignBinding
+from ._model import body_of
 from ._model import ClassInfo
 from ._model import Ext
 from ._model import FixedBinding
 from ._model import FunctionInfo
+from ._model import FunctionNode
 from ._model import ImportBinding
 from ._model import Inst
 from ._model import lambda_function
 from ._model import ModuleInfo
 from ._model import Project
 from ._model import Scope
+from ._model import specialize
 from ._model import Super
 from ._model import Value
 from ._names import APP_HELPERS
@@ -82,6 +85,9 @@ class Edge:
     guards: frozenset[str] = frozenset()
     # Parameters of ``func`` given a constant false value at this call.
     falsy: frozenset[str] = frozenset()
+    # The caller takes only ``*args, **kwargs`` and passes them on, as a
+    # decorator's wrapper does: what it was given, ``func`` is given.
+    forward: bool = False
 
 
 @dataclass
@@ -248,6 +254,9 @@ class Analyzer:
         self.copy_sites: list[tuple[ModuleInfo, int, int, FunctionInfo]] = []
         self._summaries: dict[int, Summary] = {}
         self._decorators: dict[int, frozenset[str]] = {}
+        self._wrapped: dict[int, FunctionInfo] = {}
+        # Copies of decorators' wrappers made by decorated().
+        self.wrappers: list[FunctionInfo] = []
 
     # -- helpers used by walkers -------------------------------------------
 
@@ -278,8 +287,66 @@ class Analyzer:
     def is_safe(self, func: FunctionInfo) -> bool:
         return bool(self.decorator_kinds(func))
 
-    def summary(self, func: FunctionInfo) -> Summary:
+    def decorated(self, func: FunctionInfo) -> FunctionInfo:
+        """What calling ``func`` runs.
+
+        A function decorated with the project's own decorators, whose
+        wrapper calls the function it wraps (or hands it to a thread), runs
+        that wrapper: it is returned with the decorator's parameter bound to
+        the next decorator's wrapper, and the last one to the function's own
+        body. Other decorators are taken to return the function unchanged.
+        """
+        if not func.decorators or func.body_of is not None:
+            return func
         key = id(func)
+        found = self._wrapped.get(key)
+        if found is not None:
+            return found
+        self._wrapped[key] = func
+        inner: FunctionInfo | None = None
+        scope = func.scope.parent or func.module.scope
+        for dec in reversed(func.decorators):
+            wrapped = self.wrapper(dec, scope)
+            if wrapped is None:
+                continue
+            decorator, wrapper, param = wrapped
+            if inner is None:
+                inner = body_of(func)
+            inner = specialize(wrapper, decorator, param, inner)
+            self.wrappers.append(inner)
+        result = inner if inner is not None else func
+        self._wrapped[key] = result
+        return result
+
+    def wrapper(
+        self, dec: ast.expr, scope: Scope
+    ) -> tuple[FunctionInfo, FunctionInfo, str] | None:
+        """For a project decorator (or decorator factory) whose returned
+        wrapper calls the decorated function: the decorator, the wrapper,
+        and the decorator's parameter naming the decorated function.
+        """
+        factory = isinstance(dec, ast.Call)
+        expr = dec.func if isinstance(dec, ast.Call) else dec
+        if not isinstance(expr, (ast.Name, ast.Attribute)):
+            return None
+        decorator = self.project.resolve(expr, scope)
+        if factory and isinstance(decorator, FunctionInfo):
+            decorator = _returned_function(self.project, decorator)
+        if not isinstance(decorator, FunctionInfo) or decorator.cls is not None:
+            return None
+        node = decorator.node
+        if isinstance(node, ast.Lambda):
+            return None
+        params = [a.arg for a in [*node.args.posonlyargs, *node.args.args]]
+        if len(params) != 1:
+            return None
+        wrapper = _returned_function(self.project, decorator)
+        if wrapper is None or not _uses_as_callable(wrapper.node, params[0]):
+            return None
+        return decorator, wrapper, params[0]
+
+    def summary(self, func: FunctionInfo) -> Summary:
+        key = id(func.body_of or func)
         found = self._summaries.get(key)
         if found is not None:
             return found
@@ -323,13 +390,23 @@ class Analyzer:
             id(m): m.source.decode("utf-8", "replace").splitlines()
             for m in project.modules
         }
+        spawning: set[int] = set()
         for func in list(project.functions):
             node = func.node
             text = "\n".join(
                 lines[id(func.module)][node.lineno - 1 : node.end_lineno or node.lineno]
             )
             if patterns[id(func.module)].search(text):
+                spawning.add(id(node))
                 self.summary(func)
+        # A decorator's wrapper that starts the function it wraps in the
+        # background, walked once for each function decorated with it.
+        for func in list(project.functions):
+            if func.decorators:
+                self.decorated(func)
+        for wrapper in list(self.wrappers):
+            if id(wrapper.node) in spawning:
+                self.summary(wrapper)
         for cls in project.classes:
             base = project.thread_base(cls)
             run = cls.methods.get("run")
@@ -390,11 +467,12 @@ class Analyzer:
             for edge in summary.edges:
                 if edge.guards & falsy:
                     continue
-                state = (id(edge.func), app or edge.app, req or edge.req, edge.falsy)
+                given = edge.falsy | falsy if edge.forward else edge.falsy
+                state = (id(edge.func), app or edge.app, req or edge.req, given)
                 if state not in seen:
                     seen.add(state)
                     step = via + (edge.func.qualname,)
-                    queue.append((edge.func, state[1], state[2], edge.falsy, step))
+                    queue.append((edge.func, state[1], state[2], given, step))
         return out
 
     def check_access(
@@ -883,7 +961,7 @@ class _Walker:
             self.external_call(node, callee.name)
         elif isinstance(callee, FunctionInfo):
             if not self.analyzer.is_safe(callee):
-                self.edge(callee, node)
+                self.edge(self.analyzer.decorated(callee), node, callee)
         elif isinstance(callee, ClassInfo):
             init = self.project.class_member(callee, "__init__")
             if isinstance(init, FunctionInfo):
@@ -916,19 +994,51 @@ class _Walker:
             self.expr(kw.value)
         self.parent_call = saved
 
-    def edge(self, callee: FunctionInfo, node: ast.Call) -> None:
+    def edge(
+        self,
+        callee: FunctionInfo,
+        node: ast.Call,
+        signature: FunctionInfo | None = None,
+    ) -> None:
+        """Record a call of ``callee``.
+
+        :param signature: The function whose parameters the call's arguments
+            are, if not ``callee`` (which may be a decorator's wrapper).
+        """
         falsy = {kw.arg for kw in node.keywords if kw.arg and _is_falsy(kw.value)}
         if any(_is_falsy(arg) for arg in node.args) and not isinstance(
-            callee.node, ast.Lambda
+            (signature or callee).node, ast.Lambda
         ):
-            names = parameters(callee)
+            names = parameters(signature or callee)
             for name, arg in zip(names, node.args, strict=False):
                 if isinstance(arg, ast.Starred):
                     break
                 if _is_falsy(arg):
                     falsy.add(name)
         self.summary.edges.append(
-            Edge(callee, self.app, self.req, self.guards, frozenset(falsy))
+            Edge(
+                callee,
+                self.app,
+                self.req,
+                self.guards,
+                frozenset(falsy),
+                self.forwards(node),
+            )
+        )
+
+    def forwards(self, node: ast.Call) -> bool:
+        """Whether this is ``f(*args, **kwargs)`` in a function taking only
+        ``*args, **kwargs``.
+        """
+        func = self.func
+        if func is None or isinstance(func.node, ast.Lambda) or self.params:
+            return False
+        args = func.node.args
+        names = {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+        given = [a.value for a in node.args if isinstance(a, ast.Starred)]
+        given += [kw.value for kw in node.keywords if kw.arg is None]
+        return bool(given) and all(
+            isinstance(e, ast.Name) and e.id in names for e in given
         )
 
     def external_call(self, node: ast.Call, name: str) -> None:
@@ -1165,6 +1275,7 @@ class _Walker:
                 self.shared_in_loop(node, expr)
         if kinds:
             return
+        value = self.analyzer.decorated(value)
         self.analyzer.entries.append(Entry(value, kind, self.spawner, app, req))
 
     def shared_in_loop(self, node: ast.Call, expr: ast.expr) -> None:
@@ -1220,6 +1331,68 @@ def _waits_for(loop: ast.AST, name: str) -> bool:
             and sub.func.value.id == name
         ):
             return True
+    return False
+
+
+# Calls that run a function given to them in the background.
+_HANDS_OFF = frozenset(
+    {
+        "submit",
+        "run_in_executor",
+        "start_background_task",
+        "spawn",
+        "apply_async",
+        *(name.rpartition(".")[2] for name in [*THREAD_LIKE, *SPAWN_FUNCS]),
+    }
+)
+
+
+def _returned_function(project: Project, func: FunctionInfo) -> FunctionInfo | None:
+    """The function defined in ``func`` that ``func`` returns, directly or
+    as ``functools.wraps(f)(inner)``.
+    """
+    if isinstance(func.node, ast.Lambda):
+        return None
+    for stmt in func.node.body:
+        if not isinstance(stmt, ast.Return) or stmt.value is None:
+            continue
+        value = stmt.value
+        if (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Call)
+            and len(value.args) == 1
+        ):
+            value = value.args[0]
+        if not isinstance(value, ast.Name):
+            continue
+        found = project.lookup(value.id, func.scope)
+        if isinstance(found, FunctionInfo) and found.scope.parent is func.scope:
+            return found
+    return None
+
+
+def _uses_as_callable(node: FunctionNode, name: str) -> bool:
+    """Whether a function body (not the functions it defines) calls ``name``
+    or starts it in the background, as in ``Thread(target=name)``.
+    """
+    todo: list[ast.AST] = list(node.body) if isinstance(node.body, list) else []
+    while todo:
+        sub = todo.pop()
+        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(sub, ast.Call):
+            if isinstance(sub.func, ast.Name) and sub.func.id == name:
+                return True
+            for kw in sub.keywords:
+                value = kw.value
+                if kw.arg in ("target", "function") and isinstance(value, ast.Name):
+                    if value.id == name:
+                        return True
+            if _last_identifier(sub.func) in _HANDS_OFF and any(
+                isinstance(a, ast.Name) and a.id == name for a in sub.args
+            ):
+                return True
+        todo.extend(ast.iter_child_nodes(sub))
     return False
 
 

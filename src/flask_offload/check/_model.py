@@ -102,6 +102,15 @@ class Scope:
     def bind(self, name: str, binding: Binding) -> None:
         self.bindings.setdefault(name, []).append(binding)
 
+    def copy(self, parent: Scope | None) -> Scope:
+        """The same bindings under another parent, to rebind some names."""
+        scope = Scope(self.module, parent)
+        scope.owner = self.owner
+        scope.bindings = dict(self.bindings)
+        scope.global_names = self.global_names
+        scope.nonlocal_names = self.nonlocal_names
+        return scope
+
 
 class ModuleInfo:
     """One parsed source file."""
@@ -163,6 +172,9 @@ class FunctionInfo:
         )
         # For a lambda target, findings in its body go on this line.
         self.report_at: tuple[int, int] | None = None
+        # Set on the undecorated body of a function with project decorators:
+        # the function it is the body of.
+        self.body_of: FunctionInfo | None = None
 
     @property
     def is_async(self) -> bool:
@@ -720,6 +732,28 @@ class _Builder:
             if arg is not None:
                 local.bind(arg.arg, FixedBinding(None))
         self.body(node.body, local, qual, None, self_name)
+
+
+def specialize(
+    wrapper: FunctionInfo, decorator: FunctionInfo, param: str, value: FunctionInfo
+) -> FunctionInfo:
+    """A copy of ``wrapper``, defined in ``decorator``, in which the
+    decorator's parameter ``param`` is ``value``: what calling a function
+    decorated with ``decorator`` runs.
+    """
+    outer = decorator.scope.copy(decorator.scope.parent)
+    outer.bindings[param] = [FixedBinding(value)]
+    local = wrapper.scope.copy(outer)
+    info = FunctionInfo(wrapper.node, wrapper.module, wrapper.qualname, local, None)
+    local.owner = info
+    return info
+
+
+def body_of(func: FunctionInfo) -> FunctionInfo:
+    """The undecorated body of a function with project decorators."""
+    info = FunctionInfo(func.node, func.module, func.qualname, func.scope, func.cls)
+    info.body_of = func
+    return info
 
 
 def lambda_function(
