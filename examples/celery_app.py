@@ -42,7 +42,7 @@ app = create_app(
         "OFFLOAD_CELERY": celery_config(),
         # The job identifies the caller from the upload's Authorization header
         # (PassportService). Credentials are dropped from what goes to the
-        # broker unless this is set; then the snapshot is encrypted.
+        # broker unless this is set (the snapshot is encrypted either way).
         "OFFLOAD_CARRY_CREDENTIALS": True,
         # Uploads go to a folder the web app and the workers share.
         "OFFLOAD_STORAGE": os.path.join(

@@ -322,3 +322,18 @@ def test_job_finished_receiver_may_read_the_result(
         job = offload.submit(int, "42")
         assert job.wait(10)
     assert results == [(True, 42, None)]
+
+
+def test_handed_off_job_kept_for_the_ttl() -> None:
+    """A job a backend hands off (Celery) counts as finished for the registry
+    from that moment: its TTL starts then, not at the monotonic clock's origin
+    (boot time), which would drop it at once on a machine up longer than it.
+    """
+    from flask_offload.jobs import JobRegistry
+
+    registry = JobRegistry(ttl=1.0, max_finished=10)
+    job = Job("tasks.sent")
+    registry.add(job)
+    registry._job_done(job)  # handed off, not finished in this process
+    assert registry.get(job.id) is job
+    assert registry.recent() == [job]

@@ -353,6 +353,8 @@ class Offload:
 
         :param fn: The function, or a :class:`Task`.
         :raises QueueFull: The queue is full and ``OFFLOAD_QUEUE_FULL`` is ``"raise"``.
+        :raises NotRegistered: The backend is Celery and ``fn`` is not a task.
+        :raises TypeError: ``fn`` is not callable.
         :raises RuntimeError: No app context is active.
         """
         app, state = self._state()

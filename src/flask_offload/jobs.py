@@ -469,6 +469,10 @@ class JobRegistry:
             if job.id not in self._jobs:
                 return
             self._unfinished -= 1
+            if not job._finished_mono:
+                # Handed off rather than finished here (sent to Celery): the
+                # TTL counts from now, not from the clock's origin.
+                job._finished_mono = time.monotonic()
             finished = self._finished
             finished.append(job)
             # Evict by count at once; by age now and then (and on every read).

@@ -128,8 +128,8 @@ def _fernet(app: Flask) -> t.Any:
         from cryptography.fernet import MultiFernet
     except ImportError as e:  # pragma: no cover - depends on the install
         raise RuntimeError(
-            "OFFLOAD_CARRY_CREDENTIALS = True encrypts the snapshots sent to"
-            " workers, which needs the 'cryptography' package. Install it with:"
+            "The Celery backend encrypts the snapshots it sends to workers,"
+            " which needs the 'cryptography' package. Install it with:"
             " pip install 'Flask-Offload[celery]'"
         ) from e
     # Newest key first: MultiFernet encrypts with the first, decrypts with any.

@@ -8,8 +8,9 @@ What crosses the wire for one job:
 - one custom message header, :data:`HEADER`: an itsdangerous token, signed
   with ``SECRET_KEY`` (and accepted with ``SECRET_KEY_FALLBACKS``) under its
   own salt, that holds the JSON snapshot and binds it to the task id, the
-  task name and a digest of the arguments, with an expiry time. With
-  ``OFFLOAD_CARRY_CREDENTIALS`` the snapshot inside is encrypted;
+  task name and a digest of the arguments, with an expiry time. The
+  snapshot inside is always encrypted; credential headers are left out of
+  it unless ``OFFLOAD_CARRY_CREDENTIALS``;
 - uploaded files (and bodies too large for a header), in storage
   (:mod:`flask_offload.storage`), referenced by key and SHA-256.
 
