@@ -51,7 +51,7 @@ _PROXIES = REQUEST_VARS | APP_VARS
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 # Methods that wait for a thread or a task to finish.
 _WAITS = frozenset({"join", "result", "get", "wait"})
-_JUMPS = (ast.Return, ast.Raise, ast.Continue, ast.Break)
+_JUMPS = (ast.Return, ast.Raise, ast.Break, ast.Continue)
 _METHOD_SPAWNS = frozenset(
     {"submit", "run_in_executor", "start_background_task", "create_task", *POOL_METHODS}
 )
@@ -554,6 +554,8 @@ class _Walker:
         self.local: dict[str, Value] = {}
         # Loops (statements and comprehensions) around the current node.
         self.loops: list[ast.AST] = []
+        # The statement lists being walked, innermost last.
+        self.blocks: list[list[ast.stmt]] = []
         # Spawning calls whose task is waited for at once.
         self.waited: set[int] = set()
         if func is not None and not isinstance(func.node, ast.Lambda):
@@ -635,8 +637,10 @@ class _Walker:
     # -- statements --------------------------------------------------------
 
     def stmts(self, body: list[ast.stmt]) -> None:
+        self.blocks.append(body)
         for node in body:
             self.stmt(node)
+        self.blocks.pop()
 
     def stmt(self, node: ast.stmt) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -1283,6 +1287,11 @@ class _Walker:
         if not self.loops or not isinstance(expr, ast.Name) or id(node) in self.waited:
             return
         loop = self.loops[-1]
+        if isinstance(loop, (ast.For, ast.AsyncFor, ast.While)) and self.blocks:
+            block = self.blocks[-1]
+            if block and isinstance(block[-1], _JUMPS[:3]):
+                # The loop ends (``break``, ``return``) after starting it.
+                return
         start = (loop.lineno, loop.col_offset)  # type: ignore[attr-defined]
         end = (loop.end_lineno, loop.end_col_offset)  # type: ignore[attr-defined]
         for binding in self.scope.bindings.get(expr.id, ()):

@@ -93,6 +93,19 @@ def one_at_a_time():
     return "ok"
 
 
+@app.post("/first")
+def first_that_fits():
+    wrapped = copy_current_request_context(handle)
+    for item in range(3):
+        if item:
+            executor.submit(wrapped, item)
+            break
+    while True:
+        executor.submit(wrapped, 0)
+        break
+    return "ok"
+
+
 @app.post("/plain")
 def plain_function_in_loop():
     for item in range(3):
