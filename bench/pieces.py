@@ -58,6 +58,9 @@ class _NullBackend:
     name = "thread"
 
     def __init__(self) -> None:
+        from flask_offload import Job
+
+        self.job_class = Job
         self.items: list[t.Any] = []
 
     def reserve(self) -> None:
@@ -205,39 +208,54 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
             "  _make_session(): session copy",
             lambda: snap._make_session(app, {}),
         )
-        req = data.make_request(app, settings.max_body_size)
         sess = snap._make_session(app, {})
         from flask_offload import compat
+
+        def make_req() -> t.Any:
+            return data.make_request(app, settings.max_body_size)
+
+        def make_sess() -> t.Any:
+            return sess
 
         piece(
             "replay",
             "  job context, routing cached per request (as replay makes it)",
-            lambda: compat.request_job_context(app, req, sess, data.routing),
+            lambda: compat.job_context(app, make_req, make_sess, data.routing),
         )
         piece(
             "replay",
             "  job context, routing computed (url adapter bind + match)",
-            lambda: compat.request_job_context(app, req, sess, [None]),
+            lambda: compat.job_context(app, make_req, make_sess, [None]),
         )
 
-        def push_pop() -> None:
-            c = compat.request_job_context(
-                app, data.make_request(app, 0), sess, data.routing
-            )
+        def push_pop_in_job(touch: bool) -> None:
+            # As replay runs it: marked as a job, so request teardown is skipped.
+            snap._cv_replay.set(snap._MARK_SKIP)
+            c, _ = compat.job_context(app, make_req, make_sess, data.routing)
             c.push()
+            if touch:
+                request.args  # noqa: B018 - builds the request, as a job reading it
             c.pop(None)
+
+        def push_pop(touch: bool) -> None:
+            contextvars.Context().run(push_pop_in_job, touch)
 
         piece(
             "replay",
-            "  request construction + context push + pop (teardown)",
-            push_pop,
+            "  context push + pop, request never touched (built lazily, 3.1)",
+            lambda: push_pop(False),
+        )
+        piece(
+            "replay",
+            "  context push + pop, request read (built)",
+            lambda: push_pop(True),
         )
         piece(
             "replay",
             "  app.app_context() push+pop alone",
             lambda: app.app_context().__enter__().pop(),
         )  # type: ignore[func-returns-value]
-        adapter = app.create_url_adapter(req)
+        adapter = app.create_url_adapter(make_req())
         assert adapter is not None
         piece(
             "replay",

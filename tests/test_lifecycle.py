@@ -148,3 +148,66 @@ def test_no_context_left_on_worker_between_jobs(
         ("alice", "alice"),
     ]
     assert len({s[0] for s in seen}) == 1  # one reused worker thread
+
+
+def test_copy_current_request_context_inside_a_job(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """Code a job calls may use Flask's own copy_current_request_context
+    (a library doing so, say): the copy sees the job's request and session.
+    """
+    from flask import copy_current_request_context
+    from flask import session
+
+    hold = threading.Event()
+
+    def job() -> tuple[str | None, str | None, object]:
+        assert hold.wait(10)
+        out: list[tuple[str | None, str | None, object]] = []
+
+        @copy_current_request_context
+        def in_thread() -> None:
+            out.append(
+                (request.args.get("q"), request.headers.get("X-User"), session.get("n"))
+            )
+
+        th = threading.Thread(target=in_thread)
+        th.start()
+        th.join()
+        return out[0]
+
+    @app.get("/copy")
+    def copy_view() -> dict[str, str]:
+        session["n"] = 5
+        return {"id": offload.submit(job).id}
+
+    server = serve(app)
+    r = server.get("/copy?q=x", headers={"X-User": "ann"})
+    hold.set()
+    with app.app_context():
+        assert offload.get_job(r.json()["id"]).result(10) == ("x", "ann", 5)  # type: ignore[union-attr]
+
+
+def test_job_that_never_touches_the_request(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A job using only its arguments, g and current_app runs in a request
+    context all the same: the request is there the moment it is read.
+    """
+    from flask import current_app
+
+    def job(n: int) -> tuple[int, str, bool, str | None]:
+        from flask import has_request_context
+
+        first = (n * 2, current_app.name, has_request_context())
+        return (*first, request.args.get("late"))
+
+    @app.get("/lazy")
+    def lazy() -> dict[str, str]:
+        return {"id": offload.submit(job, 21).id}
+
+    server = serve(app)
+    r = server.get("/lazy?late=yes")
+    with app.app_context():
+        result = offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert result == (42, app.name, True, "yes")

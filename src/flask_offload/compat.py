@@ -41,28 +41,34 @@ class PushableContext(t.Protocol):
     def pop(self, exc: BaseException | None = ...) -> None: ...
 
 
-def request_job_context(
-    app: Flask,
-    request: Request,
-    session: SessionMixin,
-    routing_cache: list[t.Any] | None = None,
-) -> PushableContext:
-    """Make one fresh context that carries ``request`` and ``session``.
+Built = t.Callable[[], "tuple[Request | None, SessionMixin | None]"]
 
-    On 3.2 this is a single :class:`AppContext`, which matters because
-    Flask-SQLAlchemy keys its session by the app context's identity.
+
+def job_context(
+    app: Flask,
+    make_request: t.Callable[[], Request],
+    make_session: t.Callable[[], SessionMixin],
+    routing_cache: list[t.Any] | None = None,
+) -> tuple[PushableContext, Built]:
+    """Make one fresh context for a job, and a function that returns the
+    request and session it built, ``None`` for those never built.
+
+    On 3.1 the request and the session copy are built when the job first
+    touches them: a job that only uses its arguments, ``g`` or
+    ``current_app`` pays for neither. On 3.2 they are built at once, in a
+    single :class:`AppContext` (Flask-SQLAlchemy keys its session by the app
+    context's identity, so a job must be one context).
 
     :param routing_cache: A one-item list shared by every replay of one
-        captured request. On 3.1 the bound URL adapter and the route match
-        are computed once, stored there, and reused: both depend only on the
-        request's environ, which every replay shares.
+        captured request: the bound URL adapter and the route match depend
+        only on the request's environ, so they are computed once (3.1).
     """
     if MERGED_CONTEXT:
-        return AppContext(app, request=request, session=session)  # type: ignore[call-arg,no-any-return,unused-ignore]
-    ctx: PushableContext = _job_request_context_class()(
-        app, request, session, routing_cache
-    )
-    return ctx
+        req, sess = make_request(), make_session()
+        ctx = AppContext(app, request=req, session=sess)  # type: ignore[call-arg,unused-ignore]
+        return ctx, lambda: (req, sess)
+    lazy = _job_request_context_class()(app, make_request, make_session, routing_cache)
+    return lazy, lazy.built
 
 
 _JobRequestContext: t.Any = None
@@ -72,25 +78,39 @@ def _job_request_context_class() -> t.Any:
     global _JobRequestContext
     if _JobRequestContext is not None:
         return _JobRequestContext
+    from flask.ctx import _sentinel
     from flask.ctx import RequestContext
     from werkzeug.exceptions import HTTPException
 
+    cv_app = _flask_globals._cv_app
+    cv_request = _cv_ctx
+
     class JobRequestContext(RequestContext):
-        """Flask 3.1's request context, with routing taken from the cache."""
+        """Flask 3.1's request context for a job: routing from the cache, and
+        the request and session built on first use. ``push``, ``pop`` and
+        ``copy`` do what Flask 3.1's do, for what was built.
+        """
 
         def __init__(
             self,
             app: Flask,
-            request: Request,
-            session: SessionMixin,
+            make_request: t.Callable[[], Request],
+            make_session: t.Callable[[], SessionMixin],
             cache: list[t.Any] | None,
         ) -> None:
+            self.app = app
+            self._make_request = make_request
+            self._make_session = make_session
+            self._lazy_request: Request | None = None
+            self._lazy_session: SessionMixin | None = None
+            self._match: t.Any = None
             routing = cache[0] if cache else None
             if routing is None or routing[0] is not app:
+                # Binding the URL map needs a request: build it this once.
                 adapter: t.Any = None
                 match: t.Any = None
                 try:
-                    adapter = app.create_url_adapter(request)
+                    adapter = app.create_url_adapter(self.request)
                     if adapter is not None:
                         match = adapter.match(return_rule=True)
                 except HTTPException as e:
@@ -98,25 +118,90 @@ def _job_request_context_class() -> t.Any:
                 routing = (app, adapter, match)
                 if cache is not None:
                     cache[0] = routing
-            # What RequestContext.__init__ sets, without binding the map again.
-            self.app = app
-            self.request = request
             self.url_adapter = routing[1]
+            self._match = routing[2]
+            if self._lazy_request is not None:
+                self._apply_match(self._lazy_request)
             self.flashes = None
-            self._session = session
             self._after_request_functions = []
             self._cv_tokens = []
-            self._match = routing[2]
-            if self.url_adapter is None and isinstance(self._match, HTTPException):
-                request.routing_exception = self._match
 
-        def match_request(self) -> None:
+        def _apply_match(self, req: Request) -> None:
             match = self._match
             if isinstance(match, HTTPException):
-                self.request.routing_exception = match
+                req.routing_exception = match
             elif match is not None:
-                self.request.url_rule, view_args = match
-                self.request.view_args = dict(view_args)
+                req.url_rule, view_args = match
+                req.view_args = dict(view_args)
+
+        @property
+        def request(self) -> Request:
+            req = self._lazy_request
+            if req is None:
+                req = self._lazy_request = self._make_request()
+                self._apply_match(req)
+            return req
+
+        @request.setter
+        def request(self, value: Request) -> None:
+            self._lazy_request = value
+
+        @property
+        def _session(self) -> SessionMixin:
+            sess = self._lazy_session
+            if sess is None:
+                sess = self._lazy_session = self._make_session()
+            return sess
+
+        @_session.setter
+        def _session(self, value: SessionMixin) -> None:
+            self._lazy_session = value
+
+        def built(self) -> tuple[Request | None, SessionMixin | None]:
+            return self._lazy_request, self._lazy_session
+
+        def match_request(self) -> None:
+            if self._lazy_request is not None:
+                self._apply_match(self._lazy_request)
+
+        def push(self) -> None:
+            app_ctx = cv_app.get(None)
+            if app_ctx is None or app_ctx.app is not self.app:
+                app_ctx = self.app.app_context()
+                app_ctx.push()
+            else:
+                app_ctx = None
+            self._cv_tokens.append((cv_request.set(self), app_ctx))
+
+        def pop(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
+            clear_request = len(self._cv_tokens) == 1
+            try:
+                if clear_request:
+                    if exc is _sentinel:
+                        exc = sys.exc_info()[1]
+                    self.app.do_teardown_request(exc)
+                    if self._lazy_request is not None:
+                        self._lazy_request.close()
+            finally:
+                ctx = cv_request.get()
+                token, app_ctx = self._cv_tokens.pop()
+                cv_request.reset(token)
+                if clear_request and self._lazy_request is not None:
+                    self._lazy_request.environ["werkzeug.request"] = None
+                if app_ctx is not None:
+                    app_ctx.pop(exc)
+                if ctx is not self:
+                    raise AssertionError(
+                        f"Popped wrong request context. ({ctx!r} instead of {self!r})"
+                    )
+
+        def copy(self) -> RequestContext:
+            return RequestContext(
+                self.app,
+                environ=self.request.environ,
+                request=self.request,
+                session=self._session,
+            )
 
     _JobRequestContext = JobRequestContext
     return JobRequestContext

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import functools
 import io
 import json
 import logging
@@ -495,13 +496,15 @@ def _replay(
     if job is not None:
         _cv_job.set(job)
     data = snapshot.request
-    req: Request | None = None
-    sess: SessionMixin | None = None
+    built: compat.Built | None = None
     ctx: compat.PushableContext
     if data is not None:
-        req = data.make_request(app, max_body_size)
-        sess = _make_session(app, snapshot.session or {})
-        ctx = compat.request_job_context(app, req, sess, data.routing)
+        ctx, built = compat.job_context(
+            app,
+            functools.partial(data.make_request, app, max_body_size),
+            functools.partial(_make_session, app, snapshot.session or {}),
+            data.routing,
+        )
     else:
         ctx = app.app_context()
     ctx.push()
@@ -523,12 +526,14 @@ def _replay(
         except BaseException:
             # Flask closes the request on pop; make sure the job's own file
             # handles are closed even if a teardown handler raised first.
+            req = built()[0] if built is not None else None
             if req is not None:
                 req.close()
             raise
         finally:
             with _active_lock:
                 _active -= 1
+            sess = built()[1] if built is not None else None
             if sess is not None and sess.modified and app not in _warned_session:
                 _warned_session.add(app)
                 logger.warning(
