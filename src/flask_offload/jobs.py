@@ -486,10 +486,15 @@ class JobRegistry:
         if not finished:
             return
         limit = time.monotonic() - self.ttl
+        jobs = self._jobs
         while finished and (
             len(finished) > self.max_finished or finished[0]._finished_mono < limit
         ):
-            self._jobs.pop(finished.popleft().id, None)
+            jobs.pop(finished.popleft().id, None)
+        if not jobs:
+            # A dict keeps the table of its largest size after deletions: a
+            # burst of pending jobs would stay allocated. Start a small one.
+            self._jobs = {}
 
     def get(self, job_id: str) -> Job | None:
         with self._cond:
