@@ -213,9 +213,16 @@ def settings_for(app: Flask) -> Settings:
     settings = _settings.get(app)
     if settings is None:
         settings = Settings.from_config(app.config)
-        compat.skip_teardown_request_in_jobs(app, skip_teardown_request)
-        _settings[app] = settings
+        _register_settings(app, settings)
     return settings
+
+
+def _register_settings(app: Flask, settings: Settings) -> None:
+    """Remember the settings jobs of ``app`` run with, and skip request
+    teardown in its jobs.
+    """
+    compat.skip_teardown_request_in_jobs(app, skip_teardown_request)
+    _settings[app] = settings
 
 
 class Offload:
@@ -282,8 +289,7 @@ class Offload:
         from .cli import offload_cli
 
         app.cli.add_command(offload_cli)
-        _settings[app] = settings
-        compat.skip_teardown_request_in_jobs(app, skip_teardown_request)
+        _register_settings(app, settings)
         state = _AppState(
             settings, JobRegistry(settings.result_ttl, settings.max_finished), backend
         )

@@ -183,15 +183,6 @@ class UploadedFile:
             headers=Headers(self.headers),
         )
 
-    def read_bytes(self) -> bytes:
-        """The whole content (used to move the file to another process)."""
-        storage = self.open()
-        try:
-            data: bytes = storage.read()
-            return data
-        finally:
-            storage.close()
-
     def acquire(self) -> None:
         """Take a reference: the anchor stays open until the last is released."""
         with self._lock:
