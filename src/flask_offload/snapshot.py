@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import sys
-import threading
 import typing as t
 import weakref
 
@@ -434,13 +433,13 @@ _cv_replay: contextvars.ContextVar[_ReplayMark] = contextvars.ContextVar(
     "flask_offload.replay"
 )
 
-_active_lock = threading.Lock()
-_active = 0
+# The contexts replayed and not yet popped, in any thread. A set: adding and
+# removing are atomic, so concurrent jobs share no lock here.
+_active: set[object] = set()
 
 
 def _after_fork_in_child() -> None:
-    global _active_lock, _active
-    _active_lock, _active = threading.Lock(), 0
+    _active.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -450,7 +449,7 @@ _warned_session: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 def active_replays() -> int:
     """How many replayed contexts are pushed right now, in any thread."""
-    return _active
+    return len(_active)
 
 
 def skip_teardown_request() -> bool:
@@ -491,7 +490,6 @@ def _replay(
     teardown_request: bool,
     max_body_size: int,
 ) -> t.Any:
-    global _active
     _cv_replay.set(_MARK_RUN if teardown_request else _MARK_SKIP)
     if job is not None:
         _cv_job.set(job)
@@ -508,8 +506,7 @@ def _replay(
     else:
         ctx = app.app_context()
     ctx.push()
-    with _active_lock:
-        _active += 1
+    _active.add(ctx)
     error: BaseException | None = None
     try:
         if snapshot.g:
@@ -531,8 +528,7 @@ def _replay(
                 req.close()
             raise
         finally:
-            with _active_lock:
-                _active -= 1
+            _active.discard(ctx)
             sess = built()[1] if built is not None else None
             if sess is not None and sess.modified and app not in _warned_session:
                 _warned_session.add(app)

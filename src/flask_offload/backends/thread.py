@@ -58,43 +58,51 @@ class ThreadBackend(Backend):
         """An empty pool: at creation, and in a forked child, where the
         parent's threads do not exist and its queued jobs are the parent's.
         """
+        # Submitters and workers share no lock (see jobs.py): the queue, the
+        # idle tokens and the thread list are changed by atomic operations.
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        # Jobs queued and not yet taken by a worker, bounded by max_queue. A
-        # counter under a C lock is several times cheaper than a Semaphore.
-        self._queued = 0
-        self._queued_lock = threading.Lock()
-        self._queue_freed = threading.Condition(self._queued_lock)
-        self._idle = threading.Semaphore(0)
+        # One token per worker that finished a job and has not been handed a
+        # new one since: ThreadPoolExecutor's idle semaphore, without its lock.
+        self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        # Taken only to start a thread, and by submitters that wait for room
+        # with OFFLOAD_QUEUE_FULL = "block".
         self._lock = threading.Lock()
+        self._room = threading.Condition(threading.Lock())
+        self._waiting = 0
 
-    def reserve(self) -> None:
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(
                 "Flask-Offload was shut down for this app and accepts no more jobs."
                 " Submit before calling 'offload.shutdown()'."
             )
+
+    def reserve(self) -> None:
+        self._check_open()
         limit = self._max_queue
-        with self._queued_lock:
-            if not limit or self._queued < limit:
-                self._queued += 1
-                return
-            if self._block:
-                self._queue_freed.wait_for(lambda: self._queued < limit)
-                self._queued += 1
-                return
+        # Jobs waiting for a worker. Submitters racing each other may each see
+        # the last free place: the bound can be passed by at most one job per
+        # concurrently submitting thread, never by an unbounded number.
+        if not limit or self._queue.qsize() < limit:
+            return
+        if not self._block:
             raise QueueFull(
                 f"The job queue is full: {self.settings.max_queue} jobs are waiting"
                 f" for {self.settings.max_workers} workers. Raise OFFLOAD_MAX_QUEUE"
                 " or OFFLOAD_MAX_WORKERS, or set OFFLOAD_QUEUE_FULL = 'block' to"
                 " wait for a free place instead."
             )
-
-    def unreserve(self) -> None:
-        with self._queued_lock:
-            self._queued -= 1
-            if self._block:
-                self._queue_freed.notify()
+        with self._room:
+            self._waiting += 1
+            try:
+                # Workers notify after taking a job when someone waits; the
+                # timeout only bounds the cost of a wake-up lost to a race.
+                while self._queue.qsize() >= limit and not self._closed:
+                    self._room.wait(0.05)
+            finally:
+                self._waiting -= 1
+        self._check_open()
 
     def enqueue(
         self,
@@ -106,36 +114,50 @@ class ThreadBackend(Backend):
     ) -> None:
         self._queue.put((app, job, fn, args, kwargs))
         # As ThreadPoolExecutor does: reuse an idle worker, else start one.
-        if self._idle.acquire(blocking=False):
+        try:
+            self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        else:
             return
-        with self._lock:
-            if len(self._threads) < self.settings.max_workers:
-                thread = threading.Thread(
-                    target=self._work,
-                    name=f"{self._prefix}_{len(self._threads)}",
-                    daemon=True,
-                )
-                thread.start()
-                self._threads.append(thread)
+        if len(self._threads) < self.settings.max_workers:
+            with self._lock:
+                if len(self._threads) < self.settings.max_workers:
+                    thread = threading.Thread(
+                        target=self._work,
+                        name=f"{self._prefix}_{len(self._threads)}",
+                        daemon=True,
+                    )
+                    thread.start()
+                    self._threads.append(thread)
 
     def _work(self) -> None:
         get = self._queue.get
+        idle = self._idle
         settings = self.settings
+        workers = settings.max_workers
+        room = self._room
         while True:
             item = get()
             if item is None:
                 self._queue.put(None)  # wake the next worker to stop too
                 return
-            self.unreserve()
+            if self._waiting:
+                with room:
+                    room.notify()
             app, job, fn, args, kwargs = item
             snapshot = job.snapshot
             if snapshot is not None:
                 run_job(app, job, snapshot, fn, args, kwargs, settings)
             del item, app, job, fn, args, kwargs, snapshot
-            self._idle.release()
+            # More tokens than workers would mean nothing: don't pile them up.
+            if idle.qsize() < workers:
+                idle.put(None)
 
     def close(self) -> None:
         self._closed = True
+        with self._room:
+            self._room.notify_all()
 
     def stop(self) -> None:
         self._closed = True
