@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import typing as t
 
@@ -337,3 +338,107 @@ def test_handed_off_job_kept_for_the_ttl() -> None:
     registry._job_done(job)  # handed off, not finished in this process
     assert registry.get(job.id) is job
     assert registry.recent() == [job]
+
+
+# Submitters, workers, cancels and waiters share no lock (jobs.py): these
+# races are run many times over, with the GIL switching threads every
+# microsecond instead of every 5 ms so that they interleave, and each must end
+# with every job accounted for exactly once.
+
+
+@pytest.fixture()
+def fast_switching() -> t.Iterator[None]:
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_cancel_racing_the_start_has_exactly_one_winner(
+    app: Flask, fast_switching: None
+) -> None:
+    app.config["OFFLOAD_MAX_WORKERS"] = 4
+    offload = Offload(app)
+    ran: list[int] = []
+    jobs: list[Job] = []
+    cancelled: dict[int, bool] = {}
+    submitted = threading.Semaphore(0)
+
+    def canceller() -> None:
+        for i in range(2000):
+            submitted.acquire()
+            cancelled[i] = jobs[i].cancel()
+
+    th = threading.Thread(target=canceller)
+    th.start()
+    with app.app_context():
+        for i in range(2000):
+            jobs.append(offload.submit(ran.append, i))
+            submitted.release()
+        th.join(30)
+        assert offload.join(30)
+        offload.shutdown()
+    assert len(ran) == len(set(ran))
+    for i, job in enumerate(jobs):
+        assert job.done()
+        if cancelled[i]:
+            assert job.state is JobState.CANCELLED and i not in ran
+        else:
+            assert job.state is JobState.SUCCEEDED and i in ran
+    # Both outcomes happened, or the race was never run.
+    assert 0 < sum(cancelled.values()) < 2000
+
+
+def test_waiters_racing_the_end_of_jobs_always_wake(
+    app: Flask, fast_switching: None
+) -> None:
+    app.config["OFFLOAD_MAX_WORKERS"] = 4
+    offload = Offload(app)
+    woke: list[bool] = []
+
+    def waiter(job: Job) -> None:
+        woke.append(job.wait(10))
+
+    with app.app_context():
+        threads = []
+        for _ in range(500):
+            job = offload.submit(int)
+            th = threading.Thread(target=waiter, args=(job,))
+            th.start()
+            threads.append(th)
+            woke.append(job.wait(10))
+        for th in threads:
+            th.join(20)
+        offload.shutdown()
+    assert woke == [True] * 1000
+
+
+def test_jobs_from_many_threads_are_all_found_and_joined(
+    app: Flask, fast_switching: None
+) -> None:
+    # OFFLOAD_MAX_FINISHED = 0 makes the registry empty out, and replace its
+    # dict, many times while other threads add jobs.
+    app.config.update(OFFLOAD_MAX_WORKERS=4, OFFLOAD_MAX_FINISHED=0)
+    offload = Offload(app)
+    seen: list[bool] = []
+
+    def job_finds_itself() -> None:
+        seen.append(
+            offload.get_job(current_job.id) is current_job._get_current_object()
+        )  # type: ignore[attr-defined]
+
+    def submitter() -> None:
+        with app.app_context():
+            for _ in range(500):
+                offload.submit(job_finds_itself)
+
+    threads = [threading.Thread(target=submitter) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    with app.app_context():
+        assert offload.join(30)
+        assert offload.jobs() == []
+        offload.shutdown()
+    assert seen == [True] * 2000
