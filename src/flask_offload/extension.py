@@ -12,7 +12,6 @@ import time
 import typing as t
 import weakref
 
-from flask import current_app
 from flask import Flask
 from flask import has_app_context
 
@@ -303,13 +302,14 @@ class Offload:
 
     def _state(self, app: Flask | None = None) -> tuple[Flask, _AppState]:
         if app is None:
-            if not has_app_context():
+            app_ctx = compat.current_app_context()
+            if app_ctx is None:
                 raise RuntimeError(
                     "Working outside of application context. 'offload.submit' and"
                     " the other job calls need to know the app: call them in a view,"
                     " a CLI command, a job, or inside 'with app.app_context()'."
                 )
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            app = app_ctx.app
         state = self._states.get(app)
         if state is None:
             raise RuntimeError(

@@ -511,10 +511,14 @@ class JobRegistry:
             job._finished_mono = time.monotonic()
         finished = self._finished
         finished.append(job)
-        # Evict by count at once; by age now and then (and on every read).
-        # If another thread is pruning, it or the next job's end does it.
+        # Evict by count in batches of a sixteenth of the limit, by age now
+        # and then; every read prunes exactly. If another thread is pruning,
+        # it or the next job's end does it.
         size = len(finished)
-        if (size > self.max_finished or not size & 255) and self._cond.acquire(False):
+        limit = self.max_finished
+        if (size > limit + (limit >> 4) or not size & 255) and self._cond.acquire(
+            False
+        ):
             try:
                 self._prune()
             finally:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import contextvars
-import functools
 import io
 import json
 import logging
@@ -26,9 +25,6 @@ import typing as t
 import weakref
 
 from flask import Flask
-from flask import g
-from flask import has_app_context
-from flask import has_request_context
 from flask import request
 from flask import request_tearing_down
 from flask.json.tag import TaggedJSONSerializer
@@ -380,26 +376,27 @@ def capture(
     """
     data: RequestData | None = None
     sess: dict[str, t.Any] | None = None
-    if has_request_context():
-        environ = request.environ
+    req = compat.current_request()
+    if req is not None:
+        environ = req.environ
         data = environ.get(ENV_KEY)
         if data is None:
-            data = RequestData.from_request(
-                request._get_current_object(),  # type: ignore[attr-defined]
-                max_body_size,
-            )
+            data = RequestData.from_request(req, max_body_size)
             data.acquire()
             environ[ENV_KEY] = data
             environ[_OWNER_KEY] = True
         live = compat.current_session()
-        sess = {k: _copy_value(v) for k, v in (live or {}).items()}
+        sess = {k: _copy_value(v) for k, v in live.items()} if live else {}
     return Snapshot(data, sess, _capture_g(carry_g), site)
 
 
 def _capture_g(carry_g: str | t.Sequence[str] | None) -> dict[str, t.Any]:
-    if not carry_g or not has_app_context():
+    if not carry_g:
         return {}
-    values = vars(g._get_current_object())
+    app_ctx = compat.current_app_context()
+    if app_ctx is None:
+        return {}
+    values = vars(app_ctx.g)
     if not values:
         return {}
     out = {}
@@ -498,19 +495,16 @@ def _replay(
     ctx: compat.PushableContext
     if data is not None:
         ctx, built = compat.job_context(
-            app,
-            functools.partial(data.make_request, app, max_body_size),
-            functools.partial(_make_session, app, snapshot.session or {}),
-            data.routing,
+            app, data, max_body_size, _make_session, snapshot.session or {}
         )
     else:
-        ctx = app.app_context()
+        ctx = compat.job_app_context(app)
     ctx.push()
     _active.add(ctx)
     error: BaseException | None = None
     try:
         if snapshot.g:
-            g_dict = vars(g._get_current_object())
+            g_dict = vars(compat.current_g())
             for name, value in snapshot.g.items():
                 g_dict[name] = _copy_value(value)
         return app.ensure_sync(fn)(*args, **kwargs)
@@ -541,6 +535,7 @@ def _replay(
 
 
 def _make_session(app: Flask, data: dict[str, t.Any]) -> SessionMixin:
+    """A copy of the captured session for one job, marked unmodified."""
     cls = getattr(app.session_interface, "session_class", SecureCookieSession)
     try:
         sess = cls(data)

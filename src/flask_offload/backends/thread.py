@@ -114,12 +114,14 @@ class ThreadBackend(Backend):
     ) -> None:
         self._queue.put((app, job, fn, args, kwargs))
         # As ThreadPoolExecutor does: reuse an idle worker, else start one.
-        try:
-            self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        else:
-            return
+        idle = self._idle
+        if idle.qsize():
+            try:
+                idle.get_nowait()
+            except queue.Empty:  # another submitter took the last one
+                pass
+            else:
+                return
         if len(self._threads) < self.settings.max_workers:
             with self._lock:
                 if len(self._threads) < self.settings.max_workers:
