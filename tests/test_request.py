@@ -276,3 +276,82 @@ def test_submit_does_not_add_vary_cookie(
     assert "Cookie" not in r.headers.get("Vary", "")
     with app.app_context():
         assert offload.get_job(r.json()["id"]).result(10) == "ann"  # type: ignore[union-attr]
+
+
+def test_job_sees_the_routing_the_view_saw(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    hold: threading.Event,
+) -> None:
+    """The route match is the view's, taken at submit: view_args as the view
+    had them after url_value_preprocessor, and url_for works in the job.
+    """
+    seen: dict[str, t.Any] = {}
+
+    @app.url_value_preprocessor
+    def pull_lang(endpoint: str | None, values: dict[str, t.Any] | None) -> None:
+        if values is not None:
+            g.lang = values.pop("lang", None)
+
+    @app.url_defaults
+    def add_lang(endpoint: str, values: dict[str, t.Any]) -> None:
+        values.setdefault("lang", "en")
+
+    def job() -> None:
+        assert hold.wait(10)
+        seen.update(
+            view_args=request.view_args,
+            rule=request.url_rule.rule if request.url_rule else None,
+            endpoint=request.endpoint,
+            url=url_for("order", order_id=8),
+        )
+
+    @app.get("/<lang>/orders/<int:order_id>")
+    def order(order_id: int) -> dict[str, str]:
+        return {"id": offload.submit(job).id}
+
+    server = serve(app)
+    r = server.get("/nb/orders/7")
+    hold.set()
+    with app.app_context():
+        offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert seen == {
+        "view_args": {"order_id": 7},
+        "rule": "/<lang>/orders/<int:order_id>",
+        "endpoint": "order",
+        "url": "/en/orders/8",
+    }
+
+
+def test_request_class_with_its_own_init(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    hold: threading.Event,
+) -> None:
+    """An app's own Request subclass is built with its own __init__ in jobs."""
+    from flask import Request
+
+    class TenantRequest(Request):
+        def __init__(self, environ: dict[str, t.Any], *args: t.Any) -> None:
+            super().__init__(environ, *args)
+            self.tenant = environ.get("HTTP_X_TENANT", "none")
+
+    app.request_class = TenantRequest
+    seen: list[t.Any] = []
+
+    def job() -> None:
+        assert hold.wait(10)
+        seen.append((type(request._get_current_object()), request.tenant))  # type: ignore[attr-defined]
+
+    @app.get("/t")
+    def view() -> dict[str, str]:
+        return {"id": offload.submit(job).id}
+
+    server = serve(app)
+    r = server.get("/t", headers={"X-Tenant": "acme"})
+    hold.set()
+    with app.app_context():
+        offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert seen == [(TenantRequest, "acme")]

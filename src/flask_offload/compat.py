@@ -56,6 +56,97 @@ def current_request() -> Request | None:
     return req
 
 
+def current_routing(app: Flask) -> tuple[Flask, t.Any, t.Any] | None:
+    """The active request's bound URL adapter and route match, as the view
+    sees them, for :func:`job_context` to reuse instead of binding and
+    matching again in every job. ``None`` outside a request of ``app``.
+
+    The match is ``(rule, view_args)`` (a copy of the view's current
+    ``view_args``, so after any ``url_value_preprocessor``), the routing
+    exception, or ``None``.
+    """
+    ctx = _cv_ctx.get(None)
+    if ctx is None or ctx.app is not app:
+        return None
+    req = ctx._request if MERGED_CONTEXT else ctx.request
+    if req is None:
+        return None
+    match: t.Any = req.routing_exception
+    if match is None and req.url_rule is not None:
+        match = (req.url_rule, dict(req.view_args or {}))
+    return (app, ctx.url_adapter, match)
+
+
+def _apply_match(req: Request, match: t.Any) -> None:
+    from werkzeug.exceptions import HTTPException
+
+    if isinstance(match, HTTPException):
+        req.routing_exception = match
+    elif match is not None:
+        req.url_rule, view_args = match
+        req.view_args = dict(view_args)
+
+
+_REQUEST_FIELDS = frozenset(
+    {
+        "method",
+        "scheme",
+        "server",
+        "root_path",
+        "path",
+        "query_string",
+        "headers",
+        "remote_addr",
+        "environ",
+        "shallow",
+    }
+)
+
+
+def request_builder(
+    cls: type[Request], template: dict[str, t.Any]
+) -> t.Callable[[dict[str, t.Any], dict[str, t.Any]], Request]:
+    """A function ``build(environ, fields)`` that returns ``cls(environ)``
+    with the cached properties in ``fields`` (``args``, ``stream``...) set,
+    for environs that are copies of ``template``.
+
+    Werkzeug's ``Request.__init__`` derives a few strings from the environ;
+    they are the same for every copy, so they are computed once here and
+    copied into each new request. A request class with its own ``__init__``,
+    or a Werkzeug version that sets other attributes, is built the normal way.
+    """
+    from werkzeug.datastructures import EnvironHeaders
+    from werkzeug.wrappers import Request as WerkzeugRequest
+
+    def slow(environ: dict[str, t.Any], fields: dict[str, t.Any]) -> Request:
+        req = cls(environ)
+        for name, value in fields.items():
+            setattr(req, name, value)
+        return req
+
+    if cls.__init__ is not WerkzeugRequest.__init__:
+        return slow
+    probe = cls(dict(template))
+    shared = dict(vars(probe))
+    if shared.keys() != _REQUEST_FIELDS or type(probe.headers) is not EnvironHeaders:
+        return slow
+    del shared["environ"], shared["headers"]
+    new = object.__new__
+
+    def build(environ: dict[str, t.Any], fields: dict[str, t.Any]) -> Request:
+        req: Request = new(cls)
+        attrs = req.__dict__
+        attrs.update(shared)
+        attrs["environ"] = environ
+        attrs["headers"] = EnvironHeaders(environ)
+        # Werkzeug's cached properties keep their value in the instance dict.
+        attrs.update(fields)
+        environ["werkzeug.request"] = req
+        return req
+
+    return build
+
+
 def current_g() -> t.Any:
     """``g`` of the active app context. An app context must be active."""
     return _cv_app.get().g
@@ -103,12 +194,31 @@ def job_context(
     if MERGED_CONTEXT:
         req = source.make_request(app, max_body_size)
         sess = make_session(app, session_data)
-        ctx = AppContext(app, request=req, session=sess)  # type: ignore[call-arg,unused-ignore]
+        ctx = _MergedJobContext(app, request=req, session=sess)  # type: ignore[call-arg,unused-ignore]
+        routing = source.routing[0]
+        if routing is not None and routing[0] is app:
+            ctx.url_adapter = routing[1]
+            ctx._job_match = routing
         return ctx, lambda: (req, sess)
     lazy = _job_request_context_class()(
         app, source, max_body_size, make_session, session_data
     )
     return lazy, lazy.built
+
+
+class _MergedJobContext(AppContext):
+    """Flask 3.2's context for a job: routing from the captured request
+    (the view's match) when there is one, as on 3.1.
+    """
+
+    _job_match: t.Any = None
+
+    def match_request(self) -> None:
+        routing = self._job_match
+        if routing is None:
+            super().match_request()  # type: ignore[misc,unused-ignore]
+        else:
+            _apply_match(self._request, routing[2])  # type: ignore[attr-defined,unused-ignore]
 
 
 def job_app_context(app: Flask) -> PushableContext:
@@ -209,12 +319,7 @@ def _job_request_context_class() -> t.Any:
             self._cv_tokens = []
 
         def _apply_match(self, req: Request) -> None:
-            match = self._match
-            if isinstance(match, HTTPException):
-                req.routing_exception = match
-            elif match is not None:
-                req.url_rule, view_args = match
-                req.view_args = dict(view_args)
+            _apply_match(req, self._match)
 
         @property
         def request(self) -> Request:

@@ -25,7 +25,6 @@ import typing as t
 import weakref
 
 from flask import Flask
-from flask import request
 from flask import request_tearing_down
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession
@@ -121,7 +120,7 @@ class RequestData:
         "body",
         "body_size",
         "routing",
-        "_parsed",
+        "_replay",
     )
 
     def __init__(
@@ -143,20 +142,19 @@ class RequestData:
         self.body = body
         #: Set when the body was too large to carry: its size in bytes.
         self.body_size = body_size
-        #: Routing computed on the first replay, reused by the next ones.
+        #: The view's routing (bound URL adapter and route match), taken at
+        #: the first capture or computed by the first replay; reused by all.
         self.routing: list[t.Any] = [None]
-        # (args, form) as immutable multidicts, parsed once and shared by
-        # every replay: nothing can change them.
-        self._parsed: tuple[t.Any, t.Any] | None = None
+        # What every replay starts from, made by the first one: the request
+        # class, the environ template, a builder, and the parsed args and form.
+        self._replay: tuple[t.Any, ...] | None = None
 
     @classmethod
     def from_request(cls, req: Request, max_body_size: int) -> RequestData:
-        environ = {
-            k: v
-            for k, v in req.environ.items()
-            if type(v) is str and not k.startswith("flask_offload.")
-        }
-        if req.mimetype in _FORM_TYPES:
+        # Only string values: the CGI and HTTP_* variables. (This also leaves
+        # out this library's own environ keys, none of which holds a string.)
+        environ = {k: v for k, v in req.environ.items() if type(v) is str}
+        if environ.get("CONTENT_TYPE") and req.mimetype in _FORM_TYPES:
             # Parse now: after the response the server discards an unread body.
             form = tuple(req.form.items(multi=True))
             files = tuple(
@@ -189,30 +187,39 @@ class RequestData:
             f.release()
 
     def make_request(self, app: Flask, max_body_size: int) -> Request:
-        """A new request object for one replay, with its own file handles."""
-        environ: dict[str, t.Any] = dict(self.environ)
-        environ.update(_WSGI_CONSTANTS)
-        environ["wsgi.input"] = io.BytesIO()
-        environ["wsgi.errors"] = sys.stderr
-        environ[ENV_KEY] = self
-        req = app.request_class(environ)
-        storage: t.Any = req.parameter_storage_class
-        parsed = self._parsed
-        if parsed is None or type(parsed[0]) is not storage:
+        """A new request object for one replay, with its own environ, body
+        stream and file handles. The query string and form are parsed once
+        per captured request and shared: they are immutable.
+        """
+        cls = app.request_class
+        replay = self._replay
+        if replay is None or replay[0] is not cls:
+            template: dict[str, t.Any] = dict(self.environ)
+            template.update(_WSGI_CONSTANTS)
+            template["wsgi.errors"] = sys.stderr
+            storage: t.Any = cls.parameter_storage_class
+            args = cls(dict(template)).args
             form = storage(self.form) if self.form is not None else None
-            parsed = self._parsed = (req.args, form)
-        else:
-            req.args = parsed[0]
-        # args, form, files and stream are cached properties: setting them
-        # skips parsing, and the job's request never touches the original body.
-        if self.form is not None:
-            req.form = parsed[1]
-            req.files = storage([(f.field, f.open()) for f in self.files])
-            req.stream = io.BytesIO()
+            build = compat.request_builder(cls, template)
+            replay = self._replay = (cls, template, build, args, form)
+        _, template, build, args, form = replay
+        environ = template.copy()
+        environ[ENV_KEY] = self
+        # args, form, files and stream are cached properties: giving them
+        # values skips parsing, and the job never touches the original body.
+        fields: dict[str, t.Any] = {"args": args}
+        stream: t.Any
+        if form is not None:
+            storage = cls.parameter_storage_class
+            fields["form"] = form
+            fields["files"] = storage([(f.field, f.open()) for f in self.files])
+            stream = io.BytesIO()
         elif self.body_size is not None:
-            req.stream = io.BufferedReader(_OmittedBody(self.body_size, max_body_size))
+            stream = io.BufferedReader(_OmittedBody(self.body_size, max_body_size))
         else:
-            req.stream = io.BytesIO(self.body or b"")
+            stream = io.BytesIO(self.body or b"")
+        environ["wsgi.input"] = fields["stream"] = stream
+        req: Request = build(environ, fields)
         return req
 
     def to_dict(
@@ -339,7 +346,10 @@ def _session_serializer(app: Flask) -> t.Any:
 
 
 def _release_request_data(sender: Flask, **kwargs: t.Any) -> None:
-    environ = request.environ
+    req = compat.current_request()
+    if req is None:
+        return
+    environ = req.environ
     if environ.pop(_OWNER_KEY, False):
         data = environ.pop(ENV_KEY, None)
         if data is not None:
@@ -382,6 +392,9 @@ def capture(
         data = environ.get(ENV_KEY)
         if data is None:
             data = RequestData.from_request(req, max_body_size)
+            app_ctx = compat.current_app_context()
+            if app_ctx is not None:
+                data.routing[0] = compat.current_routing(app_ctx.app)
             data.acquire()
             environ[ENV_KEY] = data
             environ[_OWNER_KEY] = True
