@@ -103,17 +103,20 @@ _REQUEST_FIELDS = frozenset(
 )
 
 
-def request_builder(
-    cls: type[Request], template: dict[str, t.Any]
-) -> t.Callable[[dict[str, t.Any], dict[str, t.Any]], Request]:
-    """A function ``build(environ, fields)`` that returns ``cls(environ)``
-    with the cached properties in ``fields`` (``args``, ``stream``...) set,
-    for environs that are copies of ``template``.
+RequestBuilder = t.Callable[["dict[str, t.Any]", "dict[str, t.Any]"], Request]
+
+
+def first_request(
+    cls: type[Request], environ: dict[str, t.Any]
+) -> tuple[Request, RequestBuilder]:
+    """``cls(environ)``, and a function ``build(environ, fields)`` that makes
+    the same request for a copy of ``environ``, with the cached properties in
+    ``fields`` (``args``, ``stream``...) set.
 
     Werkzeug's ``Request.__init__`` derives a few strings from the environ;
-    they are the same for every copy, so they are computed once here and
-    copied into each new request. A request class with its own ``__init__``,
-    or a Werkzeug version that sets other attributes, is built the normal way.
+    they are the same for every copy, so ``build`` copies them from the
+    first request instead. A request class with its own ``__init__``, or a
+    Werkzeug version that sets other attributes, is built the normal way.
     """
     from werkzeug.datastructures import EnvironHeaders
     from werkzeug.wrappers import Request as WerkzeugRequest
@@ -124,12 +127,12 @@ def request_builder(
             setattr(req, name, value)
         return req
 
+    req = cls(environ)
     if cls.__init__ is not WerkzeugRequest.__init__:
-        return slow
-    probe = cls(dict(template))
-    shared = dict(vars(probe))
-    if shared.keys() != _REQUEST_FIELDS or type(probe.headers) is not EnvironHeaders:
-        return slow
+        return req, slow
+    shared = dict(vars(req))
+    if shared.keys() != _REQUEST_FIELDS or type(req.headers) is not EnvironHeaders:
+        return req, slow
     del shared["environ"], shared["headers"]
     new = object.__new__
 
@@ -144,7 +147,7 @@ def request_builder(
         environ["werkzeug.request"] = req
         return req
 
-    return build
+    return req, build
 
 
 def current_g() -> t.Any:

@@ -145,8 +145,8 @@ class RequestData:
         #: The view's routing (bound URL adapter and route match), taken at
         #: the first capture or computed by the first replay; reused by all.
         self.routing: list[t.Any] = [None]
-        # What every replay starts from, made by the first one: the request
-        # class, the environ template, a builder, and the parsed args and form.
+        # Made by the first replay, for the next ones: the request class, a
+        # request builder, the parsed args and form, and an environ template.
         self._replay: tuple[t.Any, ...] | None = None
 
     @classmethod
@@ -188,39 +188,57 @@ class RequestData:
 
     def make_request(self, app: Flask, max_body_size: int) -> Request:
         """A new request object for one replay, with its own environ, body
-        stream and file handles. The query string and form are parsed once
-        per captured request and shared: they are immutable.
+        stream and file handles. The query string and form are parsed by the
+        first replay and shared by the next ones: they are immutable.
         """
         cls = app.request_class
-        replay = self._replay
-        if replay is None or replay[0] is not cls:
-            template: dict[str, t.Any] = dict(self.environ)
-            template.update(_WSGI_CONSTANTS)
-            template["wsgi.errors"] = sys.stderr
-            storage: t.Any = cls.parameter_storage_class
-            args = cls(dict(template)).args
-            form = storage(self.form) if self.form is not None else None
-            build = compat.request_builder(cls, template)
-            replay = self._replay = (cls, template, build, args, form)
-        _, template, build, args, form = replay
-        environ = template.copy()
-        environ[ENV_KEY] = self
         # args, form, files and stream are cached properties: giving them
         # values skips parsing, and the job never touches the original body.
-        fields: dict[str, t.Any] = {"args": args}
+        fields: dict[str, t.Any] = {}
         stream: t.Any
-        if form is not None:
-            storage = cls.parameter_storage_class
-            fields["form"] = form
-            fields["files"] = storage([(f.field, f.open()) for f in self.files])
+        if self.form is not None:
+            fields["files"] = cls.parameter_storage_class(
+                [(f.field, f.open()) for f in self.files]
+            )
             stream = io.BytesIO()
         elif self.body_size is not None:
             stream = io.BufferedReader(_OmittedBody(self.body_size, max_body_size))
         else:
             stream = io.BytesIO(self.body or b"")
-        environ["wsgi.input"] = fields["stream"] = stream
-        req: Request = build(environ, fields)
-        return req
+        fields["stream"] = stream
+        replay = self._replay
+        if replay is None or replay[0] is not cls:
+            # The first replay (most requests submit one job): build it the
+            # normal way, and keep what the next replays can share.
+            environ = self._new_environ()
+            environ["wsgi.input"] = stream
+            req, build = compat.first_request(cls, environ)
+            for name, value in fields.items():
+                setattr(req, name, value)
+            form: t.Any = None
+            if self.form is not None:
+                form = cls.parameter_storage_class(self.form)
+                req.form = form
+            self._replay = (cls, build, req.args, form, None)
+            return req
+        _, build, args, form, template = replay
+        if template is None:
+            template = self._new_environ()
+            self._replay = (cls, build, args, form, template)
+        environ = template.copy()
+        environ["wsgi.input"] = stream
+        fields["args"] = args
+        if form is not None:
+            fields["form"] = form
+        built: Request = build(environ, fields)
+        return built
+
+    def _new_environ(self) -> dict[str, t.Any]:
+        environ: dict[str, t.Any] = dict(self.environ)
+        environ.update(_WSGI_CONSTANTS)
+        environ["wsgi.errors"] = sys.stderr
+        environ[ENV_KEY] = self
+        return environ
 
     def to_dict(
         self,
