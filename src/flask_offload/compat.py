@@ -19,6 +19,10 @@ from flask import globals as _flask_globals
 from flask.ctx import AppContext
 from flask.sessions import SessionMixin
 from flask.wrappers import Request
+from werkzeug.datastructures import EnvironHeaders
+from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request as WerkzeugRequest
 
 #: True on Flask 3.2 and later, where the request lives in the app context.
 MERGED_CONTEXT: bool = "request" in inspect.signature(AppContext.__init__).parameters
@@ -78,8 +82,6 @@ def current_routing(app: Flask) -> tuple[Flask, t.Any, t.Any] | None:
 
 
 def _apply_match(req: Request, match: t.Any) -> None:
-    from werkzeug.exceptions import HTTPException
-
     if isinstance(match, HTTPException):
         req.routing_exception = match
     elif match is not None:
@@ -106,48 +108,62 @@ _REQUEST_FIELDS = frozenset(
 RequestBuilder = t.Callable[["dict[str, t.Any]", "dict[str, t.Any]"], Request]
 
 
-def first_request(
-    cls: type[Request], environ: dict[str, t.Any]
-) -> tuple[Request, RequestBuilder]:
-    """``cls(environ)``, and a function ``build(environ, fields)`` that makes
-    the same request for a copy of ``environ``, with the cached properties in
-    ``fields`` (``args``, ``stream``...) set.
+def parsed_args(req: Request) -> ImmutableMultiDict[str, str] | None:
+    """``req.args`` if the view already parsed it, else ``None`` (reading
+    it would parse the query string here, for nothing if no job reads it).
+    """
+    args = req.__dict__.get("args")  # where werkzeug's cached_property keeps it
+    if isinstance(args, ImmutableMultiDict):
+        return args
+    return None
+
+
+def request_fields(req: Request) -> dict[str, t.Any]:
+    """A copy of what ``Request.__init__`` set on ``req``: call it before
+    any cached property is read. Given to :func:`request_builder`.
+    """
+    return dict(req.__dict__)
+
+
+def request_builder(cls: type[Request], fields: dict[str, t.Any]) -> RequestBuilder:
+    """A function ``build(environ, extra)`` that makes ``cls(environ)`` for a
+    copy of the environ of the request ``fields`` was taken from, with the
+    cached properties in ``extra`` (``args``, ``stream``...) set.
 
     Werkzeug's ``Request.__init__`` derives a few strings from the environ;
-    they are the same for every copy, so ``build`` copies them from the
-    first request instead. A request class with its own ``__init__``, or a
-    Werkzeug version that sets other attributes, is built the normal way.
+    they are the same for every copy, so ``build`` copies them instead. A
+    request class with its own ``__init__``, or a Werkzeug version that sets
+    other attributes, is built the normal way.
     """
-    from werkzeug.datastructures import EnvironHeaders
-    from werkzeug.wrappers import Request as WerkzeugRequest
 
-    def slow(environ: dict[str, t.Any], fields: dict[str, t.Any]) -> Request:
+    def slow(environ: dict[str, t.Any], extra: dict[str, t.Any]) -> Request:
         req = cls(environ)
-        for name, value in fields.items():
+        for name, value in extra.items():
             setattr(req, name, value)
         return req
 
-    req = cls(environ)
-    if cls.__init__ is not WerkzeugRequest.__init__:
-        return req, slow
-    shared = dict(vars(req))
-    if shared.keys() != _REQUEST_FIELDS or type(req.headers) is not EnvironHeaders:
-        return req, slow
+    if (
+        cls.__init__ is not WerkzeugRequest.__init__
+        or fields.keys() != _REQUEST_FIELDS
+        or type(fields["headers"]) is not EnvironHeaders
+    ):
+        return slow
+    shared = dict(fields)
     del shared["environ"], shared["headers"]
     new = object.__new__
 
-    def build(environ: dict[str, t.Any], fields: dict[str, t.Any]) -> Request:
+    def build(environ: dict[str, t.Any], extra: dict[str, t.Any]) -> Request:
         req: Request = new(cls)
         attrs = req.__dict__
         attrs.update(shared)
         attrs["environ"] = environ
         attrs["headers"] = EnvironHeaders(environ)
         # Werkzeug's cached properties keep their value in the instance dict.
-        attrs.update(fields)
+        attrs.update(extra)
         environ["werkzeug.request"] = req
         return req
 
-    return req, build
+    return build
 
 
 def current_g() -> t.Any:

@@ -107,6 +107,22 @@ class _OmittedBody(io.RawIOBase):
         )
 
 
+class _ReplayCache:
+    """What the replays of one captured request share, for one request
+    class: filled by the first replay and the second.
+    """
+
+    __slots__ = ("cls", "fields", "form", "args", "template", "build")
+
+    def __init__(self, cls: type[Request], fields: dict[str, t.Any]) -> None:
+        self.cls = cls
+        self.fields = fields
+        self.form: t.Any = None
+        self.args: t.Any = None
+        self.template: dict[str, t.Any] | None = None
+        self.build: compat.RequestBuilder | None = None
+
+
 class RequestData:
     """The request part of a snapshot: plain data, shared by every job
     submitted from one request. Uploaded files are released when the last
@@ -120,6 +136,7 @@ class RequestData:
         "body",
         "body_size",
         "routing",
+        "args",
         "_replay",
     )
 
@@ -145,9 +162,9 @@ class RequestData:
         #: The view's routing (bound URL adapter and route match), taken at
         #: the first capture or computed by the first replay; reused by all.
         self.routing: list[t.Any] = [None]
-        # Made by the first replay, for the next ones: the request class, a
-        # request builder, the parsed args and form, and an environ template.
-        self._replay: tuple[t.Any, ...] | None = None
+        #: The query string as the view parsed it, if it did.
+        self.args: t.Any = None
+        self._replay: _ReplayCache | None = None
 
     @classmethod
     def from_request(cls, req: Request, max_body_size: int) -> RequestData:
@@ -188,16 +205,16 @@ class RequestData:
 
     def make_request(self, app: Flask, max_body_size: int) -> Request:
         """A new request object for one replay, with its own environ, body
-        stream and file handles. The query string and form are parsed by the
-        first replay and shared by the next ones: they are immutable.
+        stream and file handles. The query string and form are parsed once
+        and shared: they are immutable.
         """
         cls = app.request_class
         # args, form, files and stream are cached properties: giving them
         # values skips parsing, and the job never touches the original body.
-        fields: dict[str, t.Any] = {}
+        extra: dict[str, t.Any] = {}
         stream: t.Any
         if self.form is not None:
-            fields["files"] = cls.parameter_storage_class(
+            extra["files"] = cls.parameter_storage_class(
                 [(f.field, f.open()) for f in self.files]
             )
             stream = io.BytesIO()
@@ -205,33 +222,34 @@ class RequestData:
             stream = io.BufferedReader(_OmittedBody(self.body_size, max_body_size))
         else:
             stream = io.BytesIO(self.body or b"")
-        fields["stream"] = stream
-        replay = self._replay
-        if replay is None or replay[0] is not cls:
+        extra["stream"] = stream
+        cache = self._replay
+        if cache is None or cache.cls is not cls:
             # The first replay (most requests submit one job): build it the
             # normal way, and keep what the next replays can share.
             environ = self._new_environ()
             environ["wsgi.input"] = stream
-            req, build = compat.first_request(cls, environ)
-            for name, value in fields.items():
-                setattr(req, name, value)
-            form: t.Any = None
+            req = cls(environ)
+            cache = self._replay = _ReplayCache(cls, compat.request_fields(req))
             if self.form is not None:
-                form = cls.parameter_storage_class(self.form)
-                req.form = form
-            self._replay = (cls, build, req.args, form, None)
+                cache.form = cls.parameter_storage_class(self.form)
+                extra["form"] = cache.form
+            if self.args is not None:
+                extra["args"] = self.args
+            for name, value in extra.items():
+                setattr(req, name, value)
             return req
-        _, build, args, form, template = replay
-        if template is None:
-            template = self._new_environ()
-            self._replay = (cls, build, args, form, template)
-        environ = template.copy()
+        if cache.build is None:
+            # The second replay: from now on, copy instead of derive.
+            cache.template = self._new_environ()
+            cache.args = self.args or cls(dict(cache.template)).args
+            cache.build = compat.request_builder(cls, cache.fields)
+        environ = cache.template.copy()  # type: ignore[union-attr]
         environ["wsgi.input"] = stream
-        fields["args"] = args
-        if form is not None:
-            fields["form"] = form
-        built: Request = build(environ, fields)
-        return built
+        extra["args"] = cache.args
+        if cache.form is not None:
+            extra["form"] = cache.form
+        return cache.build(environ, extra)
 
     def _new_environ(self) -> dict[str, t.Any]:
         environ: dict[str, t.Any] = dict(self.environ)
@@ -410,6 +428,7 @@ def capture(
         data = environ.get(ENV_KEY)
         if data is None:
             data = RequestData.from_request(req, max_body_size)
+            data.args = compat.parsed_args(req)
             app_ctx = compat.current_app_context()
             if app_ctx is not None:
                 data.routing[0] = compat.current_routing(app_ctx.app)
