@@ -118,38 +118,47 @@ def parsed_args(req: Request) -> ImmutableMultiDict[str, str] | None:
     return None
 
 
-def request_fields(req: Request) -> dict[str, t.Any]:
-    """A copy of what ``Request.__init__`` set on ``req``: call it before
-    any cached property is read. Given to :func:`request_builder`.
+def request_fields(req: Request) -> dict[str, t.Any] | None:
+    """What ``Request.__init__`` set on ``req`` that is the same for every
+    copy of its environ, or ``None`` if this request class or Werkzeug version
+    sets something else. Call it before any cached property is read; give it
+    to :func:`request_builder`. The environ itself is left out: keeping it
+    would make a reference cycle through the captured request data.
     """
-    return dict(req.__dict__)
-
-
-def request_builder(cls: type[Request], fields: dict[str, t.Any]) -> RequestBuilder:
-    """A function ``build(environ, extra)`` that makes ``cls(environ)`` for a
-    copy of the environ of the request ``fields`` was taken from, with the
-    cached properties in ``extra`` (``args``, ``stream``...) set.
-
-    Werkzeug's ``Request.__init__`` derives a few strings from the environ;
-    they are the same for every copy, so ``build`` copies them instead. A
-    request class with its own ``__init__``, or a Werkzeug version that sets
-    other attributes, is built the normal way.
-    """
-
-    def slow(environ: dict[str, t.Any], extra: dict[str, t.Any]) -> Request:
-        req = cls(environ)
-        for name, value in extra.items():
-            setattr(req, name, value)
-        return req
-
+    if type(req).__init__ is not WerkzeugRequest.__init__:
+        return None
+    fields = req.__dict__
     if (
-        cls.__init__ is not WerkzeugRequest.__init__
-        or fields.keys() != _REQUEST_FIELDS
+        fields.keys() != _REQUEST_FIELDS
         or type(fields["headers"]) is not EnvironHeaders
     ):
-        return slow
+        return None
     shared = dict(fields)
     del shared["environ"], shared["headers"]
+    return shared
+
+
+def request_builder(
+    cls: type[Request], shared: dict[str, t.Any] | None
+) -> RequestBuilder:
+    """A function ``build(environ, extra)`` that makes ``cls(environ)`` for a
+    copy of the environ of the request ``shared`` was taken from
+    (:func:`request_fields`), with the cached properties in ``extra``
+    (``args``, ``stream``...) set.
+
+    Werkzeug's ``Request.__init__`` derives a few strings from the environ;
+    they are the same for every copy, so ``build`` copies them instead. With
+    no ``shared`` fields, requests are built the normal way.
+    """
+    if shared is None:
+
+        def slow(environ: dict[str, t.Any], extra: dict[str, t.Any]) -> Request:
+            req = cls(environ)
+            for name, value in extra.items():
+                setattr(req, name, value)
+            return req
+
+        return slow
     new = object.__new__
 
     def build(environ: dict[str, t.Any], extra: dict[str, t.Any]) -> Request:

@@ -114,7 +114,7 @@ class _ReplayCache:
 
     __slots__ = ("cls", "fields", "form", "args", "template", "build")
 
-    def __init__(self, cls: type[Request], fields: dict[str, t.Any]) -> None:
+    def __init__(self, cls: type[Request], fields: dict[str, t.Any] | None) -> None:
         self.cls = cls
         self.fields = fields
         self.form: t.Any = None
