@@ -6,6 +6,10 @@ job to a raw ``ThreadPoolExecutor`` (no context: the floor), then the
 offloading one (interleaved, several rounds); the table gives the medians of wrk's
 p50/p99 latency and requests/s. Skipped with a message when ``wrk`` or
 gunicorn is missing.
+
+With two CPUs or more, gunicorn is pinned to the first and wrk to the
+second: unpinned, the two compete for both CPUs and the plain view's own
+throughput varied by 50% between rounds, more than the difference measured.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+import typing as t
 
 from . import HEADERS
 from . import QUERY
@@ -94,9 +99,17 @@ def run(quick: bool = False) -> Result:
         return skipped(
             "gunicorn is not installed. Run 'pip install -r bench/requirements.txt'."
         )
-    duration = 2 if quick else 4
-    rounds = 2 if quick else 3
+    duration = 2 if quick else 3
+    rounds = 3 if quick else 5
     port = free_port()
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pinned = len(cpus) >= 2
+
+    def pin(cpu: int) -> t.Callable[[], None] | None:
+        if not pinned:
+            return None
+        return lambda: os.sched_setaffinity(0, {cpu})
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen(
         [
@@ -112,6 +125,7 @@ def run(quick: bool = False) -> Result:
         ],
         cwd=root,
         start_new_session=True,
+        preexec_fn=pin(cpus[0]) if pinned else None,
     )
     header_args: list[str] = []
     for name, value in HEADERS.items():
@@ -124,7 +138,7 @@ def run(quick: bool = False) -> Result:
         def drive(view: str, seconds: int) -> dict[str, float]:
             cmd = [
                 wrk,
-                "-t2",
+                "-t1" if pinned else "-t2",
                 "-c16",
                 f"-d{seconds}s",
                 "--latency",
@@ -132,7 +146,11 @@ def run(quick: bool = False) -> Result:
                 f"http://127.0.0.1:{port}/{view}?{QUERY}",
             ]
             res = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=seconds + 30
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=seconds + 30,
+                preexec_fn=pin(cpus[1]) if pinned else None,
             )
             if res.returncode != 0:
                 raise RuntimeError(f"wrk failed: {res.stderr or res.stdout}")
@@ -182,10 +200,15 @@ def run(quick: bool = False) -> Result:
         ["view", "p50 ms", "p99 ms", "req/s", "p50 ratio", "req/s ratio", "errors"],
         rows,
         notes=[
-            f"gunicorn --workers=2 --worker-class=gthread --threads=4; wrk -t2 -c16"
-            f" -d{duration}s --latency with 10 headers; {rounds} interleaved"
-            " rounds after a 1 s warm-up of each view, medians. wrk shares the"
-            " 2 CPUs with the server.",
+            "gunicorn --workers=2 --worker-class=gthread --threads=4;"
+            f" wrk {'-t1' if pinned else '-t2'} -c16 -d{duration}s --latency with"
+            f" 10 headers; {rounds} interleaved rounds after a 1 s warm-up of each"
+            " view, medians. "
+            + (
+                f"gunicorn pinned to CPU {cpus[0]}, wrk to CPU {cpus[1]}."
+                if pinned
+                else "wrk shares the CPU with the server."
+            ),
             "The job reads request.args and headers from the replayed request.",
         ],
         data={"samples": samples, "medians": med},
