@@ -208,30 +208,40 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
             "  _make_session(): session copy",
             lambda: snap._make_session(app, {}),
         )
-        sess = snap._make_session(app, {})
         from flask_offload import compat
 
-        def make_req() -> t.Any:
-            return data.make_request(app, settings.max_body_size)
+        max_body = settings.max_body_size
 
-        def make_sess() -> t.Any:
-            return sess
+        class _Uncached:
+            """The same request data with routing never cached."""
 
+            routing: list[t.Any] = [None]
+
+            def make_request(self, app: Flask, max_body_size: int) -> t.Any:
+                self.routing[0] = None
+                return data.make_request(app, max_body_size)
+
+        uncached = _Uncached()
         piece(
             "replay",
             "  job context, routing cached per request (as replay makes it)",
-            lambda: compat.job_context(app, make_req, make_sess, data.routing),
+            lambda: compat.job_context(app, data, max_body, snap._make_session, {}),
         )
+
+        def routing_computed() -> None:
+            uncached.routing[0] = None
+            compat.job_context(app, uncached, max_body, snap._make_session, {})
+
         piece(
             "replay",
             "  job context, routing computed (url adapter bind + match)",
-            lambda: compat.job_context(app, make_req, make_sess, [None]),
+            routing_computed,
         )
 
         def push_pop_in_job(touch: bool) -> None:
             # As replay runs it: marked as a job, so request teardown is skipped.
             snap._cv_replay.set(snap._MARK_SKIP)
-            c, _ = compat.job_context(app, make_req, make_sess, data.routing)
+            c, _ = compat.job_context(app, data, max_body, snap._make_session, {})
             c.push()
             if touch:
                 request.args  # noqa: B018 - builds the request, as a job reading it
@@ -255,7 +265,7 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
             "  app.app_context() push+pop alone",
             lambda: app.app_context().__enter__().pop(),
         )  # type: ignore[func-returns-value]
-        adapter = app.create_url_adapter(make_req())
+        adapter = app.create_url_adapter(data.make_request(app, max_body))
         assert adapter is not None
         piece(
             "replay",
