@@ -51,13 +51,16 @@ def current_app_context() -> AppContext | None:
     return ctx
 
 
+def _request_of(ctx: t.Any) -> Request | None:
+    # 3.2's merged context may hold no request; 3.1's request context always does.
+    req: Request | None = ctx._request if MERGED_CONTEXT else ctx.request
+    return req
+
+
 def current_request() -> Request | None:
     """The active request, or ``None`` outside a request."""
     ctx = _cv_ctx.get(None)
-    if ctx is None:
-        return None
-    req: Request | None = ctx._request if MERGED_CONTEXT else ctx.request
-    return req
+    return None if ctx is None else _request_of(ctx)
 
 
 def current_routing(app: Flask) -> tuple[Flask, t.Any, t.Any] | None:
@@ -72,7 +75,7 @@ def current_routing(app: Flask) -> tuple[Flask, t.Any, t.Any] | None:
     ctx = _cv_ctx.get(None)
     if ctx is None or ctx.app is not app:
         return None
-    req = ctx._request if MERGED_CONTEXT else ctx.request
+    req = _request_of(ctx)
     if req is None:
         return None
     match: t.Any = req.routing_exception
@@ -138,6 +141,14 @@ def request_fields(req: Request) -> dict[str, t.Any] | None:
     return shared
 
 
+def set_cached(req: Request, values: dict[str, t.Any]) -> None:
+    """Give cached properties of ``req`` (``args``, ``stream``...) their
+    values, so reading them parses nothing.
+    """
+    for name, value in values.items():
+        setattr(req, name, value)
+
+
 def request_builder(
     cls: type[Request], shared: dict[str, t.Any] | None
 ) -> RequestBuilder:
@@ -154,8 +165,7 @@ def request_builder(
 
         def slow(environ: dict[str, t.Any], extra: dict[str, t.Any]) -> Request:
             req = cls(environ)
-            for name, value in extra.items():
-                setattr(req, name, value)
+            set_cached(req, extra)
             return req
 
         return slow
@@ -268,7 +278,6 @@ def _job_request_context_class() -> t.Any:
     from flask.ctx import RequestContext
     from flask.signals import appcontext_popped
     from flask.signals import appcontext_pushed
-    from werkzeug.exceptions import HTTPException
 
     cv_app = _cv_app
     cv_request = _cv_ctx

@@ -236,8 +236,7 @@ class RequestData:
                 extra["form"] = cache.form
             if self.args is not None:
                 extra["args"] = self.args
-            for name, value in extra.items():
-                setattr(req, name, value)
+            compat.set_cached(req, extra)
             return req
         if cache.build is None:
             # The second replay: from now on, copy instead of derive.

@@ -65,9 +65,10 @@ class ThreadBackend(Backend):
         # new one since: ThreadPoolExecutor's idle semaphore, without its lock.
         self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        # Taken only to start a thread, and by submitters that wait for room
-        # with OFFLOAD_QUEUE_FULL = "block".
+        # Taken only to start a thread.
         self._lock = threading.Lock()
+        # Submitters waiting for room with OFFLOAD_QUEUE_FULL = "block": how
+        # many, and the condition workers notify when they take a job.
         self._room = threading.Condition(threading.Lock())
         self._waiting = 0
 
