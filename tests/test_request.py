@@ -355,3 +355,53 @@ def test_request_class_with_its_own_init(
     with app.app_context():
         offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
     assert seen == [(TenantRequest, "acme")]
+
+
+def test_job_sees_the_request_the_view_saw(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    hold: threading.Event,
+) -> None:
+    """Method, path, host and remote address are the view's, even if a hook
+    changed the environ after the request was made; the job's environ is its
+    own copy.
+    """
+    seen: dict[str, t.Any] = {}
+
+    @app.before_request
+    def rewrite_environ() -> None:
+        request.environ["REMOTE_ADDR"] = "203.0.113.9"
+
+    def job() -> None:
+        assert hold.wait(10)
+        request.environ["HTTP_X_JOB"] = "changed"
+        seen.update(
+            method=request.method,
+            path=request.path,
+            host=request.host,
+            remote_addr=request.remote_addr,
+            environ_addr=request.environ["REMOTE_ADDR"],
+        )
+
+    @app.post("/reports/<name>")
+    def report(name: str) -> dict[str, t.Any]:
+        job_id = offload.submit(job).id
+        return {
+            "id": job_id,
+            "method": request.method,
+            "path": request.path,
+            "host": request.host,
+            "remote_addr": request.remote_addr,
+            "x_job": request.environ.get("HTTP_X_JOB"),
+        }
+
+    server = serve(app)
+    r = server.post("/reports/q3")
+    view = r.json()
+    hold.set()
+    with app.app_context():
+        offload.get_job(view.pop("id")).result(10)  # type: ignore[union-attr]
+    assert view["remote_addr"] == "127.0.0.1"
+    assert view.pop("x_job") is None
+    assert seen == {**view, "environ_addr": "203.0.113.9"}

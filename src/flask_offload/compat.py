@@ -108,9 +108,6 @@ _REQUEST_FIELDS = frozenset(
 )
 
 
-RequestBuilder = t.Callable[["dict[str, t.Any]", "dict[str, t.Any]"], Request]
-
-
 def parsed_args(req: Request) -> ImmutableMultiDict[str, str] | None:
     """``req.args`` if the view already parsed it, else ``None`` (reading
     it would parse the query string here, for nothing if no job reads it).
@@ -122,23 +119,28 @@ def parsed_args(req: Request) -> ImmutableMultiDict[str, str] | None:
 
 
 def request_fields(req: Request) -> dict[str, t.Any] | None:
-    """What ``Request.__init__`` set on ``req`` that is the same for every
-    copy of its environ, or ``None`` if this request class or Werkzeug version
-    sets something else. Call it before any cached property is read; give it
-    to :func:`request_builder`. The environ itself is left out: keeping it
-    would make a reference cycle through the captured request data.
+    """What ``Request.__init__`` derived from the environ of ``req`` (method,
+    path, remote address...), to build copies of it with
+    :func:`build_request` instead of deriving them again; ``None`` if this
+    request class or Werkzeug version sets something else.
+
+    Taken from the view's request at capture, these are the values the view
+    saw. The environ and headers are left out: each copy gets its own.
     """
     if type(req).__init__ is not WerkzeugRequest.__init__:
         return None
     fields = req.__dict__
-    if (
-        fields.keys() != _REQUEST_FIELDS
-        or type(fields["headers"]) is not EnvironHeaders
-    ):
+    try:
+        shared = {name: fields[name] for name in _SHARED_FIELDS}
+    except KeyError:
         return None
-    shared = dict(fields)
-    del shared["environ"], shared["headers"]
+    if type(fields.get("headers")) is not EnvironHeaders:
+        return None
     return shared
+
+
+#: What ``Request.__init__`` sets, but for the environ and the headers.
+_SHARED_FIELDS = tuple(sorted(_REQUEST_FIELDS - {"environ", "headers"}))
 
 
 def set_cached(req: Request, values: dict[str, t.Any]) -> None:
@@ -149,40 +151,28 @@ def set_cached(req: Request, values: dict[str, t.Any]) -> None:
         setattr(req, name, value)
 
 
-def request_builder(
-    cls: type[Request], shared: dict[str, t.Any] | None
-) -> RequestBuilder:
-    """A function ``build(environ, extra)`` that makes ``cls(environ)`` for a
-    copy of the environ of the request ``shared`` was taken from
-    (:func:`request_fields`), with the cached properties in ``extra``
-    (``args``, ``stream``...) set.
+def build_request(
+    cls: type[Request],
+    shared: dict[str, t.Any],
+    environ: dict[str, t.Any],
+    extra: dict[str, t.Any],
+) -> Request:
+    """``cls(environ)`` for a copy of the environ of the request ``shared``
+    was taken from (:func:`request_fields`), with the cached properties in
+    ``extra`` (``args``, ``stream``...) set.
 
     Werkzeug's ``Request.__init__`` derives a few strings from the environ;
-    they are the same for every copy, so ``build`` copies them instead. With
-    no ``shared`` fields, requests are built the normal way.
+    they are the same for every copy, so they are copied instead.
     """
-    if shared is None:
-
-        def slow(environ: dict[str, t.Any], extra: dict[str, t.Any]) -> Request:
-            req = cls(environ)
-            set_cached(req, extra)
-            return req
-
-        return slow
-    new = object.__new__
-
-    def build(environ: dict[str, t.Any], extra: dict[str, t.Any]) -> Request:
-        req: Request = new(cls)
-        attrs = req.__dict__
-        attrs.update(shared)
-        attrs["environ"] = environ
-        attrs["headers"] = EnvironHeaders(environ)
-        # Werkzeug's cached properties keep their value in the instance dict.
-        attrs.update(extra)
-        environ["werkzeug.request"] = req
-        return req
-
-    return build
+    req: Request = object.__new__(cls)
+    attrs = req.__dict__
+    attrs.update(shared)
+    attrs["environ"] = environ
+    attrs["headers"] = EnvironHeaders(environ)
+    # Werkzeug's cached properties keep their value in the instance dict.
+    attrs.update(extra)
+    environ["werkzeug.request"] = req
+    return req
 
 
 def current_g() -> t.Any:

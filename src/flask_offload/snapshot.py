@@ -107,22 +107,6 @@ class _OmittedBody(io.RawIOBase):
         )
 
 
-class _ReplayCache:
-    """What the replays of one captured request share, for one request
-    class: filled by the first replay and the second.
-    """
-
-    __slots__ = ("cls", "fields", "form", "args", "template", "build")
-
-    def __init__(self, cls: type[Request], fields: dict[str, t.Any] | None) -> None:
-        self.cls = cls
-        self.fields = fields
-        self.form: t.Any = None
-        self.args: t.Any = None
-        self.template: dict[str, t.Any] | None = None
-        self.build: compat.RequestBuilder | None = None
-
-
 class RequestData:
     """The request part of a snapshot: plain data, shared by every job
     submitted from one request. Uploaded files are released when the last
@@ -137,7 +121,8 @@ class RequestData:
         "body_size",
         "routing",
         "args",
-        "_replay",
+        "fields",
+        "_form",
     )
 
     def __init__(
@@ -164,7 +149,13 @@ class RequestData:
         self.routing: list[t.Any] = [None]
         #: The query string as the view parsed it, if it did.
         self.args: t.Any = None
-        self._replay: _ReplayCache | None = None
+        #: The request class and what its ``__init__`` derived from this
+        #: environ (method, path, remote address...), taken from the view's
+        #: request or the first replay, reused by every replay (see
+        #: :func:`.compat.request_fields`); ``None`` until known.
+        self.fields: tuple[type[Request], dict[str, t.Any]] | None = None
+        # The parsed form shared by the replays, and the request class it is for.
+        self._form: tuple[type[Request], t.Any] | None = None
 
     @classmethod
     def from_request(cls, req: Request, max_body_size: int) -> RequestData:
@@ -205,8 +196,8 @@ class RequestData:
 
     def make_request(self, app: Flask, max_body_size: int) -> Request:
         """A new request object for one replay, with its own environ, body
-        stream and file handles. The query string and form are parsed once
-        and shared: they are immutable.
+        stream and file handles. The query string (if the view parsed it) and
+        the form are parsed once and shared: they are immutable.
         """
         cls = app.request_class
         # args, form, files and stream are cached properties: giving them
@@ -218,37 +209,31 @@ class RequestData:
                 [(f.field, f.open()) for f in self.files]
             )
             stream = io.BytesIO()
+            form = self._form
+            if form is None or form[0] is not cls:
+                form = self._form = (cls, cls.parameter_storage_class(self.form))
+            extra["form"] = form[1]
         elif self.body_size is not None:
             stream = io.BufferedReader(_OmittedBody(self.body_size, max_body_size))
         else:
             stream = io.BytesIO(self.body or b"")
         extra["stream"] = stream
-        cache = self._replay
-        if cache is None or cache.cls is not cls:
-            # The first replay (most requests submit one job): build it the
-            # normal way, and keep what the next replays can share.
-            environ = self._new_environ()
-            environ["wsgi.input"] = stream
-            req = cls(environ)
-            cache = self._replay = _ReplayCache(cls, compat.request_fields(req))
-            if self.form is not None:
-                cache.form = cls.parameter_storage_class(self.form)
-                extra["form"] = cache.form
-            if self.args is not None:
-                extra["args"] = self.args
-            compat.set_cached(req, extra)
-            return req
-        if cache.build is None:
-            # The second replay: from now on, copy instead of derive.
-            cache.template = self._new_environ()
-            cache.args = self.args or cls(dict(cache.template)).args
-            cache.build = compat.request_builder(cls, cache.fields)
-        environ = cache.template.copy()  # type: ignore[union-attr]
+        if self.args is not None:
+            extra["args"] = self.args
+        environ = self._new_environ()
         environ["wsgi.input"] = stream
-        extra["args"] = cache.args
-        if cache.form is not None:
-            extra["form"] = cache.form
-        return cache.build(environ, extra)
+        fields = self.fields
+        if fields is not None and fields[0] is cls:
+            return compat.build_request(cls, fields[1], environ, extra)
+        # Rebuilt from JSON, or replayed in an app with another request
+        # class: derive the fields the normal way.
+        req = cls(environ)
+        if fields is None:
+            shared = compat.request_fields(req)
+            if shared is not None:
+                self.fields = (cls, shared)
+        compat.set_cached(req, extra)
+        return req
 
     def _new_environ(self) -> dict[str, t.Any]:
         environ: dict[str, t.Any] = dict(self.environ)
@@ -428,6 +413,9 @@ def capture(
         if data is None:
             data = RequestData.from_request(req, max_body_size)
             data.args = compat.parsed_args(req)
+            shared = compat.request_fields(req)
+            if shared is not None:
+                data.fields = (type(req), shared)
             app_ctx = compat.current_app_context()
             if app_ctx is not None:
                 data.routing[0] = compat.current_routing(app_ctx.app)
