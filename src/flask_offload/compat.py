@@ -18,6 +18,7 @@ from flask import Flask
 from flask import globals as _flask_globals
 from flask.ctx import AppContext
 from flask.sessions import SessionMixin
+from flask.signals import appcontext_tearing_down
 from flask.wrappers import Request
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.datastructures import ImmutableMultiDict
@@ -209,9 +210,12 @@ def job_context(
     max_body_size: int,
     make_session: SessionFactory,
     session_data: dict[str, t.Any],
+    teardown_request: bool = False,
 ) -> tuple[PushableContext, Built]:
     """Make one fresh context for a job, and a function that returns the
     request and session it built, ``None`` for those never built.
+    ``teardown_request`` says whether popping it runs ``teardown_request``
+    functions (on 3.2, the ``do_teardown_request`` wrapper decides).
 
     On 3.1 the request and the session copy are built when the job first
     touches them: a job that only uses its arguments, ``g`` or
@@ -231,6 +235,8 @@ def job_context(
     lazy = _job_request_context_class()(
         app, source, max_body_size, make_session, session_data
     )
+    if teardown_request:
+        lazy.teardown_request = True
     return lazy, lazy.built
 
 
@@ -285,7 +291,7 @@ def _job_request_context_class() -> t.Any:
 
         def pop(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
             try:
-                if len(self._cv_tokens) == 1:
+                if len(self._cv_tokens) == 1 and _has_appcontext_teardown(self.app):
                     if exc is _sentinel:
                         exc = sys.exc_info()[1]
                     self.app.do_teardown_appcontext(exc)
@@ -306,6 +312,9 @@ def _job_request_context_class() -> t.Any:
         """
 
         app_context_class = JobAppContext
+        #: Whether popping runs ``teardown_request`` functions
+        #: (``OFFLOAD_JOB_TEARDOWN_REQUEST``).
+        teardown_request = False
 
         def __init__(
             self,
@@ -395,9 +404,10 @@ def _job_request_context_class() -> t.Any:
                 if clear_request:
                     if exc is _sentinel:
                         exc = sys.exc_info()[1]
-                    self.app.do_teardown_request(exc)
+                    if self.teardown_request:
+                        self.app.do_teardown_request(exc)
                     if self._lazy_request is not None:
-                        self._lazy_request.close()
+                        close_request(self._lazy_request)
             finally:
                 ctx = cv_request.get()
                 token, app_ctx = self._cv_tokens.pop()
@@ -421,6 +431,27 @@ def _job_request_context_class() -> t.Any:
 
     _JobRequestContext = JobRequestContext
     return JobRequestContext
+
+
+def _has_appcontext_teardown(app: Flask) -> bool:
+    """Whether popping an app context of ``app`` has anything to run: a
+    ``teardown_appcontext`` function, a receiver of its signal, or an
+    overridden ``do_teardown_appcontext``. Most jobs have none.
+    """
+    return bool(
+        app.teardown_appcontext_funcs
+        or appcontext_tearing_down.receivers
+        or type(app).do_teardown_appcontext is not Flask.do_teardown_appcontext
+        or "do_teardown_appcontext" in app.__dict__
+    )
+
+
+def close_request(req: Request) -> None:
+    """``req.close()``, skipped when Werkzeug's would have nothing to close
+    (no uploaded files were parsed or given to it).
+    """
+    if "files" in req.__dict__ or type(req).close is not WerkzeugRequest.close:
+        req.close()
 
 
 def current_session() -> SessionMixin | None:

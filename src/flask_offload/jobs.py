@@ -101,6 +101,11 @@ _FINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 SubmitSite = tuple[str, int, str]
 
 
+# Read once per job: module globals are cheaper than enum class attributes.
+_PENDING = JobState.PENDING
+_RUNNING = JobState.RUNNING
+
+
 def format_site(site: SubmitSite | None) -> str | None:
     """Format a ``(filename, lineno, function)`` submit site as
     ``"path/to/views.py:42 in upload"``, relative to the working directory
@@ -169,7 +174,7 @@ class Job:
         #: ``"module.qualname"`` of the function.
         self.name = name
         #: The current :class:`JobState`.
-        self.state = JobState.PENDING
+        self.state = _PENDING
         #: Progress between 0 and 1 reported with :meth:`set_progress`, or ``None``.
         self.progress: float | None = None
         #: The message reported with :meth:`set_progress`, or ``None``.
@@ -366,11 +371,14 @@ class Job:
 
     def _start(self) -> bool:
         """Move from PENDING to RUNNING. ``False`` if it was cancelled."""
-        if not self._take():
+        try:
+            self._claim.pop()  # as _take(), without the call: once per job
+        except IndexError:
             return False
         self._started = time.time()
-        self.state = JobState.RUNNING
-        self._send(signals.job_started)
+        self.state = _RUNNING
+        if signals.job_started.receivers:
+            self._send(signals.job_started)
         return True
 
     def _finish(
@@ -390,15 +398,17 @@ class Job:
         # The job owns one reference to its snapshot (taken at submit): drop it
         # now so uploaded files are closed when the last job using them ends.
         snapshot, self.snapshot = self.snapshot, None
-        if snapshot is not None:
-            snapshot.release()
+        data = snapshot.request if snapshot is not None else None
+        if data is not None and data.files:
+            data.release()
         # Done first, so job_finished receivers see a finished job (and may
         # call result()); waiters and join() are woken only after the signal,
         # so they see every effect of it. _done is set before _event is read
         # (see wait()).
         self._done = True
         event = self._event
-        self._send(signals.job_finished)
+        if signals.job_finished.receivers:
+            self._send(signals.job_finished)
         registry = self._registry
         if registry is not None:
             registry._job_done(self)

@@ -419,7 +419,8 @@ def capture(
             app_ctx = compat.current_app_context()
             if app_ctx is not None:
                 data.routing[0] = compat.current_routing(app_ctx.app)
-            data.acquire()
+            if data.files:
+                data.acquire()
             environ[ENV_KEY] = data
             environ[_OWNER_KEY] = True
         live = compat.current_session()
@@ -532,7 +533,12 @@ def _replay(
     ctx: compat.PushableContext
     if data is not None:
         ctx, built = compat.job_context(
-            app, data, max_body_size, _make_session, snapshot.session or {}
+            app,
+            data,
+            max_body_size,
+            _make_session,
+            snapshot.session or {},
+            teardown_request,
         )
     else:
         ctx = compat.job_app_context(app)
