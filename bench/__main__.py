@@ -87,8 +87,7 @@ def targets(results: dict[str, Result]) -> Result | None:
             clean,
         )
     if "load" in results and not results["load"].skipped:
-        med = results["load"].data["medians"]
-        ratio = med["offload"]["p50_ms"] / med["plain"]["p50_ms"]
+        ratio = results["load"].data["ratios"]["offload"]["p50"]
         check(
             "offloading view p50 within 10% under load", f"{ratio:.2f}x", ratio <= 1.10
         )

@@ -50,6 +50,9 @@ def parse_wrk(output: str) -> dict[str, float]:
         if m is None:
             raise ValueError(f"No p{pct} in wrk output:\n{output}")
         out[f"p{pct}_ms"] = _ms(m.group(1))
+    m = re.search(r"(\d+) requests in", output)
+    if m is not None:
+        out["requests"] = float(m.group(1))
     m = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if m is None:
         raise ValueError(f"No Requests/sec in wrk output:\n{output}")
@@ -82,6 +85,31 @@ def wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> N
     raise RuntimeError(f"gunicorn did not listen on port {port} in {timeout} s.")
 
 
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU time of these processes so far, from procfs
+    (``None`` where there is none).
+    """
+    total = 0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                # Fields after the command name, which may contain spaces.
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def worker_pids(parent: int) -> list[int]:
+    """gunicorn's worker processes: the children of the arbiter."""
+    try:
+        with open(f"/proc/{parent}/task/{parent}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
 def skipped(reason: str) -> Result:
     return Result(NAME, TITLE, [], [], skipped=reason)
 
@@ -99,8 +127,8 @@ def run(quick: bool = False) -> Result:
         return skipped(
             "gunicorn is not installed. Run 'pip install -r bench/requirements.txt'."
         )
-    duration = 2 if quick else 3
-    rounds = 3 if quick else 5
+    duration = 2
+    rounds = 3 if quick else 11
     port = free_port()
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pinned = len(cpus) >= 2
@@ -145,6 +173,8 @@ def run(quick: bool = False) -> Result:
                 *header_args,
                 f"http://127.0.0.1:{port}/{view}?{QUERY}",
             ]
+            pids = worker_pids(proc.pid)
+            before = cpu_seconds(pids)
             res = subprocess.run(
                 cmd,
                 capture_output=True,
@@ -152,10 +182,16 @@ def run(quick: bool = False) -> Result:
                 timeout=seconds + 30,
                 preexec_fn=pin(cpus[1]) if pinned else None,
             )
+            after = cpu_seconds(pids)
             if res.returncode != 0:
                 raise RuntimeError(f"wrk failed: {res.stderr or res.stdout}")
             outputs.append(res.stdout)
-            return parse_wrk(res.stdout)
+            out = parse_wrk(res.stdout)
+            # Server CPU per request: what the job costs the server, less
+            # noisy than latency (it does not depend on queueing).
+            if before is not None and after is not None and out.get("requests"):
+                out["cpu_us"] = (after - before) * 1e6 / out["requests"]
+            return out
 
         for view in samples:  # warm up both workers and both views
             drive(view, 1)
@@ -171,10 +207,38 @@ def run(quick: bool = False) -> Result:
             proc.wait()
     med = {
         view: {
-            key: statistics.median(s[key] for s in runs)
-            for key in ("p50_ms", "p99_ms", "rps", "errors")
+            key: statistics.median(s.get(key, float("nan")) for s in runs)
+            for key in ("p50_ms", "p99_ms", "rps", "errors", "cpu_us")
         }
         for view, runs in samples.items()
+    }
+    # Ratios per round (the three views run back to back), then the median
+    # over rounds: the host's drift over a run cancels within a round.
+    plain_runs = samples["plain"]
+
+    def paired(view: str, key: str) -> list[float]:
+        return [
+            s.get(key, float("nan")) / p.get(key, float("nan"))
+            for s, p in zip(samples[view], plain_runs, strict=True)
+        ]
+
+    def added_cpu(view: str) -> list[float]:
+        return [
+            s.get("cpu_us", float("nan")) - p.get("cpu_us", float("nan"))
+            for s, p in zip(samples[view], plain_runs, strict=True)
+        ]
+
+    ratios = {
+        view: {
+            "p50": paired(view, "p50_ms"),
+            "rps": paired(view, "rps"),
+            "cpu_added": added_cpu(view),
+        }
+        for view in samples
+    }
+    med_ratio = {
+        view: {key: statistics.median(vals) for key, vals in r.items()}
+        for view, r in ratios.items()
     }
     rows = []
     for view, label in (
@@ -189,27 +253,46 @@ def run(quick: bool = False) -> Result:
                 m["p50_ms"],
                 m["p99_ms"],
                 m["rps"],
-                m["p50_ms"] / med["plain"]["p50_ms"],
-                m["rps"] / med["plain"]["rps"],
+                med_ratio[view]["p50"],
+                f"{min(ratios[view]['p50']):.2f}-{max(ratios[view]['p50']):.2f}",
+                med_ratio[view]["rps"],
+                m["cpu_us"],
+                med_ratio[view]["cpu_added"],
                 int(sum(s["errors"] for s in samples[view])),
             ]
         )
     return Result(
         NAME,
         TITLE,
-        ["view", "p50 ms", "p99 ms", "req/s", "p50 ratio", "req/s ratio", "errors"],
+        [
+            "view",
+            "p50 ms",
+            "p99 ms",
+            "req/s",
+            "p50 ratio",
+            "p50 ratio, all rounds",
+            "req/s ratio",
+            "server CPU µs/req",
+            "added CPU µs/req",
+            "errors",
+        ],
         rows,
         notes=[
             "gunicorn --workers=2 --worker-class=gthread --threads=4;"
             f" wrk {'-t1' if pinned else '-t2'} -c16 -d{duration}s --latency with"
-            f" 10 headers; {rounds} interleaved rounds after a 1 s warm-up of each"
-            " view, medians. "
+            f" 10 headers; {rounds} rounds after a 1 s warm-up of each view. A"
+            " round runs the three views back to back; ratios are taken within"
+            " each round, and the table gives medians over the rounds (the"
+            " host's speed drifts between rounds more than within one). "
             + (
                 f"gunicorn pinned to CPU {cpus[0]}, wrk to CPU {cpus[1]}."
                 if pinned
                 else "wrk shares the CPU with the server."
             ),
             "The job reads request.args and headers from the replayed request.",
+            "Server CPU: user + system time of the gunicorn workers during a"
+            " round (procfs), divided by the requests wrk completed; the jobs"
+            " run on the same CPU, so their cost is included.",
         ],
-        data={"samples": samples, "medians": med},
+        data={"samples": samples, "medians": med, "ratios": med_ratio},
     )
