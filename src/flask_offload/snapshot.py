@@ -123,6 +123,7 @@ class RequestData:
         "args",
         "fields",
         "_form",
+        "_replays",
     )
 
     def __init__(
@@ -156,6 +157,8 @@ class RequestData:
         self.fields: tuple[type[Request], dict[str, t.Any]] | None = None
         # The parsed form shared by the replays, and the request class it is for.
         self._form: tuple[type[Request], t.Any] | None = None
+        # Requests made so far (approximate under races; only "any" matters).
+        self._replays = 0
 
     @classmethod
     def from_request(cls, req: Request, max_body_size: int) -> RequestData:
@@ -224,15 +227,21 @@ class RequestData:
         environ["wsgi.input"] = stream
         fields = self.fields
         if fields is not None and fields[0] is cls:
-            return compat.build_request(cls, fields[1], environ, extra)
-        # Rebuilt from JSON, or replayed in an app with another request
-        # class: derive the fields the normal way.
-        req = cls(environ)
-        if fields is None:
-            shared = compat.request_fields(req)
-            if shared is not None:
-                self.fields = (cls, shared)
-        compat.set_cached(req, extra)
+            req = compat.build_request(cls, fields[1], environ, extra)
+        else:
+            # Rebuilt from JSON, or replayed in an app with another request
+            # class: derive the fields the normal way.
+            req = cls(environ)
+            if fields is None:
+                shared = compat.request_fields(req)
+                if shared is not None:
+                    self.fields = (cls, shared)
+            compat.set_cached(req, extra)
+        if self.args is None and self._replays:
+            # Several jobs from a request whose view never read the query
+            # string: parse it once, here, and share it with the next ones.
+            self.args = req.args
+        self._replays += 1
         return req
 
     def _new_environ(self) -> dict[str, t.Any]:
