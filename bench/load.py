@@ -14,6 +14,7 @@ throughput varied by 50% between rounds, more than the difference measured.
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 import shutil
@@ -216,23 +217,20 @@ def run(quick: bool = False) -> Result:
     # over rounds: the host's drift over a run cancels within a round.
     plain_runs = samples["plain"]
 
-    def paired(view: str, key: str) -> list[float]:
+    def per_round(
+        view: str, key: str, op: t.Callable[[float, float], float]
+    ) -> list[float]:
+        nan = float("nan")
         return [
-            s.get(key, float("nan")) / p.get(key, float("nan"))
-            for s, p in zip(samples[view], plain_runs, strict=True)
-        ]
-
-    def added_cpu(view: str) -> list[float]:
-        return [
-            s.get("cpu_us", float("nan")) - p.get("cpu_us", float("nan"))
+            op(s.get(key, nan), p.get(key, nan))
             for s, p in zip(samples[view], plain_runs, strict=True)
         ]
 
     ratios = {
         view: {
-            "p50": paired(view, "p50_ms"),
-            "rps": paired(view, "rps"),
-            "cpu_added": added_cpu(view),
+            "p50": per_round(view, "p50_ms", operator.truediv),
+            "rps": per_round(view, "rps", operator.truediv),
+            "cpu_added": per_round(view, "cpu_us", operator.sub),
         }
         for view in samples
     }

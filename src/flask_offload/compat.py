@@ -93,19 +93,17 @@ def _apply_match(req: Request, match: t.Any) -> None:
         req.view_args = dict(view_args)
 
 
-_REQUEST_FIELDS = frozenset(
-    {
-        "method",
-        "scheme",
-        "server",
-        "root_path",
-        "path",
-        "query_string",
-        "headers",
-        "remote_addr",
-        "environ",
-        "shallow",
-    }
+#: What Werkzeug's ``Request.__init__`` derives from the environ, besides the
+#: environ itself and the headers (each copy of a request gets its own).
+_SHARED_FIELDS = (
+    "method",
+    "path",
+    "query_string",
+    "remote_addr",
+    "root_path",
+    "scheme",
+    "server",
+    "shallow",
 )
 
 
@@ -138,10 +136,6 @@ def request_fields(req: Request) -> dict[str, t.Any] | None:
     if type(fields.get("headers")) is not EnvironHeaders:
         return None
     return shared
-
-
-#: What ``Request.__init__`` sets, but for the environ and the headers.
-_SHARED_FIELDS = tuple(sorted(_REQUEST_FIELDS - {"environ", "headers"}))
 
 
 def set_cached(req: Request, values: dict[str, t.Any]) -> None:
@@ -210,12 +204,9 @@ def job_context(
     max_body_size: int,
     make_session: SessionFactory,
     session_data: dict[str, t.Any],
-    teardown_request: bool = False,
 ) -> tuple[PushableContext, Built]:
     """Make one fresh context for a job, and a function that returns the
     request and session it built, ``None`` for those never built.
-    ``teardown_request`` says whether popping it runs ``teardown_request``
-    functions (on 3.2, the ``do_teardown_request`` wrapper decides).
 
     On 3.1 the request and the session copy are built when the job first
     touches them: a job that only uses its arguments, ``g`` or
@@ -235,8 +226,6 @@ def job_context(
     lazy = _job_request_context_class()(
         app, source, max_body_size, make_session, session_data
     )
-    if teardown_request:
-        lazy.teardown_request = True
     return lazy, lazy.built
 
 
@@ -312,9 +301,6 @@ def _job_request_context_class() -> t.Any:
         """
 
         app_context_class = JobAppContext
-        #: Whether popping runs ``teardown_request`` functions
-        #: (``OFFLOAD_JOB_TEARDOWN_REQUEST``).
-        teardown_request = False
 
         def __init__(
             self,
@@ -404,8 +390,7 @@ def _job_request_context_class() -> t.Any:
                 if clear_request:
                     if exc is _sentinel:
                         exc = sys.exc_info()[1]
-                    if self.teardown_request:
-                        self.app.do_teardown_request(exc)
+                    self.app.do_teardown_request(exc)
                     if self._lazy_request is not None:
                         close_request(self._lazy_request)
             finally:

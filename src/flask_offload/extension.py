@@ -394,15 +394,12 @@ class Offload:
             )
             if getattr(func, PUBLIC_ARGS_ATTR, False):
                 job.public_args = public_args_copy(args, kwargs)
-            data = snapshot.request
-            if data is not None and data.files:
-                data.acquire()
+            snapshot.acquire()
         except BaseException:
             backend.unreserve()
             raise
         state.registry.add(job)
-        if job_submitted.receivers:
-            job._send(job_submitted)
+        job._send(job_submitted)
         backend.enqueue(app, job, func, args, kwargs)
         return job
 

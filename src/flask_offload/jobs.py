@@ -371,14 +371,11 @@ class Job:
 
     def _start(self) -> bool:
         """Move from PENDING to RUNNING. ``False`` if it was cancelled."""
-        try:
-            self._claim.pop()  # as _take(), without the call: once per job
-        except IndexError:
+        if not self._take():
             return False
         self._started = time.time()
         self.state = _RUNNING
-        if signals.job_started.receivers:
-            self._send(signals.job_started)
+        self._send(signals.job_started)
         return True
 
     def _finish(
@@ -398,17 +395,15 @@ class Job:
         # The job owns one reference to its snapshot (taken at submit): drop it
         # now so uploaded files are closed when the last job using them ends.
         snapshot, self.snapshot = self.snapshot, None
-        data = snapshot.request if snapshot is not None else None
-        if data is not None and data.files:
-            data.release()
+        if snapshot is not None:
+            snapshot.release()
         # Done first, so job_finished receivers see a finished job (and may
         # call result()); waiters and join() are woken only after the signal,
         # so they see every effect of it. _done is set before _event is read
         # (see wait()).
         self._done = True
         event = self._event
-        if signals.job_finished.receivers:
-            self._send(signals.job_finished)
+        self._send(signals.job_finished)
         registry = self._registry
         if registry is not None:
             registry._job_done(self)

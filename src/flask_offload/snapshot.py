@@ -428,8 +428,7 @@ def capture(
             app_ctx = compat.current_app_context()
             if app_ctx is not None:
                 data.routing[0] = compat.current_routing(app_ctx.app)
-            if data.files:
-                data.acquire()
+            data.acquire()
             environ[ENV_KEY] = data
             environ[_OWNER_KEY] = True
         live = compat.current_session()
@@ -542,12 +541,7 @@ def _replay(
     ctx: compat.PushableContext
     if data is not None:
         ctx, built = compat.job_context(
-            app,
-            data,
-            max_body_size,
-            _make_session,
-            snapshot.session or {},
-            teardown_request,
+            app, data, max_body_size, _make_session, snapshot.session or {}
         )
     else:
         ctx = compat.job_app_context(app)
