@@ -452,9 +452,13 @@ def current_session() -> SessionMixin | None:
 _TEARDOWN_MARK = "_flask_offload_teardown"
 
 
-def skip_teardown_request_in_jobs(app: Flask, skip: t.Callable[[], bool]) -> None:
-    """Wrap ``app.do_teardown_request`` on this app instance so it does nothing
-    while ``skip()`` is true (inside a job that must not run request teardown).
+def wrap_teardown_request(
+    app: Flask, skip: t.Callable[[], bool], after: t.Callable[[], None]
+) -> None:
+    """Wrap ``app.do_teardown_request`` on this app instance: it does nothing
+    while ``skip()`` is true (inside a job that must not run request
+    teardown), and otherwise calls ``after()`` once the teardown functions
+    ran, even if one of them raised, with the request still active.
 
     Works for the 3.1 signature ``(exc)`` and the 3.2 one ``(ctx, exc)``.
     Idempotent per app.
@@ -466,7 +470,10 @@ def skip_teardown_request_in_jobs(app: Flask, skip: t.Callable[[], bool]) -> Non
     def do_teardown_request(*args: t.Any, **kwargs: t.Any) -> None:
         if skip():
             return
-        original(*args, **kwargs)
+        try:
+            original(*args, **kwargs)
+        finally:
+            after()
 
     app.do_teardown_request = do_teardown_request  # type: ignore[method-assign]
     setattr(app, _TEARDOWN_MARK, True)

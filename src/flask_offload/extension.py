@@ -26,7 +26,7 @@ from .jobs import public_args_copy
 from .signals import job_submitted
 from .snapshot import caller_site
 from .snapshot import capture
-from .snapshot import skip_teardown_request
+from .snapshot import prepare_app
 from .tasks import Task
 from .tasks import task_name
 
@@ -217,10 +217,10 @@ def settings_for(app: Flask) -> Settings:
 
 
 def _register_settings(app: Flask, settings: Settings) -> None:
-    """Remember the settings jobs of ``app`` run with, and skip request
-    teardown in its jobs.
+    """Remember the settings jobs of ``app`` run with, and prepare the app
+    (see :func:`~.snapshot.prepare_app`).
     """
-    compat.skip_teardown_request_in_jobs(app, skip_teardown_request)
+    prepare_app(app)
     _settings[app] = settings
 
 

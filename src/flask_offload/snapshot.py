@@ -25,7 +25,6 @@ import typing as t
 import weakref
 
 from flask import Flask
-from flask import request_tearing_down
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession
 from flask.sessions import SessionMixin
@@ -374,7 +373,10 @@ def _session_serializer(app: Flask) -> t.Any:
     return serializer
 
 
-def _release_request_data(sender: Flask, **kwargs: t.Any) -> None:
+def _release_request_data() -> None:
+    """Drop the served request's own reference to its captured data, at its
+    teardown (never in jobs, where request teardown is skipped).
+    """
     req = compat.current_request()
     if req is None:
         return
@@ -385,10 +387,14 @@ def _release_request_data(sender: Flask, **kwargs: t.Any) -> None:
             data.release()
 
 
-# Sent from the served request's teardown (never in jobs, where
-# do_teardown_request is skipped), on every app: drop the request's own
-# reference to its captured data.
-request_tearing_down.connect(_release_request_data)
+def prepare_app(app: Flask) -> None:
+    """Make ``app`` skip request teardown in jobs and release each request's
+    captured data at its teardown. Idempotent; done by ``init_app`` and by
+    the first capture in a request of an app that never ran it.
+    """
+    # A wrapper on the app instance, not a receiver of request_tearing_down:
+    # a connected signal costs every request of every app about 2 µs.
+    compat.wrap_teardown_request(app, skip_teardown_request, _release_request_data)
 
 
 def caller_site() -> SubmitSite | None:
@@ -427,6 +433,7 @@ def capture(
                 data.fields = (type(req), shared)
             app_ctx = compat.current_app_context()
             if app_ctx is not None:
+                prepare_app(app_ctx.app)
                 data.routing[0] = compat.current_routing(app_ctx.app)
             data.acquire()
             environ[ENV_KEY] = data
