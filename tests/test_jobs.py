@@ -7,6 +7,7 @@ import logging
 import sys
 import threading
 import typing as t
+import uuid
 
 import pytest
 from flask import Flask
@@ -41,6 +42,20 @@ def test_job_fields_and_result(app: Flask, offload: Offload) -> None:
     json.dumps(d)
     assert d["state"] == "SUCCEEDED" and d["error"] is None and d["duration"] >= 0
     assert "result" not in d and "args" not in d
+
+
+def test_job_ids_are_distinct_uuid4(app: Flask, offload: Offload) -> None:
+    # More jobs than one batch of random ids holds (256), so ids from two
+    # batches are checked.
+    with app.app_context():
+        jobs = [offload.submit(int) for _ in range(600)]
+        assert offload.join(10)
+    ids = [job.id for job in jobs]
+    assert len(set(ids)) == len(ids)
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert parsed.hex == job_id
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
 def test_progress_visible_while_running(app: Flask, offload: Offload) -> None:

@@ -13,6 +13,8 @@ import inspect
 import os
 import sys
 import typing as t
+from inspect import CO_COROUTINE
+from types import FunctionType
 
 from flask import Flask
 from flask import globals as _flask_globals
@@ -170,6 +172,21 @@ def build_request(
     return req
 
 
+def sync_callable(app: Flask, fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    """``app.ensure_sync(fn)``, without its ``inspect`` calls for a plain
+    function when ``ensure_sync`` is Flask's own: a plain ``def`` is returned
+    as it is.
+    """
+    if (
+        type(fn) is FunctionType
+        and not fn.__code__.co_flags & CO_COROUTINE
+        and type(app).ensure_sync is Flask.ensure_sync
+        and "ensure_sync" not in app.__dict__
+    ):
+        return fn
+    return app.ensure_sync(fn)
+
+
 def current_g() -> t.Any:
     """``g`` of the active app context. An app context must be active."""
     return _cv_app.get().g
@@ -223,9 +240,8 @@ def job_context(
             ctx.url_adapter = routing[1]
             ctx._job_match = routing
         return ctx, lambda: (req, sess)
-    lazy = _job_request_context_class()(
-        app, source, max_body_size, make_session, session_data
-    )
+    cls = _JobRequestContext or _job_request_context_class()
+    lazy = cls(app, source, max_body_size, make_session, session_data)
     return lazy, lazy.built
 
 
@@ -335,21 +351,21 @@ def _job_request_context_class() -> t.Any:
             self.url_adapter = routing[1]
             self._match = routing[2]
             if self._lazy_request is not None:
-                self._apply_match(self._lazy_request)
+                _apply_match(self._lazy_request, self._match)
             self.flashes = None
             self._after_request_functions = []
             self._cv_tokens = []
 
-        def _apply_match(self, req: Request) -> None:
-            _apply_match(req, self._match)
-
+        # Properties, not __getattr__: Python makes and discards an
+        # AttributeError before calling __getattr__, which costs more than
+        # the property call on the job's few reads.
         @property
         def request(self) -> Request:
             req = self._lazy_request
             if req is None:
                 req = self._source.make_request(self.app, self._max_body_size)
                 self._lazy_request = req
-                self._apply_match(req)
+                _apply_match(req, self._match)
             return req
 
         @request.setter
@@ -373,7 +389,7 @@ def _job_request_context_class() -> t.Any:
 
         def match_request(self) -> None:
             if self._lazy_request is not None:
-                self._apply_match(self._lazy_request)
+                _apply_match(self._lazy_request, self._match)
 
         def push(self) -> None:
             app_ctx = cv_app.get(None)
@@ -386,19 +402,20 @@ def _job_request_context_class() -> t.Any:
 
         def pop(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
             clear_request = len(self._cv_tokens) == 1
+            req = self._lazy_request
             try:
                 if clear_request:
                     if exc is _sentinel:
                         exc = sys.exc_info()[1]
                     self.app.do_teardown_request(exc)
-                    if self._lazy_request is not None:
-                        close_request(self._lazy_request)
+                    if req is not None:
+                        close_request(req)
             finally:
                 ctx = cv_request.get()
                 token, app_ctx = self._cv_tokens.pop()
                 cv_request.reset(token)
-                if clear_request and self._lazy_request is not None:
-                    self._lazy_request.environ["werkzeug.request"] = None
+                if clear_request and req is not None:
+                    req.environ["werkzeug.request"] = None
                 if app_ctx is not None:
                     app_ctx.pop(exc)
                 if ctx is not self:

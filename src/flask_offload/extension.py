@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import typing as t
@@ -387,7 +388,7 @@ class Offload:
             snapshot = capture(
                 carry_g=settings.carry_g,
                 max_body_size=settings.max_body_size,
-                site=caller_site(),
+                site=caller_site(sys._getframe(1)),
             )
             job = backend.job_class(
                 name, app=app, site=snapshot.site, snapshot=snapshot

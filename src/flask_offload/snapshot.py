@@ -37,6 +37,8 @@ from .jobs import _cv_job
 from .jobs import SubmitSite
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    from types import FrameType
+
     from .jobs import Job
 
 logger = logging.getLogger("flask_offload")
@@ -305,12 +307,14 @@ class Snapshot:
         self.site = site
 
     def acquire(self) -> None:
-        if self.request is not None:
-            self.request.acquire()
+        req = self.request
+        if req is not None and req.files:
+            req.acquire()
 
     def release(self) -> None:
-        if self.request is not None:
-            self.request.release()
+        req = self.request
+        if req is not None and req.files:
+            req.release()
 
     def to_dict(
         self,
@@ -389,22 +393,28 @@ def _release_request_data() -> None:
 
 def prepare_app(app: Flask) -> None:
     """Make ``app`` skip request teardown in jobs and release each request's
-    captured data at its teardown. Idempotent; done by ``init_app`` and by
-    the first capture in a request of an app that never ran it.
+    captured data at its teardown. Idempotent; done by ``init_app``, and for
+    an app that only uses ``carry``, when its settings are first read.
     """
     # A wrapper on the app instance, not a receiver of request_tearing_down:
     # a connected signal costs every request of every app about 2 µs.
     compat.wrap_teardown_request(app, skip_teardown_request, _release_request_data)
 
 
-def caller_site() -> SubmitSite | None:
-    """The first frame outside this package: where the user submitted."""
-    frame = sys._getframe(1)
+def caller_site(frame: FrameType | None = None) -> SubmitSite | None:
+    """The first frame outside this package, from ``frame`` (by default the
+    caller's) outwards: where the user submitted.
+
+    :param frame: Where to start; ``submit`` passes its caller's frame, so
+        its own frame object is never created.
+    """
+    if frame is None:
+        frame = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
         if not code.co_filename.startswith(_PKG_DIR):
             return (code.co_filename, frame.f_lineno, code.co_name)
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return None
 
 
@@ -414,7 +424,9 @@ def capture(
     max_body_size: int,
     site: SubmitSite | None = None,
 ) -> Snapshot:
-    """Capture the current context. An app context must be active.
+    """Capture the current context. An app context must be active, of an app
+    :func:`prepare_app` was run for (which releases the captured request at
+    its teardown).
 
     The returned snapshot holds no reference yet: call :meth:`Snapshot.acquire`
     for each holder (a job, a ``carry`` wrapper).
@@ -433,9 +445,8 @@ def capture(
                 data.fields = (type(req), shared)
             app_ctx = compat.current_app_context()
             if app_ctx is not None:
-                prepare_app(app_ctx.app)
                 data.routing[0] = compat.current_routing(app_ctx.app)
-            data.acquire()
+            data.acquire()  # the request's own reference, until its teardown
             environ[ENV_KEY] = data
             environ[_OWNER_KEY] = True
         live = compat.current_session()
@@ -560,7 +571,7 @@ def _replay(
             g_dict = vars(compat.current_g())
             for name, value in snapshot.g.items():
                 g_dict[name] = _copy_value(value)
-        return app.ensure_sync(fn)(*args, **kwargs)
+        return compat.sync_callable(app, fn)(*args, **kwargs)
     except BaseException as e:
         error = e
         raise
