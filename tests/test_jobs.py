@@ -45,7 +45,7 @@ def test_job_fields_and_result(app: Flask, offload: Offload) -> None:
 
 
 def test_job_ids_are_distinct_uuid4(app: Flask, offload: Offload) -> None:
-    # More jobs than one batch of random ids holds (256), so ids from two
+    # More jobs than one batch of random ids holds (128), so ids from several
     # batches are checked.
     with app.app_context():
         jobs = [offload.submit(int) for _ in range(600)]

@@ -42,7 +42,7 @@ _event_lock = threading.Lock()
 # its version and variant bits set for all ids at once, so a submit costs no
 # system call and no per-id byte work. Never reused; the buffer is dropped in
 # a forked child so parent and child never share ids.
-_ID_BUF = 4096
+_ID_BUF = 2048
 _VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
 _VARIANT_RFC = bytes((b & 0x3F) | 0x80 for b in range(256))
 _ids: t.Iterator[str] = iter(())
