@@ -274,8 +274,8 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
         )
         piece(
             "replay",
-            "  app.ensure_sync(fn) (inspect per job)",
-            lambda: app.ensure_sync(noop),
+            "  sync_callable(app, fn): ensure_sync, inspect skipped",
+            lambda: compat.sync_callable(app, noop),
         )
 
         def args_fresh() -> None:
