@@ -240,8 +240,9 @@ def job_context(
             ctx.url_adapter = routing[1]
             ctx._job_match = routing
         return ctx, lambda: (req, sess)
-    cls = _JobRequestContext or _job_request_context_class()
-    lazy = cls(app, source, max_body_size, make_session, session_data)
+    lazy = _job_request_context_class()(
+        app, source, max_body_size, make_session, session_data
+    )
     return lazy, lazy.built
 
 

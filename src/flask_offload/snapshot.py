@@ -307,14 +307,12 @@ class Snapshot:
         self.site = site
 
     def acquire(self) -> None:
-        req = self.request
-        if req is not None and req.files:
-            req.acquire()
+        if self.request is not None:
+            self.request.acquire()
 
     def release(self) -> None:
-        req = self.request
-        if req is not None and req.files:
-            req.release()
+        if self.request is not None:
+            self.request.release()
 
     def to_dict(
         self,
@@ -397,7 +395,7 @@ def prepare_app(app: Flask) -> None:
     an app that only uses ``carry``, when its settings are first read.
     """
     # A wrapper on the app instance, not a receiver of request_tearing_down:
-    # a connected signal costs every request of every app about 2 µs.
+    # a connected signal costs every request of every app about 3 µs.
     compat.wrap_teardown_request(app, skip_teardown_request, _release_request_data)
 
 
