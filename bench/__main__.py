@@ -87,9 +87,22 @@ def targets(results: dict[str, Result]) -> Result | None:
             clean,
         )
     if "load" in results and not results["load"].skipped:
-        ratio = results["load"].data["ratios"]["offload"]["p50"]
-        check(
-            "offloading view p50 within 10% under load", f"{ratio:.2f}x", ratio <= 1.10
+        r = results["load"].data["ratios"]["offload"]
+        low, high = r["p50_middle"]
+        # Judged on the middle half of the rounds, not the median alone: on
+        # a noisy host the median can land on either side of the line by
+        # chance, and the run then says so instead of giving a verdict.
+        rows.append(
+            [
+                "offloading view p50 within 10% under load",
+                f"{r['p50']:.2f}x (middle half of rounds {low:.2f}-{high:.2f}x)",
+                "met"
+                if high <= 1.10
+                else "MISSED"
+                if low > 1.10
+                else "INCONCLUSIVE (the rounds fall on both sides of 1.10x;"
+                " run again on a quieter machine)",
+            ]
         )
     if not rows:
         return None

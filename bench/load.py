@@ -2,10 +2,13 @@
 gunicorn (2 workers, gthread) on 127.0.0.1 and driven by ``wrk``.
 
 Each round runs ``wrk`` against the plain view, the view handing the same
-job to a raw ``ThreadPoolExecutor`` (no context: the floor), then the
-offloading one (interleaved, several rounds); the table gives the medians of wrk's
-p50/p99 latency and requests/s. Skipped with a message when ``wrk`` or
-gunicorn is missing.
+job to a raw ``ThreadPoolExecutor`` (no context: the floor), and the
+offloading one, back to back, in an order that rotates from round to round
+(so no view always runs first, or always after the same other view). The
+table gives the medians over the rounds of wrk's p50/p99 latency and
+requests/s, and of the ratios taken within each round, with the middle half
+of those ratios: on a noisy host it shows how far one round can be trusted.
+Skipped with a message when ``wrk`` or gunicorn is missing.
 
 With two CPUs or more, gunicorn is pinned to the first and wrk to the
 second: unpinned, the two compete for both CPUs and the plain view's own
@@ -102,6 +105,22 @@ def cpu_seconds(pids: list[int]) -> float | None:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def settle(pids: list[int], timeout: float = 10.0) -> float | None:
+    """Wait until the workers are idle, their CPU time unchanged over 0.1 s,
+    and return it: jobs still queued when wrk stopped are part of the run
+    that submitted them, and must not slow the next one.
+    """
+    last = cpu_seconds(pids)
+    deadline = time.monotonic() + timeout
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = cpu_seconds(pids)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def worker_pids(parent: int) -> list[int]:
     """gunicorn's worker processes: the children of the arbiter."""
     try:
@@ -109,6 +128,16 @@ def worker_pids(parent: int) -> list[int]:
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
+
+
+def middle_half(values: list[float]) -> tuple[float, float]:
+    """The first and third quartiles of ``values`` (both the value itself
+    for a single one).
+    """
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (float("nan"), float("nan"))
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 def skipped(reason: str) -> Result:
@@ -183,7 +212,7 @@ def run(quick: bool = False) -> Result:
                 timeout=seconds + 30,
                 preexec_fn=pin(cpus[1]) if pinned else None,
             )
-            after = cpu_seconds(pids)
+            after = settle(pids)
             if res.returncode != 0:
                 raise RuntimeError(f"wrk failed: {res.stderr or res.stdout}")
             outputs.append(res.stdout)
@@ -196,8 +225,11 @@ def run(quick: bool = False) -> Result:
 
         for view in samples:  # warm up both workers and both views
             drive(view, 1)
-        for _ in range(rounds):
-            for view in samples:
+        views = list(samples)
+        for i in range(rounds):
+            # plain-raw-offload, raw-offload-plain, offload-plain-raw, ...
+            shift = i % len(views)
+            for view in views[shift:] + views[:shift]:
                 samples[view].append(drive(view, duration))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -234,10 +266,14 @@ def run(quick: bool = False) -> Result:
         }
         for view in samples
     }
-    med_ratio = {
+    med_ratio: dict[str, dict[str, t.Any]] = {
         view: {key: statistics.median(vals) for key, vals in r.items()}
         for view, r in ratios.items()
     }
+    for view, r in ratios.items():
+        # The middle half of the per-round p50 ratios (first to third
+        # quartile): how much the host's noise moves one round's ratio.
+        med_ratio[view]["p50_middle"] = middle_half(r["p50"])
     rows = []
     for view, label in (
         ("plain", "plain view"),
@@ -245,6 +281,7 @@ def run(quick: bool = False) -> Result:
         ("offload", "view + offload.submit"),
     ):
         m = med[view]
+        low, high = med_ratio[view]["p50_middle"]
         rows.append(
             [
                 label,
@@ -252,6 +289,7 @@ def run(quick: bool = False) -> Result:
                 m["p99_ms"],
                 m["rps"],
                 med_ratio[view]["p50"],
+                f"{low:.2f}-{high:.2f}",
                 f"{min(ratios[view]['p50']):.2f}-{max(ratios[view]['p50']):.2f}",
                 med_ratio[view]["rps"],
                 m["cpu_us"],
@@ -268,6 +306,7 @@ def run(quick: bool = False) -> Result:
             "p99 ms",
             "req/s",
             "p50 ratio",
+            "p50 ratio, middle half of rounds",
             "p50 ratio, all rounds",
             "req/s ratio",
             "server CPU µs/req",
@@ -279,9 +318,11 @@ def run(quick: bool = False) -> Result:
             "gunicorn --workers=2 --worker-class=gthread --threads=4;"
             f" wrk {'-t1' if pinned else '-t2'} -c16 -d{duration}s --latency with"
             f" 10 headers; {rounds} rounds after a 1 s warm-up of each view. A"
-            " round runs the three views back to back; ratios are taken within"
-            " each round, and the table gives medians over the rounds (the"
-            " host's speed drifts between rounds more than within one). "
+            " round runs the three views back to back, in an order that rotates"
+            " from round to round; ratios are taken within each round, and the"
+            " table gives their medians over the rounds (the host's speed"
+            " drifts between rounds more than within one) and their middle"
+            " half (first to third quartile). "
             + (
                 f"gunicorn pinned to CPU {cpus[0]}, wrk to CPU {cpus[1]}."
                 if pinned
@@ -289,8 +330,11 @@ def run(quick: bool = False) -> Result:
             ),
             "The job reads request.args and headers from the replayed request.",
             "Server CPU: user + system time of the gunicorn workers during a"
-            " round (procfs), divided by the requests wrk completed; the jobs"
-            " run on the same CPU, so their cost is included.",
+            " run and until they are idle again (procfs), divided by the"
+            " requests wrk completed; the jobs run on the same CPU, so their"
+            " cost is included, also for jobs still queued when wrk stopped."
+            " The next run starts once the workers are idle, so no run pays"
+            " for the jobs of the one before it.",
         ],
         data={"samples": samples, "medians": med, "ratios": med_ratio},
     )
