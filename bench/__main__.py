@@ -26,6 +26,7 @@ MODULES = [
     "memory",
     "load",
     "pieces",
+    "instructions",
     "propagation",
     "celery_throughput",
 ]

@@ -1,0 +1,194 @@
+"""Instructions per request, counted by callgrind: the plain view, the view
+handing a job to a raw ``ThreadPoolExecutor`` and the offloading view of
+``bench.loadapp``, each job run right after its request.
+
+Timings on a shared machine move by more than the differences measured
+here (see the load benchmark); instruction counts do not: the same
+interpreter, code and ``PYTHONHASHSEED`` count the same instructions,
+whatever else the machine does. The app is called as a WSGI callable in one
+thread, so this counts the Python work per request, not the server's or the
+cost of waking a worker thread.
+
+Each view runs in its own process under ``valgrind --tool=callgrind``,
+twice, with a short and a long loop after the same warm-up; the difference
+divided by the extra requests leaves out start-up and warm-up. Skipped with
+a message when valgrind is missing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import typing as t
+
+from . import HEADERS
+from . import QUERY
+from . import Result
+
+NAME = "instructions"
+TITLE = "Instructions per request (callgrind, one thread, job run after each request)"
+VIEWS = {
+    "plain": "plain view",
+    "raw": "view + raw pool.submit (no context)",
+    "offload": "view + offload.submit",
+}
+WARMUP = 100
+
+
+def _environ(path: str) -> dict[str, t.Any]:
+    """A GET as gunicorn passes it: the query string and 10 headers."""
+    env: dict[str, t.Any] = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": QUERY,
+        "RAW_URI": f"{path}?{QUERY}",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "50000",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "gunicorn.socket": None,
+    }
+    for name, value in HEADERS.items():
+        env["HTTP_" + name.upper().replace("-", "_")] = value
+    return env
+
+
+class _InlinePool:
+    """Stands in for the raw pool: the same ``Future``, the job run at once."""
+
+    def submit(self, fn: t.Callable[..., t.Any], /, *args: t.Any) -> cf.Future[t.Any]:
+        future: cf.Future[t.Any] = cf.Future()
+        future.set_result(fn(*args))
+        return future
+
+
+def child(view: str, n: int) -> None:
+    """Serve ``WARMUP + n`` requests to ``/view``, each followed by its job.
+
+    This reaches into the thread backend on purpose (it is a measurement,
+    not an API test): its queue is drained here instead of by a worker.
+    """
+    from flask_offload.backends.base import run_job
+    from flask_offload.backends.thread import ThreadBackend
+
+    from . import loadapp
+
+    app = loadapp.app
+    backend = t.cast(
+        ThreadBackend, loadapp.offload._state(app)[1].current_backend(app.name)
+    )
+    # Workers "started" so none is: jobs stay in the queue for this thread.
+    backend._threads.extend([t.cast(t.Any, None)] * backend.settings.max_workers)
+    queue = backend._queue
+    settings = backend.settings
+    loadapp.pool = _InlinePool()  # type: ignore[assignment]
+
+    def start_response(*args: t.Any) -> t.Any:
+        return None
+
+    def one() -> None:
+        body = app(_environ(f"/{view}"), t.cast(t.Any, start_response))
+        b"".join(body)
+        getattr(body, "close", lambda: None)()
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is not None:
+                job_app, job, fn, args, kwargs = item
+                if job.snapshot is not None:
+                    run_job(job_app, job, job.snapshot, fn, args, kwargs, settings)
+
+    for _ in range(WARMUP + n):
+        one()
+
+
+def _count(valgrind: str, view: str, n: int) -> int:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run(
+        [
+            valgrind,
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "bench.instructions",
+            view,
+            str(n),
+        ],
+        cwd=root,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    m = re.search(r"Collected : (\d+)", res.stderr) or re.search(
+        r"refs:\s+([\d,]+)", res.stderr
+    )
+    if res.returncode != 0 or m is None:
+        raise RuntimeError(
+            f"callgrind failed for /{view} (exit {res.returncode}):\n"
+            + res.stderr[-2000:]
+        )
+    return int(m.group(1).replace(",", ""))
+
+
+def run(quick: bool = False) -> Result:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return Result(
+            NAME,
+            TITLE,
+            [],
+            [],
+            skipped="valgrind is not installed. Install it (Debian/Ubuntu:"
+            " 'apt-get install valgrind') to count instructions per request.",
+        )
+    short, long = (50, 150) if quick else (100, 400)
+    jobs = [(view, n) for view in VIEWS for n in (short, long)]
+    # Counting does not depend on what else runs: use every CPU.
+    with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        counts = dict(
+            zip(jobs, pool.map(lambda vn: _count(valgrind, *vn), jobs), strict=True)
+        )
+    per = {
+        view: (counts[(view, long)] - counts[(view, short)]) / (long - short)
+        for view in VIEWS
+    }
+    plain = per["plain"]
+    rows = [
+        [label, per[view] / 1000, (per[view] - plain) / 1000, per[view] / plain]
+        for view, label in VIEWS.items()
+    ]
+    return Result(
+        NAME,
+        TITLE,
+        ["view", "k instructions/request", "added k instructions", "ratio"],
+        rows,
+        notes=[
+            f"bench.loadapp called as a WSGI app in one thread, {WARMUP} warm-up"
+            f" requests, then {short} and {long} requests in two processes;"
+            " per request = difference / extra requests. PYTHONHASHSEED=0.",
+            "Each queued job runs right after its request, in the same thread;"
+            " the raw pool's job is run at once with the same Future.",
+            "Not counted: the server (gunicorn, sockets) and waking a worker"
+            " thread, which the load benchmark includes.",
+        ],
+        data={"per_request": per},
+    )
+
+
+if __name__ == "__main__":
+    child(sys.argv[1], int(sys.argv[2]))
