@@ -93,16 +93,20 @@ def targets(results: dict[str, Result]) -> Result | None:
         # Judged on the middle half of the rounds, not the median alone: on
         # a noisy host the median can land on either side of the line by
         # chance, and the run then says so instead of giving a verdict.
+        if high <= 1.10:
+            status = "met"
+        elif low > 1.10:
+            status = "MISSED"
+        else:
+            status = (
+                "INCONCLUSIVE (the rounds fall on both sides of 1.10x;"
+                " run again on a quieter machine)"
+            )
         rows.append(
             [
                 "offloading view p50 within 10% under load",
                 f"{r['p50']:.2f}x (middle half of rounds {low:.2f}-{high:.2f}x)",
-                "met"
-                if high <= 1.10
-                else "MISSED"
-                if low > 1.10
-                else "INCONCLUSIVE (the rounds fall on both sides of 1.10x;"
-                " run again on a quieter machine)",
+                status,
             ]
         )
     if not rows:
