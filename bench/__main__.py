@@ -13,6 +13,7 @@ import sys
 import time
 import typing as t
 
+from . import load
 from . import machine
 from . import markdown
 from . import Result
@@ -90,18 +91,7 @@ def targets(results: dict[str, Result]) -> Result | None:
     if "load" in results and not results["load"].skipped:
         r = results["load"].data["ratios"]["offload"]
         low, high = r["p50_middle"]
-        # Judged on the middle half of the rounds, not the median alone: on
-        # a noisy host the median can land on either side of the line by
-        # chance, and the run then says so instead of giving a verdict.
-        if high <= 1.10:
-            status = "met"
-        elif low > 1.10:
-            status = "MISSED"
-        else:
-            status = (
-                "INCONCLUSIVE (the rounds fall on both sides of 1.10x;"
-                " run again on a quieter machine)"
-            )
+        status = load.verdict(low, high)
         rows.append(
             [
                 "offloading view p50 within 10% under load",

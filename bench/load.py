@@ -140,6 +140,26 @@ def middle_half(values: list[float]) -> tuple[float, float]:
     return q1, q3
 
 
+#: The target: the offloading view's p50 within 10% of the plain view's.
+TARGET = 1.10
+
+
+def verdict(low: float, high: float) -> str:
+    """The target's status from the middle half (``low``, ``high``) of the
+    per-round p50 ratios. Judged on the middle half, not the median alone:
+    on a noisy host the median can land on either side of the line by
+    chance, and the run then says so instead of giving a verdict.
+    """
+    if high <= TARGET:
+        return "met"
+    if low > TARGET:
+        return "MISSED"
+    return (
+        f"INCONCLUSIVE (the rounds fall on both sides of {TARGET:.2f}x;"
+        " run again on a quieter machine)"
+    )
+
+
 def skipped(reason: str) -> Result:
     return Result(NAME, TITLE, [], [], skipped=reason)
 

@@ -54,3 +54,17 @@ def raw() -> dict[str, str | None]:
         request.args.get("format"),
     )
     return answer()
+
+
+@app.get("/offload-args")
+def offloaded_args() -> dict[str, str | None]:
+    """The raw pool view's job and arguments, through ``offload.submit``:
+    what Offload's machinery costs when the job never reads the request.
+    """
+    offload.submit(
+        raw_export,
+        request.args.get("month", ""),
+        request.headers.get("X-Tenant"),
+        request.args.get("format"),
+    )
+    return answer()
