@@ -405,3 +405,57 @@ def test_job_sees_the_request_the_view_saw(
     assert view["remote_addr"] == "127.0.0.1"
     assert view.pop("x_job") is None
     assert seen == {**view, "environ_addr": "203.0.113.9"}
+
+
+def test_job_environ_carries_strings_only(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """The job's environ has every string the view's had, including a
+    middleware's own keys, and none of the server's or a middleware's objects
+    (sockets, streams, clients): only the WSGI values the replay supplies.
+    """
+    wsgi_app = app.wsgi_app
+
+    def middleware(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        environ["myapp.tenant"] = "acme"
+        environ["myapp.db"] = object()
+        environ["myapp.limit"] = 10
+        return wsgi_app(environ, start_response)
+
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+
+    def job() -> dict[str, t.Any]:
+        environ = request.environ
+        return {
+            "strings": {k: v for k, v in environ.items() if isinstance(v, str)},
+            "others": sorted(k for k, v in environ.items() if not isinstance(v, str)),
+        }
+
+    @app.get("/report")
+    def report() -> dict[str, t.Any]:
+        environ = request.environ
+        return {
+            "id": offload.submit(job).id,
+            "strings": {k: v for k, v in environ.items() if isinstance(v, str)},
+            "others": sorted(k for k, v in environ.items() if not isinstance(v, str)),
+        }
+
+    r = serve(app).get("/report?month=2025-01", headers={"X-Tenant": "acme"})
+    view = r.json()
+    with app.app_context():
+        seen = offload.get_job(view["id"]).result(10)  # type: ignore[union-attr]
+    assert seen["strings"] == view["strings"]
+    assert seen["strings"]["myapp.tenant"] == "acme"
+    assert seen["strings"]["HTTP_X_TENANT"] == "acme"
+    # The view's environ held the server's socket and the middleware's objects.
+    assert {"myapp.db", "myapp.limit", "werkzeug.socket"} <= set(view["others"])
+    assert seen["others"] == [
+        "flask_offload.request",
+        "werkzeug.request",
+        "wsgi.errors",
+        "wsgi.input",
+        "wsgi.multiprocess",
+        "wsgi.multithread",
+        "wsgi.run_once",
+        "wsgi.version",
+    ]

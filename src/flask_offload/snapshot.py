@@ -56,6 +56,22 @@ _WSGI_CONSTANTS: dict[str, t.Any] = {
     "wsgi.multiprocess": False,
     "wsgi.run_once": False,
 }
+# Environ keys whose values are never strings: the WSGI spec's, the servers'
+# and Werkzeug's own. Dropped by name before the type check in
+# _string_environ, which still finds any other non-string value.
+_NON_STRING_KEYS = (
+    "wsgi.version",
+    "wsgi.input",
+    "wsgi.errors",
+    "wsgi.multithread",
+    "wsgi.multiprocess",
+    "wsgi.run_once",
+    "wsgi.file_wrapper",
+    "wsgi.input_terminated",
+    "gunicorn.socket",
+    "werkzeug.socket",
+    "werkzeug.request",
+)
 _PRIMITIVES = (str, int, float, bool, type(None))
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -87,6 +103,26 @@ def _copy_value(value: t.Any) -> t.Any:
         return _copy_primitive(value)
     except _NotPrimitive:
         return value
+
+
+def _string_environ(environ: dict[str, t.Any]) -> dict[str, str]:
+    """The string-valued items of a WSGI environ: the CGI and ``HTTP_*``
+    variables, and any other key whose value is a string.
+    """
+    # A C copy, the well-known non-string keys dropped by name, and one C
+    # pass that fails on any other non-string value (str.join takes only
+    # strings): about half the instructions of a comprehension testing every
+    # value. The dropped keys leave holes in the copy; dict.copy (unlike
+    # dict()) still clones such a dict in one step when a job copies it.
+    out = environ.copy()
+    pop = out.pop
+    for key in _NON_STRING_KEYS:
+        pop(key, None)
+    try:
+        "".join(out.values())
+    except TypeError:
+        out = {k: v for k, v in out.items() if isinstance(v, str)}
+    return out
 
 
 class _OmittedBody(io.RawIOBase):
@@ -165,7 +201,7 @@ class RequestData:
     def from_request(cls, req: Request, max_body_size: int) -> RequestData:
         # Only string values: the CGI and HTTP_* variables. (This also leaves
         # out this library's own environ keys, none of which holds a string.)
-        environ = {k: v for k, v in req.environ.items() if type(v) is str}
+        environ = _string_environ(req.environ)
         if environ.get("CONTENT_TYPE") and req.mimetype in _FORM_TYPES:
             # Parse now: after the response the server discards an unread body.
             form = tuple(req.form.items(multi=True))
@@ -246,7 +282,8 @@ class RequestData:
         return req
 
     def _new_environ(self) -> dict[str, t.Any]:
-        environ: dict[str, t.Any] = dict(self.environ)
+        # .copy(): one step even with the holes _string_environ leaves.
+        environ: dict[str, t.Any] = self.environ.copy()
         environ.update(_WSGI_CONSTANTS)
         environ["wsgi.errors"] = sys.stderr
         environ[ENV_KEY] = self
