@@ -459,3 +459,31 @@ def test_job_environ_carries_strings_only(
         "wsgi.run_once",
         "wsgi.version",
     ]
+
+
+def test_job_request_fields_match_werkzeug() -> None:
+    """A job's request copies what Werkzeug derives from the environ, each
+    value to its own attribute (they are set in one unpacking, by position).
+    """
+    from flask.wrappers import Request
+    from werkzeug.test import EnvironBuilder
+
+    from flask_offload import compat
+
+    environ = EnvironBuilder(
+        path="/orders",
+        base_url="https://shop.example.com:8443/app",
+        query_string="month=2025-01",
+        method="PATCH",
+        environ_base={"REMOTE_ADDR": "203.0.113.5"},
+    ).get_environ()
+    view_request = Request(environ)
+    shared = compat.request_fields(view_request)
+    assert shared is not None
+    copy = compat.build_request(Request, shared, dict(environ), {})
+    fields = compat._SHARED_FIELDS
+    assert [getattr(copy, f) for f in fields] == [
+        getattr(view_request, f) for f in fields
+    ]
+    assert len({repr(getattr(copy, f)) for f in fields}) == len(fields)
+    assert copy.url == "https://shop.example.com:8443/app/orders?month=2025-01"

@@ -191,7 +191,7 @@ class RequestData:
         #: environ (method, path, remote address...), taken from the view's
         #: request or the first replay, reused by every replay (see
         #: :func:`.compat.request_fields`); ``None`` until known.
-        self.fields: tuple[type[Request], dict[str, t.Any]] | None = None
+        self.fields: tuple[type[Request], compat.SharedFields] | None = None
         # The parsed form shared by the replays, and the request class it is for.
         self._form: tuple[type[Request], t.Any] | None = None
         # Requests made so far (approximate under races; only "any" matters).
