@@ -69,21 +69,17 @@ def _environ(path: str) -> dict[str, t.Any]:
     return env
 
 
-class _InlinePool:
-    """Stands in for the raw pool: the same ``Future``, the job run at once."""
-
-    def submit(self, fn: t.Callable[..., t.Any], /, *args: t.Any) -> cf.Future[t.Any]:
-        future: cf.Future[t.Any] = cf.Future()
-        future.set_result(fn(*args))
-        return future
-
-
 def child(view: str, n: int) -> None:
     """Serve ``WARMUP + n`` requests to ``/view``, each followed by its job.
 
-    This reaches into the thread backend on purpose (it is a measurement,
-    not an API test): its queue is drained here instead of by a worker.
+    This reaches into the thread backend and the raw pool on purpose (it is
+    a measurement, not an API test): both are given placeholder threads, so
+    neither starts one, and their queues are drained here, each job run as
+    their worker loops run it, returning the idle token or semaphore count
+    a worker returns, so that the next submit finds an idle worker.
     """
+    import queue as queue_mod
+
     from flask_offload.backends.base import run_job
     from flask_offload.backends.thread import ThreadBackend
 
@@ -93,11 +89,14 @@ def child(view: str, n: int) -> None:
     backend = t.cast(
         ThreadBackend, loadapp.offload._state(app)[1].current_backend(app.name)
     )
-    # Workers "started" so none is: jobs stay in the queue for this thread.
-    backend._threads.extend([t.cast(t.Any, None)] * backend.settings.max_workers)
-    queue = backend._queue
+    workers = backend.settings.max_workers
+    backend._threads.extend([t.cast(t.Any, None)] * workers)
+    offload_queue = backend._queue
+    idle = backend._idle
     settings = backend.settings
-    loadapp.pool = _InlinePool()  # type: ignore[assignment]
+    pool = loadapp.pool
+    pool._threads.update(t.cast(t.Any, object()) for _ in range(pool._max_workers))
+    pool_queue = t.cast("queue_mod.SimpleQueue[t.Any]", pool._work_queue)
 
     def start_response(*args: t.Any) -> t.Any:
         return None
@@ -106,12 +105,19 @@ def child(view: str, n: int) -> None:
         body = app(_environ(f"/{view}"), t.cast(t.Any, start_response))
         b"".join(body)
         getattr(body, "close", lambda: None)()
-        while not queue.empty():
-            item = queue.get_nowait()
+        while not offload_queue.empty():  # as ThreadBackend._work
+            item = offload_queue.get_nowait()
             if item is not None:
                 job_app, job, fn, args, kwargs = item
                 if job.snapshot is not None:
                     run_job(job_app, job, job.snapshot, fn, args, kwargs, settings)
+                if idle.qsize() < workers:
+                    idle.put(None)
+        while not pool_queue.empty():  # as concurrent.futures.thread._worker
+            work_item = pool_queue.get_nowait()
+            if work_item is not None:
+                work_item.run()
+                pool._idle_semaphore.release()
 
     for _ in range(WARMUP + n):
         one()
@@ -196,8 +202,9 @@ def run(quick: bool = False) -> Result:
             f"bench.loadapp called as a WSGI app in one thread, {WARMUP} warm-up"
             f" requests, then {short} and {long} requests in two processes;"
             " per request = difference / extra requests. PYTHONHASHSEED=0.",
-            "Each queued job runs right after its request, in the same thread;"
-            " the raw pool's job is run at once with the same Future.",
+            "Each queued job runs right after its request, in the same thread,"
+            " as the thread backend's or ThreadPoolExecutor's worker loop runs"
+            " it (no thread is started).",
             "Not counted: the server (gunicorn, sockets) and waking a worker"
             " thread, which the load benchmark includes.",
             "The last view hands the raw pool's job and arguments to"
