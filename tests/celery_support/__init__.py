@@ -1,0 +1,5 @@
+from kombu.transport import TRANSPORT_ALIASES
+
+# filesystem:// with atomic writes (see atomicfs), in the tests and in the
+# worker processes, which import this package first.
+TRANSPORT_ALIASES["filesystem"] = "tests.celery_support.atomicfs:Transport"
