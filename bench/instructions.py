@@ -78,8 +78,6 @@ def child(view: str, n: int) -> None:
     their worker loops run it, returning the idle token or semaphore count
     a worker returns, so that the next submit finds an idle worker.
     """
-    import queue as queue_mod
-
     from flask_offload.backends.base import run_job
     from flask_offload.backends.thread import ThreadBackend
 
@@ -96,7 +94,7 @@ def child(view: str, n: int) -> None:
     settings = backend.settings
     pool = loadapp.pool
     pool._threads.update(t.cast(t.Any, object()) for _ in range(pool._max_workers))
-    pool_queue = t.cast("queue_mod.SimpleQueue[t.Any]", pool._work_queue)
+    pool_queue = pool._work_queue
 
     def start_response(*args: t.Any) -> t.Any:
         return None
