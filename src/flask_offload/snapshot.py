@@ -68,6 +68,7 @@ _NON_STRING_KEYS = (
     "wsgi.run_once",
     "wsgi.file_wrapper",
     "wsgi.input_terminated",
+    "wsgi.early_hints",
     "gunicorn.socket",
     "werkzeug.socket",
     "werkzeug.request",
