@@ -123,6 +123,35 @@ def test_submit_in_app_context_only(app: Flask, offload: Offload) -> None:
         assert offload.submit(probe).result(10) == (app.name, False)
 
 
+def test_job_outside_a_request_builds_urls_and_has_its_own_g(
+    app: Flask, offload: Offload
+) -> None:
+    """A job's app context makes its URL adapter and ``g`` on first use:
+    both must still behave as a fresh app context's do.
+    """
+    from flask import url_for
+
+    app.config["SERVER_NAME"] = "shop.example.com"
+
+    @app.get("/orders/<int:order_id>")
+    def order(order_id: int) -> str:
+        return str(order_id)
+
+    def probe() -> tuple[str, list[str], str]:
+        before = sorted(vars(g))
+        g.order = 7
+        return url_for("order", order_id=g.order), before, g.order
+
+    with app.app_context():
+        g.tenant = "acme"  # carried: a primitive (OFFLOAD_CARRY_G)
+        g._login_user = object()  # never carried: underscored
+        first = offload.submit(probe).result(10)
+        second = offload.submit(probe).result(10)
+    # The second job does not see the first one's g.order.
+    assert first == ("http://shop.example.com/orders/7", ["tenant"], 7)
+    assert second == first
+
+
 def test_submit_from_cli_command(app: Flask, offload: Offload) -> None:
     results: list[tuple[str, bool]] = []
 

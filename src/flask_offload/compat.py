@@ -242,9 +242,12 @@ def job_context(
     max_body_size: int,
     make_session: SessionFactory,
     session_data: dict[str, t.Any],
+    teardown_request: bool,
 ) -> tuple[PushableContext, Built]:
     """Make one fresh context for a job, and a function that returns the
     request and session it built, ``None`` for those never built.
+    Popping it runs the app's request teardown only if ``teardown_request``
+    is true.
 
     On 3.1 the request and the session copy are built when the job first
     touches them: a job that only uses its arguments, ``g`` or
@@ -262,7 +265,7 @@ def job_context(
             ctx._job_match = routing
         return ctx, lambda: (req, sess)
     lazy = _job_request_context_class()(
-        app, source, max_body_size, make_session, session_data
+        app, source, max_body_size, make_session, session_data, teardown_request
     )
     return lazy, lazy.built
 
@@ -308,8 +311,39 @@ def _job_request_context_class() -> t.Any:
     class JobAppContext(AppContext):
         """Flask 3.1's app context, for a job. ``push`` and ``pop`` do what
         Flask 3.1's do, and skip sending a signal nobody is connected to (a
-        blinker send costs about 0.25 µs even with no receivers).
+        blinker send costs about 0.25 µs even with no receivers). ``g`` and
+        the URL adapter are made on first use: a job with a request context
+        builds URLs with the request's adapter, and many jobs never use ``g``.
         """
+
+        _lazy_g: t.Any = None
+        _lazy_adapter: t.Any = _sentinel
+
+        def __init__(self, app: Flask) -> None:
+            self.app = app
+            self._cv_tokens = []
+
+        @property
+        def g(self) -> t.Any:
+            g = self._lazy_g
+            if g is None:
+                g = self._lazy_g = self.app.app_ctx_globals_class()
+            return g
+
+        @g.setter
+        def g(self, value: t.Any) -> None:
+            self._lazy_g = value
+
+        @property
+        def url_adapter(self) -> t.Any:
+            adapter = self._lazy_adapter
+            if adapter is _sentinel:
+                adapter = self._lazy_adapter = self.app.create_url_adapter(None)
+            return adapter
+
+        @url_adapter.setter
+        def url_adapter(self, value: t.Any) -> None:
+            self._lazy_adapter = value
 
         def push(self) -> None:
             self._cv_tokens.append(cv_app.set(self))
@@ -347,8 +381,10 @@ def _job_request_context_class() -> t.Any:
             max_body_size: int,
             make_session: SessionFactory,
             session_data: dict[str, t.Any],
+            teardown_request: bool,
         ) -> None:
             self.app = app
+            self._teardown_request = teardown_request
             self._source = source
             self._max_body_size = max_body_size
             self._make_session = make_session
@@ -414,10 +450,14 @@ def _job_request_context_class() -> t.Any:
                 _apply_match(self._lazy_request, self._match)
 
         def push(self) -> None:
+            app = self.app
             app_ctx = cv_app.get(None)
-            if app_ctx is None or app_ctx.app is not self.app:
-                app_ctx = JobAppContext(self.app)
-                app_ctx.push()
+            if app_ctx is None or app_ctx.app is not app:
+                # JobAppContext.push, inline.
+                app_ctx = JobAppContext(app)
+                app_ctx._cv_tokens.append(cv_app.set(app_ctx))
+                if appcontext_pushed.receivers:
+                    appcontext_pushed.send(app, _async_wrapper=app.ensure_sync)
             else:
                 app_ctx = None
             self._cv_tokens.append((cv_request.set(self), app_ctx))
@@ -429,7 +469,10 @@ def _job_request_context_class() -> t.Any:
                 if clear_request:
                     if exc is _sentinel:
                         exc = sys.exc_info()[1]
-                    self.app.do_teardown_request(exc)
+                    # Not called at all when skipped: the app's wrapper (see
+                    # wrap_teardown_request) would return at once.
+                    if self._teardown_request:
+                        self.app.do_teardown_request(exc)
                     if req is not None:
                         close_request(req)
             finally:

@@ -595,7 +595,12 @@ def _replay(
     ctx: compat.PushableContext
     if data is not None:
         ctx, built = compat.job_context(
-            app, data, max_body_size, _make_session, snapshot.session or {}
+            app,
+            data,
+            max_body_size,
+            _make_session,
+            snapshot.session or {},
+            teardown_request,
         )
     else:
         ctx = compat.job_app_context(app)
