@@ -91,7 +91,7 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
         return ""
 
     offload = Offload(app)
-    state = offload._states[app]
+    state = offload._state(app)[1]
     settings = state.settings
     null = _NullBackend()
     real_backend = state.backend
@@ -357,7 +357,7 @@ def profile(n: int) -> str:
         return ""
 
     offload = Offload(app)
-    state = offload._states[app]
+    state = offload._state(app)[1]
     null = _NullBackend()
     real = state.backend
     state.backend = null  # type: ignore[assignment]

@@ -67,20 +67,34 @@ def current_request() -> Request | None:
     return None if ctx is None else _request_of(ctx)
 
 
-def current_routing(app: Flask) -> tuple[Flask, t.Any, t.Any] | None:
-    """The active request's bound URL adapter and route match, as the view
-    sees them, for :func:`job_context` to reuse instead of binding and
-    matching again in every job. ``None`` outside a request of ``app``.
+def current_request_in() -> tuple[Request, t.Any] | None:
+    """The active request and the context that holds it (for
+    :func:`context_routing` and :func:`context_session`), or ``None``
+    outside a request. One call instead of one per part: capture runs on
+    every submit.
+    """
+    ctx = _cv_ctx.get(None)
+    if ctx is None:
+        return None
+    req: Request | None = ctx._request if MERGED_CONTEXT else ctx.request
+    if req is None:
+        return None
+    return req, ctx
+
+
+def context_routing(ctx: t.Any, req: Request) -> tuple[Flask, t.Any, t.Any] | None:
+    """The bound URL adapter and route match of ``req`` in ``ctx`` (from
+    :func:`current_request_in`), as the view sees them, for
+    :func:`job_context` to reuse instead of binding and matching again in
+    every job. ``None`` if the active app context is another app's.
 
     The match is ``(rule, view_args)`` (a copy of the view's current
     ``view_args``, so after any ``url_value_preprocessor``), the routing
     exception, or ``None``.
     """
-    ctx = _cv_ctx.get(None)
-    if ctx is None or ctx.app is not app:
-        return None
-    req = _request_of(ctx)
-    if req is None:
+    app = ctx.app
+    app_ctx = _cv_app.get(None)
+    if app_ctx is None or app_ctx.app is not app:
         return None
     match: t.Any = req.routing_exception
     if match is None and req.url_rule is not None:
@@ -521,14 +535,16 @@ def close_request(req: Request) -> None:
         req.close()
 
 
-def current_session() -> SessionMixin | None:
-    """The current request's session without marking it accessed.
+def context_session(ctx: t.Any) -> SessionMixin | None:
+    """The session of ``ctx`` (from :func:`current_request_in`) without
+    marking it accessed.
 
     Reading it through ``flask.session`` sets ``session.accessed``, which
     makes Flask add ``Vary: Cookie`` to the response: wrong for a capture that
     does not change what the response depends on.
     """
-    return getattr(_cv_ctx.get(None), "_session", None)
+    sess: SessionMixin | None = getattr(ctx, "_session", None)
+    return sess
 
 
 _TEARDOWN_MARK = "_flask_offload_teardown"

@@ -161,7 +161,7 @@ class _AppState:
         self.backend = backend
         self._inline: Backend | None = None
 
-    def current_backend(self, app_name: str) -> Backend:
+    def current_backend(self, app: Flask) -> Backend:
         """The backend, or an inline one with this app's settings while the
         ``offload_inline`` fixture forces inline runs.
         """
@@ -171,7 +171,7 @@ class _AppState:
         if inline is None:
             from .backends.inline import InlineBackend
 
-            inline = self._inline = InlineBackend(self.settings, app_name)
+            inline = self._inline = InlineBackend(self.settings, app.name)
         return inline
 
 
@@ -246,9 +246,11 @@ class Offload:
     """
 
     def __init__(self, app: Flask | None = None, *, celery: t.Any = None) -> None:
-        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = (
-            weakref.WeakKeyDictionary()
-        )
+        # Keyed by a weak reference to the app: looked up with a new
+        # weakref.ref(app), which is equal to the key while the app lives,
+        # in one C call (WeakKeyDictionary.get is Python code, on every
+        # submit). An app's entry goes when the app does.
+        self._states: dict[weakref.ref[Flask], _AppState] = {}
         self._celery = celery
         self._authorize: t.Callable[[Job], bool] | None = None
         #: Declared tasks by name.
@@ -293,7 +295,8 @@ class Offload:
         state = _AppState(
             settings, JobRegistry(settings.result_ttl, settings.max_finished), backend
         )
-        self._states[app] = state
+        states = self._states
+        states[weakref.ref(app, lambda ref: states.pop(ref, None))] = state
         _live_states.add(state)
         app.extensions["offload"] = self
         if settings.backend == "thread":
@@ -311,7 +314,7 @@ class Offload:
                     " a CLI command, a job, or inside 'with app.app_context()'."
                 )
             app = app_ctx.app
-        state = self._states.get(app)
+        state = self._states.get(weakref.ref(app))
         if state is None:
             raise RuntimeError(
                 "The current Flask app is not registered with this 'Offload'"
@@ -366,7 +369,7 @@ class Offload:
         """
         app, state = self._state()
         settings = state.settings
-        backend = state.current_backend(app.name)
+        backend = state.current_backend(app)
         if isinstance(fn, Task):
             name, func = fn.name, fn.fn
         elif not callable(fn):

@@ -344,13 +344,16 @@ class Snapshot:
         #: Where the job was submitted, ``(filename, lineno, function)``.
         self.site = site
 
+    # Only uploaded files are counted: most requests have none.
     def acquire(self) -> None:
-        if self.request is not None:
-            self.request.acquire()
+        data = self.request
+        if data is not None and data.files:
+            data.acquire()
 
     def release(self) -> None:
-        if self.request is not None:
-            self.request.release()
+        data = self.request
+        if data is not None and data.files:
+            data.release()
 
     def to_dict(
         self,
@@ -469,8 +472,9 @@ def capture(
     """
     data: RequestData | None = None
     sess: dict[str, t.Any] | None = None
-    req = compat.current_request()
-    if req is not None:
+    current = compat.current_request_in()
+    if current is not None:
+        req, ctx = current
         environ = req.environ
         data = environ.get(ENV_KEY)
         if data is None:
@@ -479,15 +483,14 @@ def capture(
             shared = compat.request_fields(req)
             if shared is not None:
                 data.fields = (type(req), shared)
-            app_ctx = compat.current_app_context()
-            if app_ctx is not None:
-                data.routing[0] = compat.current_routing(app_ctx.app)
-            data.acquire()  # the request's own reference, until its teardown
+            data.routing[0] = compat.context_routing(ctx, req)
+            if data.files:
+                data.acquire()  # the request's own reference, until its teardown
             environ[ENV_KEY] = data
             environ[_OWNER_KEY] = True
-        live = compat.current_session()
+        live = compat.context_session(ctx)
         sess = {k: _copy_value(v) for k, v in live.items()} if live else {}
-    return Snapshot(data, sess, _capture_g(carry_g), site)
+    return Snapshot(data, sess, _capture_g(carry_g) if carry_g else {}, site)
 
 
 def _capture_g(carry_g: str | t.Sequence[str] | None) -> dict[str, t.Any]:
