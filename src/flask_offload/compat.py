@@ -387,6 +387,11 @@ def _job_request_context_class() -> t.Any:
         """
 
         app_context_class = JobAppContext
+        # Class defaults: fewer stores per job.
+        _lazy_request: Request | None = None
+        _lazy_session: SessionMixin | None = None
+        _match: t.Any = None
+        flashes = None
 
         def __init__(
             self,
@@ -399,34 +404,31 @@ def _job_request_context_class() -> t.Any:
         ) -> None:
             self.app = app
             self._teardown_request = teardown_request
-            self._source = source
-            self._max_body_size = max_body_size
-            self._make_session = make_session
-            self._session_data = session_data
-            self._lazy_request: Request | None = None
-            self._lazy_session: SessionMixin | None = None
-            self._match: t.Any = None
-            cache = source.routing
-            routing = cache[0]
-            if routing is None or routing[0] is not app:
-                # Binding the URL map needs a request: build it this once.
-                adapter: t.Any = None
-                match: t.Any = None
-                try:
-                    adapter = app.create_url_adapter(self.request)
-                    if adapter is not None:
-                        match = adapter.match(return_rule=True)
-                except HTTPException as e:
-                    match = e
-                routing = (app, adapter, match)
-                cache[0] = routing
-            self.url_adapter = routing[1]
-            self._match = routing[2]
-            if self._lazy_request is not None:
-                _apply_match(self._lazy_request, self._match)
-            self.flashes = None
+            # What the request and session are built from, if used.
+            self._parts = (source, max_body_size, make_session, session_data)
             self._after_request_functions = []
             self._cv_tokens = []
+            routing = source.routing[0]
+            if routing is None or routing[0] is not app:
+                routing = self._route(source)
+            self.url_adapter = routing[1]
+            self._match = routing[2]
+
+        def _route(self, source: RequestSource) -> tuple[Flask, t.Any, t.Any]:
+            # Binding the URL map needs a request: build it this once.
+            app = self.app
+            adapter: t.Any = None
+            match: t.Any = None
+            try:
+                adapter = app.create_url_adapter(self.request)
+                if adapter is not None:
+                    match = adapter.match(return_rule=True)
+            except HTTPException as e:
+                match = e
+            routing = (app, adapter, match)
+            source.routing[0] = routing
+            _apply_match(self.request, match)
+            return routing
 
         # Properties, not __getattr__: Python makes and discards an
         # AttributeError before calling __getattr__, which costs more than
@@ -435,7 +437,8 @@ def _job_request_context_class() -> t.Any:
         def request(self) -> Request:
             req = self._lazy_request
             if req is None:
-                req = self._source.make_request(self.app, self._max_body_size)
+                source, max_body_size = self._parts[:2]
+                req = source.make_request(self.app, max_body_size)
                 self._lazy_request = req
                 _apply_match(req, self._match)
             return req
@@ -448,7 +451,8 @@ def _job_request_context_class() -> t.Any:
         def _session(self) -> SessionMixin:
             sess = self._lazy_session
             if sess is None:
-                sess = self._make_session(self.app, self._session_data)
+                make_session, session_data = self._parts[2:]
+                sess = make_session(self.app, session_data)
                 self._lazy_session = sess
             return sess
 
@@ -487,8 +491,11 @@ def _job_request_context_class() -> t.Any:
                     # wrap_teardown_request) would return at once.
                     if self._teardown_request:
                         self.app.do_teardown_request(exc)
-                    if req is not None:
-                        close_request(req)
+                    if req is not None and (
+                        "files" in req.__dict__
+                        or type(req).close is not WerkzeugRequest.close
+                    ):
+                        req.close()  # close_request(req), inline
             finally:
                 ctx = cv_request.get()
                 token, app_ctx = self._cv_tokens.pop()
@@ -496,7 +503,20 @@ def _job_request_context_class() -> t.Any:
                 if clear_request and req is not None:
                     req.environ["werkzeug.request"] = None
                 if app_ctx is not None:
-                    app_ctx.pop(exc)
+                    app = self.app
+                    if _has_appcontext_teardown(app):
+                        app_ctx.pop(exc)
+                    else:
+                        # JobAppContext.pop with nothing to tear down, inline.
+                        current = cv_app.get()
+                        cv_app.reset(app_ctx._cv_tokens.pop())
+                        if current is not app_ctx:
+                            raise AssertionError(
+                                f"Popped wrong app context. ({current!r} instead"
+                                f" of {app_ctx!r})"
+                            )
+                        if appcontext_popped.receivers:
+                            appcontext_popped.send(app, _async_wrapper=app.ensure_sync)
                 if ctx is not self:
                     raise AssertionError(
                         f"Popped wrong request context. ({ctx!r} instead of {self!r})"
