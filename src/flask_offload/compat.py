@@ -112,7 +112,7 @@ def _apply_match(req: Request, match: t.Any) -> None:
 
 #: What Werkzeug's ``Request.__init__`` derives from the environ, besides the
 #: environ itself and the headers (each copy of a request gets its own).
-#: :func:`_set_shared` assigns them in this order.
+#: :func:`build_request` assigns them in this order.
 _SHARED_FIELDS = (
     "method",
     "path",
@@ -128,20 +128,6 @@ _get_shared = operator.itemgetter(*_SHARED_FIELDS)
 
 #: The values of :data:`_SHARED_FIELDS` of one request, in that order.
 SharedFields = tuple[t.Any, ...]
-
-
-def _set_shared(attrs: dict[str, t.Any], shared: SharedFields) -> None:
-    # In _SHARED_FIELDS' order; one unpacking instead of a dict and update().
-    (
-        attrs["method"],
-        attrs["path"],
-        attrs["query_string"],
-        attrs["remote_addr"],
-        attrs["root_path"],
-        attrs["scheme"],
-        attrs["server"],
-        attrs["shallow"],
-    ) = shared
 
 
 def parsed_args(req: Request) -> ImmutableMultiDict[str, str] | None:
@@ -198,7 +184,17 @@ def build_request(
     """
     req: Request = object.__new__(cls)
     attrs = req.__dict__
-    _set_shared(attrs, shared)
+    # In _SHARED_FIELDS' order; one unpacking instead of a dict and update().
+    (
+        attrs["method"],
+        attrs["path"],
+        attrs["query_string"],
+        attrs["remote_addr"],
+        attrs["root_path"],
+        attrs["scheme"],
+        attrs["server"],
+        attrs["shallow"],
+    ) = shared
     attrs["environ"] = environ
     attrs["headers"] = EnvironHeaders(environ)
     # Werkzeug's cached properties keep their value in the instance dict.

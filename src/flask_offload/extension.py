@@ -403,7 +403,8 @@ class Offload:
             backend.unreserve()
             raise
         state.registry.add(job)
-        job._send(job_submitted)
+        if job_submitted.receivers:
+            job._send(job_submitted)
         backend.enqueue(app, job, func, args, kwargs)
         return job
 

@@ -374,11 +374,14 @@ class Job:
 
     def _start(self) -> bool:
         """Move from PENDING to RUNNING. ``False`` if it was cancelled."""
-        if not self._take():
+        try:
+            self._claim.pop()  # self._take(), inline: once per job
+        except IndexError:
             return False
         self._started = time.time()
         self.state = _RUNNING
-        self._send(signals.job_started)
+        if signals.job_started.receivers:
+            self._send(signals.job_started)
         return True
 
     def _finish(
@@ -406,7 +409,8 @@ class Job:
         # (see wait()).
         self._done = True
         event = self._event
-        self._send(signals.job_finished)
+        if signals.job_finished.receivers:
+            self._send(signals.job_finished)
         registry = self._registry
         if registry is not None:
             registry._job_done(self)
@@ -542,12 +546,15 @@ class JobRegistry:
         finished = self._finished
         if not finished:
             return
-        limit = time.monotonic() - self.ttl
         jobs = self._jobs
-        while finished and (
-            len(finished) > self.max_finished or finished[0]._finished_mono < limit
-        ):
-            jobs.pop(finished.popleft().id, None)
+        pop = jobs.pop
+        popleft = finished.popleft
+        # The oldest first: too many, then too old.
+        for _ in range(len(finished) - self.max_finished):
+            pop(popleft().id, None)
+        limit = time.monotonic() - self.ttl
+        while finished and finished[0]._finished_mono < limit:
+            pop(popleft().id, None)
         if not jobs:
             # A dict keeps the table of its largest size after deletions: a
             # burst of pending jobs would stay allocated. Start a small one,

@@ -261,7 +261,12 @@ class RequestData:
         extra["stream"] = stream
         if self.args is not None:
             extra["args"] = self.args
-        environ = self._new_environ()
+        # The job's own environ. .copy(): one step even with the holes
+        # _string_environ leaves.
+        environ: dict[str, t.Any] = self.environ.copy()
+        environ.update(_WSGI_CONSTANTS)
+        environ["wsgi.errors"] = sys.stderr
+        environ[ENV_KEY] = self
         environ["wsgi.input"] = stream
         fields = self.fields
         if fields is not None and fields[0] is cls:
@@ -281,14 +286,6 @@ class RequestData:
             self.args = req.args
         self._replays += 1
         return req
-
-    def _new_environ(self) -> dict[str, t.Any]:
-        # .copy(): one step even with the holes _string_environ leaves.
-        environ: dict[str, t.Any] = self.environ.copy()
-        environ.update(_WSGI_CONSTANTS)
-        environ["wsgi.errors"] = sys.stderr
-        environ[ENV_KEY] = self
-        return environ
 
     def to_dict(
         self,
