@@ -211,3 +211,44 @@ def test_job_that_never_touches_the_request(
     with app.app_context():
         result = offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
     assert result == (42, app.name, True, "yes")
+
+
+def test_app_context_signals_once_per_job(
+    app: Flask, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A job's app context sends ``appcontext_pushed`` and
+    ``appcontext_popped`` once each, in the job's thread, with the app as
+    sender, as a Flask app context does.
+    """
+    from flask.signals import appcontext_popped
+    from flask.signals import appcontext_pushed
+
+    offload = Offload(app)
+    sent: list[tuple[str, str, bool]] = []
+    job_thread: list[str] = []
+
+    def record(name: str) -> t.Callable[..., None]:
+        def receiver(sender: Flask, **extra: t.Any) -> None:
+            sent.append((name, threading.current_thread().name, sender is app))
+
+        return receiver
+
+    def job() -> str:
+        job_thread.append(threading.current_thread().name)
+        return str(request.args["month"])
+
+    @app.get("/export")
+    def export() -> str:
+        return offload.submit(job).id
+
+    pushed, popped = record("pushed"), record("popped")
+    server = serve(app)
+    with appcontext_pushed.connected_to(pushed), appcontext_popped.connected_to(popped):
+        job_id = server.get("/export?month=2025-01").text
+        with app.app_context():
+            assert offload.get_job(job_id).result(10) == "2025-01"  # type: ignore[union-attr]
+    [name] = job_thread
+    in_job = [s for s in sent if s[1] == name]
+    assert in_job == [("pushed", name, True), ("popped", name, True)]
+    with app.app_context():
+        offload.shutdown()
