@@ -95,9 +95,7 @@ def child(view: str, n: int) -> None:
     from . import loadapp
 
     app = loadapp.app
-    backend = t.cast(
-        ThreadBackend, loadapp.offload._state(app)[1].current_backend(app.name)
-    )
+    backend = t.cast(ThreadBackend, loadapp.offload._state(app)[1].current_backend(app))
     workers = backend.settings.max_workers
     backend._threads.extend([t.cast(t.Any, None)] * workers)
     offload_queue = backend._queue

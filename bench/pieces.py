@@ -225,12 +225,14 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
         piece(
             "replay",
             "  job context, routing cached per request (as replay makes it)",
-            lambda: compat.job_context(app, data, max_body, snap._make_session, {}),
+            lambda: compat.job_context(
+                app, data, max_body, snap._make_session, {}, False
+            ),
         )
 
         def routing_computed() -> None:
             uncached.routing[0] = None
-            compat.job_context(app, uncached, max_body, snap._make_session, {})
+            compat.job_context(app, uncached, max_body, snap._make_session, {}, False)
 
         piece(
             "replay",
@@ -241,7 +243,9 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
         def push_pop_in_job(touch: bool) -> None:
             # As replay runs it: marked as a job, so request teardown is skipped.
             snap._cv_replay.set(snap._MARK_SKIP)
-            c, _ = compat.job_context(app, data, max_body, snap._make_session, {})
+            c, _ = compat.job_context(
+                app, data, max_body, snap._make_session, {}, False
+            )
             c.push()
             if touch:
                 request.args  # noqa: B018 - builds the request, as a job reading it

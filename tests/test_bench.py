@@ -101,3 +101,34 @@ def test_targets_report_the_load_verdict() -> None:
 def test_targets_skip_a_skipped_load_run() -> None:
     skipped = load.skipped("wrk is not installed.")
     assert targets({"load": skipped}) is None
+
+
+def test_pieces_all_run() -> None:
+    """The pieces benchmark times private functions of the package: when
+    one changes, its row must not quietly turn into "n/a" (it shows the
+    exception's name instead of a time).
+    """
+    from bench import pieces
+
+    result = pieces.run(quick=True)
+    failed = [row[1] for row in result.rows if not math.isfinite(row[2])]
+    assert not failed, f"Pieces that raised: {failed}"
+
+
+def test_instructions_harness_runs_every_view() -> None:
+    """The instructions benchmark's loop (run under valgrind by ``make
+    bench``) reaches into the thread backend: it must still run each view
+    and its job.
+    """
+    from bench import instructions
+    from bench import loadapp
+
+    for view in instructions.VIEWS:
+        with loadapp.app.app_context():
+            before = len(loadapp.offload.jobs())
+        instructions.child(view, 2)
+        with loadapp.app.app_context():
+            jobs = loadapp.offload.jobs()
+        assert all(job.done() for job in jobs)
+        if view.startswith("offload"):
+            assert len(jobs) > before
