@@ -499,20 +499,7 @@ def _job_request_context_class() -> t.Any:
                 if clear_request and req is not None:
                     req.environ["werkzeug.request"] = None
                 if app_ctx is not None:
-                    app = self.app
-                    if _has_appcontext_teardown(app):
-                        app_ctx.pop(exc)
-                    else:
-                        # JobAppContext.pop with nothing to tear down, inline.
-                        current = cv_app.get()
-                        cv_app.reset(app_ctx._cv_tokens.pop())
-                        if current is not app_ctx:
-                            raise AssertionError(
-                                f"Popped wrong app context. ({current!r} instead"
-                                f" of {app_ctx!r})"
-                            )
-                        if appcontext_popped.receivers:
-                            appcontext_popped.send(app, _async_wrapper=app.ensure_sync)
+                    app_ctx.pop(exc)
                 if ctx is not self:
                     raise AssertionError(
                         f"Popped wrong request context. ({ctx!r} instead of {self!r})"
