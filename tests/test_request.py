@@ -461,6 +461,39 @@ def test_job_environ_carries_strings_only(
     ]
 
 
+def test_job_environ_after_a_key_changes_type(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A server's or middleware's key seen holding an object is dropped by
+    name in later captures (waitress and uWSGI set such keys on every
+    request), but when it holds a string it is still carried.
+    """
+    wsgi_app = app.wsgi_app
+
+    def middleware(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        as_text = environ.get("QUERY_STRING") == "text"
+        environ["myserver.client"] = "10.0.0.7" if as_text else object()
+        environ["myserver.hook"] = lambda: None
+        return wsgi_app(environ, start_response)
+
+    app.wsgi_app = middleware  # type: ignore[method-assign]
+
+    def job() -> dict[str, t.Any]:
+        return {k: v for k, v in request.environ.items() if "myserver" in k}
+
+    @app.get("/report")
+    def report() -> str:
+        return offload.submit(job).id
+
+    server = serve(app)
+    seen = []
+    for query in ("object", "text", "object", "text"):
+        job_id = server.get(f"/report?{query}").text
+        with app.app_context():
+            seen.append(offload.get_job(job_id).result(10))  # type: ignore[union-attr]
+    assert seen == [{}, {"myserver.client": "10.0.0.7"}] * 2
+
+
 def test_job_request_fields_match_werkzeug() -> None:
     """A job's request copies what Werkzeug derives from the environ, each
     value to its own attribute (they are set in one unpacking, by position).

@@ -106,6 +106,15 @@ def _copy_value(value: t.Any) -> t.Any:
         return value
 
 
+# Other servers' and middlewares' extension keys (they have a dot) seen
+# holding a non-string value: waitress's "waitress.client_disconnected",
+# uWSGI's "uwsgi.version"... Learned at the first capture that finds one,
+# then dropped by name like _NON_STRING_KEYS, so later captures keep the
+# fast path. Bounded; replaced whole (one atomic store), never mutated.
+_learned_keys: tuple[str, ...] = ()
+_MAX_LEARNED = 32
+
+
 def _string_environ(environ: dict[str, t.Any]) -> dict[str, str]:
     """The string-valued items of a WSGI environ: the CGI and ``HTTP_*``
     variables, and any other key whose value is a string.
@@ -119,11 +128,31 @@ def _string_environ(environ: dict[str, t.Any]) -> dict[str, str]:
     pop = out.pop
     for key in _NON_STRING_KEYS:
         pop(key, None)
+    for key in _learned_keys:
+        value = pop(key, None)
+        if isinstance(value, str):  # a string this time: keep it
+            out[key] = value
     try:
         "".join(out.values())
     except TypeError:
         out = {k: v for k, v in out.items() if isinstance(v, str)}
+        _learn_keys(environ)
     return out
+
+
+def _learn_keys(environ: dict[str, t.Any]) -> None:
+    global _learned_keys
+    known = _learned_keys
+    new = tuple(
+        k
+        for k, v in environ.items()
+        if "." in k
+        and not isinstance(v, str)
+        and k not in known
+        and k not in _NON_STRING_KEYS
+    )
+    if new and len(known) < _MAX_LEARNED:
+        _learned_keys = (known + new)[:_MAX_LEARNED]
 
 
 class _OmittedBody(io.RawIOBase):
