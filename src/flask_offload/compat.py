@@ -76,7 +76,7 @@ def current_request_in() -> tuple[Request, t.Any] | None:
     ctx = _cv_ctx.get(None)
     if ctx is None:
         return None
-    req: Request | None = ctx._request if MERGED_CONTEXT else ctx.request
+    req = _request_of(ctx)
     if req is None:
         return None
     return req, ctx
@@ -467,11 +467,8 @@ def _job_request_context_class() -> t.Any:
             app = self.app
             app_ctx = cv_app.get(None)
             if app_ctx is None or app_ctx.app is not app:
-                # JobAppContext.push, inline.
                 app_ctx = JobAppContext(app)
-                app_ctx._cv_tokens.append(cv_app.set(app_ctx))
-                if appcontext_pushed.receivers:
-                    appcontext_pushed.send(app, _async_wrapper=app.ensure_sync)
+                app_ctx.push()
             else:
                 app_ctx = None
             self._cv_tokens.append((cv_request.set(self), app_ctx))
@@ -487,11 +484,8 @@ def _job_request_context_class() -> t.Any:
                     # wrap_teardown_request) would return at once.
                     if self._teardown_request:
                         self.app.do_teardown_request(exc)
-                    if req is not None and (
-                        "files" in req.__dict__
-                        or type(req).close is not WerkzeugRequest.close
-                    ):
-                        req.close()  # close_request(req), inline
+                    if req is not None:
+                        close_request(req)
             finally:
                 ctx = cv_request.get()
                 token, app_ctx = self._cv_tokens.pop()

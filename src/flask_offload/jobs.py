@@ -374,9 +374,7 @@ class Job:
 
     def _start(self) -> bool:
         """Move from PENDING to RUNNING. ``False`` if it was cancelled."""
-        try:
-            self._claim.pop()  # self._take(), inline: once per job
-        except IndexError:
+        if not self._take():
             return False
         self._started = time.time()
         self.state = _RUNNING

@@ -516,7 +516,7 @@ def capture(
             environ[_OWNER_KEY] = True
         live = compat.context_session(ctx)
         sess = {k: _copy_value(v) for k, v in live.items()} if live else {}
-    return Snapshot(data, sess, _capture_g(carry_g) if carry_g else {}, site)
+    return Snapshot(data, sess, _capture_g(carry_g), site)
 
 
 def _capture_g(carry_g: str | t.Sequence[str] | None) -> dict[str, t.Any]:
