@@ -45,14 +45,18 @@ def raw_export(month: str, tenant: str | None, fmt: str | None) -> str:
     return f"{tenant}:{month}:{fmt}"
 
 
-@app.get("/raw")
-def raw() -> dict[str, str | None]:
-    pool.submit(
-        raw_export,
+def raw_args() -> tuple[str, str | None, str | None]:
+    """What the raw pool's job is given: the values ``record_export`` reads."""
+    return (
         request.args.get("month", ""),
         request.headers.get("X-Tenant"),
         request.args.get("format"),
     )
+
+
+@app.get("/raw")
+def raw() -> dict[str, str | None]:
+    pool.submit(raw_export, *raw_args())
     return answer()
 
 
@@ -61,10 +65,5 @@ def offloaded_args() -> dict[str, str | None]:
     """The raw pool view's job and arguments, through ``offload.submit``:
     what Offload's machinery costs when the job never reads the request.
     """
-    offload.submit(
-        raw_export,
-        request.args.get("month", ""),
-        request.headers.get("X-Tenant"),
-        request.args.get("format"),
-    )
+    offload.submit(raw_export, *raw_args())
     return answer()
