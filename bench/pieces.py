@@ -146,7 +146,7 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
             piece(
                 "submit",
                 "    capture: g copy (2 primitives)",
-                lambda: snap._capture_g("primitives"),
+                lambda: snap._carried_g("primitives", vars(g)),
             )
             piece(
                 "submit", "  Job(...), whole", lambda: Job("m.noop", app=app, site=site)
@@ -222,47 +222,57 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
                 return data.make_request(app, max_body_size)
 
         uncached = _Uncached()
+
+        def enter(source: t.Any) -> None:
+            # enter_job_context needs a Context of its own, dropped after.
+            contextvars.Context().run(
+                compat.enter_job_context,
+                app,
+                source,
+                max_body,
+                snap._make_session,
+                {},
+                False,
+            )
+
         piece(
             "replay",
-            "  job context, routing cached per request (as replay makes it)",
-            lambda: compat.job_context(
-                app, data, max_body, snap._make_session, {}, False
-            ),
+            "  Context + job context entered, routing cached (as replay makes it)",
+            lambda: enter(data),
         )
 
         def routing_computed() -> None:
             uncached.routing[0] = None
-            compat.job_context(app, uncached, max_body, snap._make_session, {}, False)
+            enter(uncached)
 
         piece(
             "replay",
-            "  job context, routing computed (url adapter bind + match)",
+            "  Context + job context entered, routing computed (bind + match)",
             routing_computed,
         )
 
-        def push_pop_in_job(touch: bool) -> None:
+        def enter_leave_in_job(touch: bool) -> None:
             # As replay runs it: marked as a job, so request teardown is skipped.
             snap._cv_replay.set(snap._MARK_SKIP)
-            c, _ = compat.job_context(
+            c = compat.enter_job_context(
                 app, data, max_body, snap._make_session, {}, False
             )
-            c.push()
             if touch:
                 request.args  # noqa: B018 - builds the request, as a job reading it
-            c.pop(None)
+            c.leave(None)
 
-        def push_pop(touch: bool) -> None:
-            contextvars.Context().run(push_pop_in_job, touch)
+        def enter_leave(touch: bool) -> None:
+            contextvars.Context().run(enter_leave_in_job, touch)
 
         piece(
             "replay",
-            "  context push + pop, request never touched (built lazily, 3.1)",
-            lambda: push_pop(False),
+            "  Context + context enter + leave, request never touched (3.1: lazy)",
+            lambda: enter_leave(False),
         )
         piece(
             "replay",
-            "  context push + pop, request read (built)",
-            lambda: push_pop(True),
+            "  Context + context enter + leave, request read (built)",
+            lambda: enter_leave(True),
         )
         piece(
             "replay",

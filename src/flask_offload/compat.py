@@ -21,6 +21,8 @@ from flask import Flask
 from flask import globals as _flask_globals
 from flask.ctx import AppContext
 from flask.sessions import SessionMixin
+from flask.signals import appcontext_popped
+from flask.signals import appcontext_pushed
 from flask.signals import appcontext_tearing_down
 from flask.wrappers import Request
 from werkzeug.datastructures import EnvironHeaders
@@ -55,59 +57,76 @@ def current_app_context() -> AppContext | None:
     return ctx
 
 
-def _request_of(ctx: t.Any) -> Request | None:
+def current_request() -> Request | None:
+    """The active request, or ``None`` outside a request."""
+    ctx = _cv_ctx.get(None)
+    if ctx is None:
+        return None
     # 3.2's merged context may hold no request; 3.1's request context always does.
     req: Request | None = ctx._request if MERGED_CONTEXT else ctx.request
     return req
 
 
-def current_request() -> Request | None:
-    """The active request, or ``None`` outside a request."""
-    ctx = _cv_ctx.get(None)
-    return None if ctx is None else _request_of(ctx)
-
-
-def current_request_in() -> tuple[Request, t.Any] | None:
-    """The active request and the context that holds it (for
-    :func:`context_routing` and :func:`context_session`), or ``None``
-    outside a request. One call instead of one per part: capture runs on
-    every submit.
+def capture_state() -> tuple[Request | None, t.Any, dict[str, t.Any] | None]:
+    """What a capture reads from the active contexts, in one call (capture
+    runs on every submit): the active request and the context that holds it
+    (for :func:`view_state` and :func:`context_session`), ``None`` for both
+    outside a request; and the attributes of ``g`` (its ``__dict__``, not a
+    copy), ``None`` outside an app context.
     """
+    app_ctx = _cv_app.get(None)
+    if app_ctx is None:
+        return None, None, None
+    g = vars(app_ctx.g)
+    if MERGED_CONTEXT:
+        return app_ctx._request, app_ctx, g
     ctx = _cv_ctx.get(None)
     if ctx is None:
-        return None
-    req = _request_of(ctx)
-    if req is None:
-        return None
-    return req, ctx
+        return None, None, g
+    return ctx.request, ctx, g
 
 
-def context_routing(ctx: t.Any, req: Request) -> tuple[Flask, t.Any, t.Any] | None:
-    """The bound URL adapter and route match of ``req`` in ``ctx`` (from
-    :func:`current_request_in`), as the view sees them, for
-    :func:`job_context` to reuse instead of binding and matching again in
-    every job. ``None`` if the active app context is another app's.
+def view_state(
+    req: Request, ctx: t.Any
+) -> tuple[
+    ImmutableMultiDict[str, str] | None,
+    SharedFields | None,
+    tuple[Flask, t.Any, t.Any] | None,
+]:
+    """What a job's copy of the view's request ``req`` (held by ``ctx``,
+    from :func:`capture_state`) reuses instead of computing it again, as
+    the view sees it:
 
-    The match is ``(rule, view_args)`` (a copy of the view's current
-    ``view_args``, so after any ``url_value_preprocessor``), the routing
-    exception, or ``None``.
+    - ``req.args`` if the view already parsed it, else ``None`` (reading it
+      here would parse the query string for nothing if no job reads it);
+    - :func:`request_fields`;
+    - the routing ``(app, url_adapter, match)`` for :func:`enter_job_context`,
+      where the match is ``(rule, view_args)`` (a copy of the view's current
+      ``view_args``, so after any ``url_value_preprocessor``), the routing
+      exception, or ``None``. ``None`` if the active app context is another
+      app's.
     """
+    args = req.__dict__.get("args")  # where werkzeug's cached_property keeps it
+    if not isinstance(args, ImmutableMultiDict):
+        args = None
+    shared = request_fields(req)
     app = ctx.app
     app_ctx = _cv_app.get(None)
     if app_ctx is None or app_ctx.app is not app:
-        return None
+        return args, shared, None
     match: t.Any = req.routing_exception
     if match is None and req.url_rule is not None:
         match = (req.url_rule, dict(req.view_args or {}))
-    return (app, ctx.url_adapter, match)
+    return args, shared, (app, ctx.url_adapter, match)
 
 
 def _apply_match(req: Request, match: t.Any) -> None:
-    if isinstance(match, HTTPException):
-        req.routing_exception = match
-    elif match is not None:
+    # A match is (rule, view_args), a routing exception, or None.
+    if type(match) is tuple:
         req.url_rule, view_args = match
         req.view_args = dict(view_args)
+    elif match is not None:
+        req.routing_exception = match
 
 
 #: What Werkzeug's ``Request.__init__`` derives from the environ, besides the
@@ -130,24 +149,12 @@ _get_shared = operator.itemgetter(*_SHARED_FIELDS)
 SharedFields = tuple[t.Any, ...]
 
 
-def parsed_args(req: Request) -> ImmutableMultiDict[str, str] | None:
-    """``req.args`` if the view already parsed it, else ``None`` (reading
-    it would parse the query string here, for nothing if no job reads it).
-    """
-    args = req.__dict__.get("args")  # where werkzeug's cached_property keeps it
-    if isinstance(args, ImmutableMultiDict):
-        return args
-    return None
-
-
 def request_fields(req: Request) -> SharedFields | None:
     """What ``Request.__init__`` derived from the environ of ``req`` (method,
     path, remote address...), to build copies of it with
     :func:`build_request` instead of deriving them again; ``None`` if this
-    request class or Werkzeug version sets something else.
-
-    Taken from the view's request at capture, these are the values the view
-    saw. The environ and headers are left out: each copy gets its own.
+    request class or Werkzeug version sets something else. The environ and
+    headers are left out: each copy gets its own.
     """
     if type(req).__init__ is not WerkzeugRequest.__init__:
         return None
@@ -223,13 +230,15 @@ def current_g() -> t.Any:
     return _cv_app.get().g
 
 
-class PushableContext(t.Protocol):
-    def push(self) -> None: ...
+class JobContext(t.Protocol):
+    """A job's context, made and pushed by :func:`enter_job_context` or
+    :func:`enter_job_app_context`.
+    """
 
-    def pop(self, exc: BaseException | None = ...) -> None: ...
-
-
-Built = t.Callable[[], "tuple[Request | None, SessionMixin | None]"]
+    def leave(self, exc: BaseException | None) -> SessionMixin | None:
+        """Tear the context down as popping it would, and return the session
+        copy if the job used it.
+        """
 
 
 class RequestSource(t.Protocol):
@@ -246,18 +255,20 @@ class RequestSource(t.Protocol):
 SessionFactory = t.Callable[[Flask, "dict[str, t.Any]"], SessionMixin]
 
 
-def job_context(
+def enter_job_context(
     app: Flask,
     source: RequestSource,
     max_body_size: int,
     make_session: SessionFactory,
     session_data: dict[str, t.Any],
     teardown_request: bool,
-) -> tuple[PushableContext, Built]:
-    """Make one fresh context for a job, and a function that returns the
-    request and session it built, ``None`` for those never built.
-    Popping it runs the app's request teardown only if ``teardown_request``
-    is true.
+) -> JobContext:
+    """Make and push one fresh context for a job. Leaving it runs the app's
+    request teardown only if ``teardown_request`` is true.
+
+    Call it only in a new :class:`contextvars.Context` that is dropped after
+    the job (as :func:`~.snapshot.replay` does): on 3.1, leaving does not
+    reset the context variables it set, the dropped ``Context`` does.
 
     On 3.1 the request and the session copy are built when the job first
     touches them: a job that only uses its arguments, ``g`` or
@@ -266,18 +277,43 @@ def job_context(
     context's identity, so a job must be one context).
     """
     if MERGED_CONTEXT:
-        req = source.make_request(app, max_body_size)
         sess = make_session(app, session_data)
-        ctx = _MergedJobContext(app, request=req, session=sess)  # type: ignore[call-arg,unused-ignore]
+        ctx = _MergedJobContext(
+            app,
+            request=source.make_request(app, max_body_size),  # type: ignore[call-arg,unused-ignore]
+            session=sess,  # type: ignore[call-arg,unused-ignore]
+        )
         routing = source.routing[0]
         if routing is not None and routing[0] is app:
             ctx.url_adapter = routing[1]
             ctx._job_match = routing
-        return ctx, lambda: (req, sess)
-    lazy = _job_request_context_class()(
+        ctx._job_session = sess
+        ctx.push()
+        return ctx
+    ctx31: t.Any = _job_context_classes()[1](
         app, source, max_body_size, make_session, session_data, teardown_request
     )
-    return lazy, lazy.built
+    app_ctx = ctx31._app_ctx
+    _cv_app.set(app_ctx)
+    if appcontext_pushed.receivers:
+        appcontext_pushed.send(app, _async_wrapper=app.ensure_sync)
+    _cv_ctx.set(ctx31)
+    return t.cast(JobContext, ctx31)
+
+
+def enter_job_app_context(app: Flask) -> JobContext:
+    """Make and push a fresh app context for a job submitted outside a
+    request; as :func:`enter_job_context`, only in a new ``Context``.
+    """
+    if MERGED_CONTEXT:
+        ctx = _MergedJobContext(app)
+        ctx.push()
+        return ctx
+    app_ctx: t.Any = _job_context_classes()[0](app)
+    _cv_app.set(app_ctx)
+    if appcontext_pushed.receivers:
+        appcontext_pushed.send(app, _async_wrapper=app.ensure_sync)
+    return t.cast(JobContext, app_ctx)
 
 
 class _MergedJobContext(AppContext):
@@ -286,6 +322,7 @@ class _MergedJobContext(AppContext):
     """
 
     _job_match: t.Any = None
+    _job_session: SessionMixin | None = None
 
     def match_request(self) -> None:
         routing = self._job_match
@@ -294,36 +331,50 @@ class _MergedJobContext(AppContext):
         else:
             _apply_match(self._request, routing[2])  # type: ignore[attr-defined,unused-ignore]
 
-
-def job_app_context(app: Flask) -> PushableContext:
-    """A fresh app context for a job submitted outside a request."""
-    if MERGED_CONTEXT:
-        return app.app_context()
-    ctx: PushableContext = _job_request_context_class().app_context_class(app)
-    return ctx
+    def leave(self, exc: BaseException | None) -> SessionMixin | None:
+        self.pop(exc)
+        return self._job_session
 
 
-_JobRequestContext: t.Any = None
+def _leave_app_context(app: Flask, exc: BaseException | None) -> None:
+    """What popping a 3.1 app context runs: ``teardown_appcontext`` (not
+    called when nothing would run: no function, receiver or override, as
+    for most jobs), then the ``appcontext_popped`` signal if anyone listens.
+    """
+    if (
+        app.teardown_appcontext_funcs
+        or appcontext_tearing_down.receivers
+        or type(app).do_teardown_appcontext is not Flask.do_teardown_appcontext
+        or "do_teardown_appcontext" in app.__dict__
+    ):
+        app.do_teardown_appcontext(exc)
+    if appcontext_popped.receivers:
+        appcontext_popped.send(app, _async_wrapper=app.ensure_sync)
 
 
-def _job_request_context_class() -> t.Any:
-    global _JobRequestContext
-    if _JobRequestContext is not None:
-        return _JobRequestContext
+_job_classes: tuple[t.Any, t.Any] | None = None
+
+
+def _job_context_classes() -> tuple[t.Any, t.Any]:
+    """Flask 3.1's job contexts, ``(JobAppContext, JobRequestContext)``,
+    made on first use (``RequestContext`` is gone from 3.2).
+    """
+    global _job_classes
+    if _job_classes is not None:
+        return _job_classes
     from flask.ctx import _sentinel
     from flask.ctx import RequestContext
-    from flask.signals import appcontext_popped
-    from flask.signals import appcontext_pushed
-
-    cv_app = _cv_app
-    cv_request = _cv_ctx
 
     class JobAppContext(AppContext):
-        """Flask 3.1's app context, for a job. ``push`` and ``pop`` do what
-        Flask 3.1's do, and skip sending a signal nobody is connected to (a
-        blinker send costs about 0.25 µs even with no receivers). ``g`` and
-        the URL adapter are made on first use: a job with a request context
-        builds URLs with the request's adapter, and many jobs never use ``g``.
+        """Flask 3.1's app context, for a job. ``g`` and the URL adapter are
+        made on first use: a job with a request context builds URLs with the
+        request's adapter, and many jobs never use ``g``.
+
+        Entered by setting the context variable in the job's own
+        ``Context``, and left by :meth:`leave`. The token list holds a
+        placeholder for that first push, so a nested ``push``/``pop`` (a
+        ``with`` block in the job) works as on any app context and does not
+        tear it down early.
         """
 
         _lazy_g: t.Any = None
@@ -331,7 +382,7 @@ def _job_request_context_class() -> t.Any:
 
         def __init__(self, app: Flask) -> None:
             self.app = app
-            self._cv_tokens = []
+            self._cv_tokens = [None]  # type: ignore[list-item]
 
         @property
         def g(self) -> t.Any:
@@ -355,34 +406,18 @@ def _job_request_context_class() -> t.Any:
         def url_adapter(self, value: t.Any) -> None:
             self._lazy_adapter = value
 
-        def push(self) -> None:
-            self._cv_tokens.append(cv_app.set(self))
-            if appcontext_pushed.receivers:
-                appcontext_pushed.send(self.app, _async_wrapper=self.app.ensure_sync)
-
-        def pop(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
-            try:
-                if len(self._cv_tokens) == 1 and _has_appcontext_teardown(self.app):
-                    if exc is _sentinel:
-                        exc = sys.exc_info()[1]
-                    self.app.do_teardown_appcontext(exc)
-            finally:
-                ctx = cv_app.get()
-                cv_app.reset(self._cv_tokens.pop())
-            if ctx is not self:
-                raise AssertionError(
-                    f"Popped wrong app context. ({ctx!r} instead of {self!r})"
-                )
-            if appcontext_popped.receivers:
-                appcontext_popped.send(self.app, _async_wrapper=self.app.ensure_sync)
+        def leave(self, exc: BaseException | None) -> SessionMixin | None:
+            _leave_app_context(self.app, exc)
+            return None
 
     class JobRequestContext(RequestContext):
         """Flask 3.1's request context for a job: routing from the cache, and
-        the request and session built on first use. ``push``, ``pop`` and
-        ``copy`` do what Flask 3.1's do, for what was built.
+        the request and session built on first use. Entered with its app
+        context by :func:`enter_job_context`, left by :meth:`leave`; a
+        nested ``push``/``pop`` works as on any request context (see
+        :class:`JobAppContext`).
         """
 
-        app_context_class = JobAppContext
         # Class defaults: fewer stores per job.
         _lazy_request: Request | None = None
         _lazy_session: SessionMixin | None = None
@@ -399,11 +434,12 @@ def _job_request_context_class() -> t.Any:
             teardown_request: bool,
         ) -> None:
             self.app = app
+            self._app_ctx = JobAppContext(app)
             self._teardown_request = teardown_request
             # What the request and session are built from, if used.
             self._parts = (source, max_body_size, make_session, session_data)
             self._after_request_functions = []
-            self._cv_tokens = []
+            self._cv_tokens = [(None, None)]  # type: ignore[list-item]
             routing = source.routing[0]
             if routing is None or routing[0] is not app:
                 routing = self._route(source)
@@ -433,9 +469,8 @@ def _job_request_context_class() -> t.Any:
         def request(self) -> Request:
             req = self._lazy_request
             if req is None:
-                source, max_body_size = self._parts[:2]
-                req = source.make_request(self.app, max_body_size)
-                self._lazy_request = req
+                parts = self._parts
+                req = self._lazy_request = parts[0].make_request(self.app, parts[1])
                 _apply_match(req, self._match)
             return req
 
@@ -447,57 +482,46 @@ def _job_request_context_class() -> t.Any:
         def _session(self) -> SessionMixin:
             sess = self._lazy_session
             if sess is None:
-                make_session, session_data = self._parts[2:]
-                sess = make_session(self.app, session_data)
-                self._lazy_session = sess
+                parts = self._parts
+                sess = self._lazy_session = parts[2](self.app, parts[3])
             return sess
 
         @_session.setter
         def _session(self, value: SessionMixin) -> None:
             self._lazy_session = value
 
-        def built(self) -> tuple[Request | None, SessionMixin | None]:
-            return self._lazy_request, self._lazy_session
-
         def match_request(self) -> None:
             if self._lazy_request is not None:
                 _apply_match(self._lazy_request, self._match)
 
-        def push(self) -> None:
+        def leave(self, exc: BaseException | None) -> SessionMixin | None:
+            """What popping the job's request context and its app context
+            runs, in Flask 3.1's order: request teardown (only if asked
+            for), closing the request (only if it has anything to close),
+            then app context teardown and its signal. The request is still
+            active during ``teardown_appcontext``, as on Flask 3.2.
+            """
             app = self.app
-            app_ctx = cv_app.get(None)
-            if app_ctx is None or app_ctx.app is not app:
-                app_ctx = JobAppContext(app)
-                app_ctx.push()
-            else:
-                app_ctx = None
-            self._cv_tokens.append((cv_request.set(self), app_ctx))
-
-        def pop(self, exc: BaseException | None = _sentinel) -> None:  # type: ignore[assignment]
-            clear_request = len(self._cv_tokens) == 1
             req = self._lazy_request
             try:
-                if clear_request:
-                    if exc is _sentinel:
-                        exc = sys.exc_info()[1]
+                if self._teardown_request:
                     # Not called at all when skipped: the app's wrapper (see
                     # wrap_teardown_request) would return at once.
-                    if self._teardown_request:
-                        self.app.do_teardown_request(exc)
-                    if req is not None:
-                        close_request(req)
+                    app.do_teardown_request(exc)
             finally:
-                ctx = cv_request.get()
-                token, app_ctx = self._cv_tokens.pop()
-                cv_request.reset(token)
-                if clear_request and req is not None:
-                    req.environ["werkzeug.request"] = None
-                if app_ctx is not None:
-                    app_ctx.pop(exc)
-                if ctx is not self:
-                    raise AssertionError(
-                        f"Popped wrong request context. ({ctx!r} instead of {self!r})"
-                    )
+                try:
+                    # The job's own file handles are closed even if a
+                    # teardown function raised.
+                    if req is not None and (
+                        "files" in req.__dict__
+                        or type(req).close is not WerkzeugRequest.close
+                    ):
+                        req.close()
+                finally:
+                    if req is not None:
+                        req.environ["werkzeug.request"] = None
+                    _leave_app_context(app, exc)
+            return self._lazy_session
 
         def copy(self) -> RequestContext:
             return RequestContext(
@@ -507,29 +531,8 @@ def _job_request_context_class() -> t.Any:
                 session=self._session,
             )
 
-    _JobRequestContext = JobRequestContext
-    return JobRequestContext
-
-
-def _has_appcontext_teardown(app: Flask) -> bool:
-    """Whether popping an app context of ``app`` has anything to run: a
-    ``teardown_appcontext`` function, a receiver of its signal, or an
-    overridden ``do_teardown_appcontext``. Most jobs have none.
-    """
-    return bool(
-        app.teardown_appcontext_funcs
-        or appcontext_tearing_down.receivers
-        or type(app).do_teardown_appcontext is not Flask.do_teardown_appcontext
-        or "do_teardown_appcontext" in app.__dict__
-    )
-
-
-def close_request(req: Request) -> None:
-    """``req.close()``, skipped when Werkzeug's would have nothing to close
-    (no uploaded files were parsed or given to it).
-    """
-    if "files" in req.__dict__ or type(req).close is not WerkzeugRequest.close:
-        req.close()
+    _job_classes = (JobAppContext, JobRequestContext)
+    return _job_classes
 
 
 def context_session(ctx: t.Any) -> SessionMixin | None:

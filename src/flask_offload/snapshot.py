@@ -228,31 +228,41 @@ class RequestData:
         self._replays = 0
 
     @classmethod
-    def from_request(cls, req: Request, max_body_size: int) -> RequestData:
+    def from_request(cls, req: Request, ctx: t.Any, max_body_size: int) -> RequestData:
+        """Capture the view's request ``req``, held by the context ``ctx``."""
         # Only string values: the CGI and HTTP_* variables. (This also leaves
         # out this library's own environ keys, none of which holds a string.)
         environ = _string_environ(req.environ)
         if environ.get("CONTENT_TYPE") and req.mimetype in _FORM_TYPES:
             # Parse now: after the response the server discards an unread body.
-            form = tuple(req.form.items(multi=True))
-            files = tuple(
-                UploadedFile.from_storage(name, storage)
-                for name, storage in req.files.items(multi=True)
+            data = cls(
+                environ,
+                tuple(req.form.items(multi=True)),
+                tuple(
+                    UploadedFile.from_storage(name, storage)
+                    for name, storage in req.files.items(multi=True)
+                ),
             )
-            return cls(environ, form, files)
-        if not environ.get("CONTENT_LENGTH") and "chunked" not in environ.get(
+        elif not environ.get("CONTENT_LENGTH") and "chunked" not in environ.get(
             "HTTP_TRANSFER_ENCODING", ""
         ):
             # No body (a GET, most often): don't build an input stream to
             # find that out.
-            return cls(environ)
-        length = req.content_length
-        if length is not None and length > max_body_size:
-            return cls(environ, body_size=length)
-        body = req.get_data(cache=True)
-        if len(body) > max_body_size:
-            return cls(environ, body_size=len(body))
-        return cls(environ, body=body)
+            data = cls(environ)
+        else:
+            length = req.content_length
+            if length is not None and length > max_body_size:
+                data = cls(environ, body_size=length)
+            else:
+                body = req.get_data(cache=True)
+                if len(body) > max_body_size:
+                    data = cls(environ, body_size=len(body))
+                else:
+                    data = cls(environ, body=body)
+        data.args, shared, data.routing[0] = compat.view_state(req, ctx)
+        if shared is not None:
+            data.fields = (type(req), shared)
+        return data
 
     # Counted per file, so a snapshot rebuilt from JSON in this process
     # (inline backend) that refers to the same files counts with the others.
@@ -496,38 +506,27 @@ def capture(
     The returned snapshot holds no reference yet: call :meth:`Snapshot.acquire`
     for each holder (a job, a ``carry`` wrapper).
     """
-    data: RequestData | None = None
-    sess: dict[str, t.Any] | None = None
-    current = compat.current_request_in()
-    if current is not None:
-        req, ctx = current
-        environ = req.environ
-        data = environ.get(ENV_KEY)
-        if data is None:
-            data = RequestData.from_request(req, max_body_size)
-            data.args = compat.parsed_args(req)
-            shared = compat.request_fields(req)
-            if shared is not None:
-                data.fields = (type(req), shared)
-            data.routing[0] = compat.context_routing(ctx, req)
-            if data.files:
-                data.acquire()  # the request's own reference, until its teardown
-            environ[ENV_KEY] = data
-            environ[_OWNER_KEY] = True
-        live = compat.context_session(ctx)
-        sess = {k: _copy_value(v) for k, v in live.items()} if live else {}
-    return Snapshot(data, sess, _capture_g(carry_g), site)
+    req, ctx, g_values = compat.capture_state()
+    g = _carried_g(carry_g, g_values) if carry_g and g_values else {}
+    if req is None:
+        return Snapshot(None, None, g, site)
+    environ = req.environ
+    data = environ.get(ENV_KEY)
+    if data is None:
+        data = environ[ENV_KEY] = RequestData.from_request(req, ctx, max_body_size)
+        environ[_OWNER_KEY] = True
+        if data.files:
+            data.acquire()  # the request's own reference, until its teardown
+    live = compat.context_session(ctx)
+    return Snapshot(
+        data, {k: _copy_value(v) for k, v in live.items()} if live else {}, g, site
+    )
 
 
-def _capture_g(carry_g: str | t.Sequence[str] | None) -> dict[str, t.Any]:
-    if not carry_g:
-        return {}
-    app_ctx = compat.current_app_context()
-    if app_ctx is None:
-        return {}
-    values = vars(app_ctx.g)
-    if not values:
-        return {}
+def _carried_g(
+    carry_g: str | t.Sequence[str], values: dict[str, t.Any]
+) -> dict[str, t.Any]:
+    """The ``g`` values to carry, copied, from ``values`` (``vars(g)``)."""
     out = {}
     if carry_g == "primitives":
         for name, value in values.items():
@@ -620,10 +619,10 @@ def _replay(
     if job is not None:
         _cv_job.set(job)
     data = snapshot.request
-    built: compat.Built | None = None
-    ctx: compat.PushableContext
-    if data is not None:
-        ctx, built = compat.job_context(
+    ctx = (
+        compat.enter_job_app_context(app)
+        if data is None
+        else compat.enter_job_context(
             app,
             data,
             max_body_size,
@@ -631,9 +630,7 @@ def _replay(
             snapshot.session or {},
             teardown_request,
         )
-    else:
-        ctx = compat.job_app_context(app)
-    ctx.push()
+    )
     _active.add(ctx)
     error: BaseException | None = None
     try:
@@ -646,18 +643,11 @@ def _replay(
         error = e
         raise
     finally:
+        sess = None
         try:
-            ctx.pop(error)
-        except BaseException:
-            # Flask closes the request on pop; make sure the job's own file
-            # handles are closed even if a teardown handler raised first.
-            req = built()[0] if built is not None else None
-            if req is not None:
-                req.close()
-            raise
+            sess = ctx.leave(error)
         finally:
             _active.discard(ctx)
-            sess = built()[1] if built is not None else None
             if sess is not None and sess.modified and app not in _warned_session:
                 _warned_session.add(app)
                 logger.warning(
