@@ -118,8 +118,8 @@ def child(view: str, n: int) -> None:
                 job_app, job, fn, args, kwargs = item
                 if job.snapshot is not None:
                     run_job(job_app, job, job.snapshot, fn, args, kwargs, settings)
-                if idle.qsize() < workers:
-                    idle.put(None)
+                if len(idle) < workers:
+                    idle.append(None)
         while not pool_queue.empty():  # as concurrent.futures.thread._worker
             work_item = pool_queue.get_nowait()
             if work_item is not None:

@@ -12,6 +12,7 @@ import threading
 import time
 import typing as t
 import weakref
+from types import FunctionType
 
 from flask import Flask
 from flask import has_app_context
@@ -367,10 +368,22 @@ class Offload:
         :raises TypeError: ``fn`` is not callable.
         :raises RuntimeError: No app context is active.
         """
-        app, state = self._state()
+        # _state() and current_backend() inline: this runs on every submit.
+        app_ctx = compat.current_app_context()
+        state = None if app_ctx is None else self._states.get(weakref.ref(app_ctx.app))
+        if state is None:
+            self._state()  # raises the error that says what is wrong
+            raise AssertionError  # pragma: no cover
+        app = app_ctx.app  # type: ignore[union-attr]
         settings = state.settings
-        backend = state.current_backend(app)
-        if isinstance(fn, Task):
+        backend = state.backend if not _force_inline else state.current_backend(app)
+        func: t.Callable[..., t.Any] = fn
+        if type(fn) is FunctionType:
+            # task_name() without the call, for the common case.
+            name = f"{fn.__module__ or '<unknown>'}.{fn.__qualname__}"
+            if backend.name == "celery":
+                raise _not_a_task(fn)
+        elif isinstance(fn, Task):
             name, func = fn.name, fn.fn
         elif not callable(fn):
             raise TypeError(
@@ -380,12 +393,8 @@ class Offload:
             )
         else:
             if backend.name == "celery":
-                raise NotRegistered(
-                    f"{task_name(fn)} is not a declared task, and the Celery backend"
-                    " can only send declared tasks to a worker. Decorate it with"
-                    " '@offload.task' and call 'its_name.submit(...)'."
-                )
-            name, func = task_name(fn), fn
+                raise _not_a_task(fn)
+            name = task_name(fn)
         backend.reserve()
         try:
             snapshot = capture(
@@ -398,7 +407,9 @@ class Offload:
             )
             if getattr(func, PUBLIC_ARGS_ATTR, False):
                 job.public_args = public_args_copy(args, kwargs)
-            snapshot.acquire()
+            data = snapshot.request
+            if data is not None and data.files:
+                snapshot.acquire()
         except BaseException:
             backend.unreserve()
             raise
@@ -521,6 +532,14 @@ class Offload:
         """
         for state in self._states_here():
             _shutdown_state(state, wait, timeout)
+
+
+def _not_a_task(fn: t.Callable[..., t.Any]) -> NotRegistered:
+    return NotRegistered(
+        f"{task_name(fn)} is not a declared task, and the Celery backend"
+        " can only send declared tasks to a worker. Decorate it with"
+        " '@offload.task' and call 'its_name.submit(...)'."
+    )
 
 
 def join_states(states: t.Iterable[_AppState], timeout: float | None) -> bool:

@@ -173,7 +173,7 @@ class Job:
         id: str | None = None,
     ) -> None:
         #: Unguessable identifier (uuid4 hex).
-        self.id: str = id or new_job_id()
+        self.id: str = id or next(_ids, None) or new_job_id()
         #: ``"module.qualname"`` of the function.
         self.name = name
         #: The current :class:`JobState`.
@@ -211,7 +211,7 @@ class Job:
         self._exception: BaseException | None = None
         self._app: weakref.ref[Flask] | None = weakref.ref(app) if app else None
         self._registry: JobRegistry | None = None
-        self._finished_mono = 0.0
+        self._finished_mono = 0.0  # set by the registry when the job is done
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name!r} {self.state.value}>"
@@ -256,7 +256,7 @@ class Job:
                 event = self._event
                 if event is None:
                     event = self._event = threading.Event()
-        # _complete sets _done before it reads _event: looking at _done again
+        # _finish sets _done before it reads _event: looking at _done again
         # after installing the event means one side always sees the other.
         if self._done:
             return True
@@ -310,8 +310,7 @@ class Job:
             return state is JobState.CANCELLED
         if self._take():
             self.cancel_requested = True
-            self.state = JobState.CANCELLED
-            self._complete()
+            self._finish(JobState.CANCELLED)
             return True
         # A worker took it first: it is running, or just finished.
         if not self._done:
@@ -374,7 +373,9 @@ class Job:
 
     def _start(self) -> bool:
         """Move from PENDING to RUNNING. ``False`` if it was cancelled."""
-        if not self._take():
+        try:
+            self._claim.pop()  # as _take(), without the call: once per job
+        except IndexError:
             return False
         self._started = time.time()
         self.state = _RUNNING
@@ -385,21 +386,18 @@ class Job:
     def _finish(
         self, state: JobState, result: t.Any = None, exc: BaseException | None = None
     ) -> None:
-        """End the job. Only the thread that started it (or, for a job that
-        never ran here, the one that handed it off) calls this.
+        """End the job. Only the thread that started or cancelled it (or, for
+        a job that never ran here, the one that handed it off) calls this.
         """
         self._result = result
         self._exception = exc
         self.state = state
-        self._complete()
-
-    def _complete(self) -> None:
         self._finished = time.time()
-        self._finished_mono = time.monotonic()
         # The job owns one reference to its snapshot (taken at submit): drop it
         # now so uploaded files are closed when the last job using them ends.
-        snapshot, self.snapshot = self.snapshot, None
+        snapshot = self.snapshot
         if snapshot is not None:
+            self.snapshot = None
             snapshot.release()
         # Done first, so job_finished receivers see a finished job (and may
         # call result()); waiters and join() are woken only after the signal,
@@ -482,6 +480,7 @@ class JobRegistry:
     def __init__(self, ttl: float, max_finished: int) -> None:
         self.ttl = ttl
         self.max_finished = max_finished
+        self._evict_at = max_finished + (max_finished >> 4)
         self._reset()
         _registries.add(self)
 
@@ -515,20 +514,16 @@ class JobRegistry:
             self._pending.remove(job)
         except KeyError:
             return  # not added here, or already counted
-        if not job._finished_mono:
-            # Handed off rather than finished here (sent to Celery): the
-            # TTL counts from now, not from the clock's origin.
-            job._finished_mono = time.monotonic()
+        # The TTL counts from here, also for a job handed off rather than
+        # finished here (sent to Celery).
+        job._finished_mono = time.monotonic()
         finished = self._finished
         finished.append(job)
         # Evict by count in batches of a sixteenth of the limit, by age now
         # and then; every read prunes exactly. If another thread is pruning,
         # it or the next job's end does it.
         size = len(finished)
-        limit = self.max_finished
-        if (size > limit + (limit >> 4) or not size & 255) and self._cond.acquire(
-            False
-        ):
+        if (size > self._evict_at or not size & 255) and self._cond.acquire(False):
             try:
                 self._prune()
             finally:

@@ -62,8 +62,9 @@ class ThreadBackend(Backend):
         # idle tokens and the thread list are changed by atomic operations.
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         # One token per worker that finished a job and has not been handed a
-        # new one since: ThreadPoolExecutor's idle semaphore, without its lock.
-        self._idle: queue.SimpleQueue[None] = queue.SimpleQueue()
+        # new one since: ThreadPoolExecutor's idle semaphore, without its lock
+        # (list.append and list.pop are atomic).
+        self._idle: list[None] = []
         self._threads: list[threading.Thread] = []
         # Taken only to start a thread.
         self._lock = threading.Lock()
@@ -80,7 +81,8 @@ class ThreadBackend(Backend):
             )
 
     def reserve(self) -> None:
-        self._check_open()
+        if self._closed:
+            self._check_open()  # raises
         limit = self._max_queue
         # Jobs waiting for a worker. Submitters racing each other may each see
         # the last free place: the bound can be passed by at most one job per
@@ -116,10 +118,10 @@ class ThreadBackend(Backend):
         self._queue.put((app, job, fn, args, kwargs))
         # As ThreadPoolExecutor does: reuse an idle worker, else start one.
         idle = self._idle
-        if idle.qsize():
+        if idle:
             try:
-                idle.get_nowait()
-            except queue.Empty:  # another submitter took the last one
+                idle.pop()
+            except IndexError:  # another submitter took the last one
                 pass
             else:
                 return
@@ -154,8 +156,8 @@ class ThreadBackend(Backend):
                 run_job(app, job, snapshot, fn, args, kwargs, settings)
             del item, app, job, fn, args, kwargs, snapshot
             # More tokens than workers would mean nothing: don't pile them up.
-            if idle.qsize() < workers:
-                idle.put(None)
+            if len(idle) < workers:
+                idle.append(None)
 
     def close(self) -> None:
         self._closed = True
