@@ -217,9 +217,11 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
 
             routing: list[t.Any] = [None]
 
-            def make_request(self, app: Flask, max_body_size: int) -> t.Any:
+            def make_request(
+                self, app: Flask, max_body_size: int, match: t.Any = None
+            ) -> t.Any:
                 self.routing[0] = None
-                return data.make_request(app, max_body_size)
+                return data.make_request(app, max_body_size, match)
 
         uncached = _Uncached()
 
@@ -252,8 +254,6 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
         )
 
         def enter_leave_in_job(touch: bool) -> None:
-            # As replay runs it: marked as a job, so request teardown is skipped.
-            snap._cv_replay.set(snap._MARK_SKIP)
             c = compat.enter_job_context(
                 app, data, max_body, snap._make_session, {}, False
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import typing as t
 
@@ -513,10 +514,16 @@ def test_job_request_fields_match_werkzeug() -> None:
     view_request = Request(environ)
     shared = compat.request_fields(view_request)
     assert shared is not None
-    copy = compat.build_request(Request, shared, dict(environ), {})
+    copy = compat.build_request(
+        Request, shared, dict(environ), io.BytesIO(), None, None
+    )
     fields = compat._SHARED_FIELDS
     assert [getattr(copy, f) for f in fields] == [
         getattr(view_request, f) for f in fields
     ]
     assert len({repr(getattr(copy, f)) for f in fields}) == len(fields)
     assert copy.url == "https://shop.example.com:8443/app/orders?month=2025-01"
+    # Its headers are read from its own environ, as Werkzeug's are.
+    assert dict(copy.headers) == dict(view_request.headers)
+    assert copy.headers["Host"] == "shop.example.com:8443"
+    assert copy.args.to_dict() == {"month": "2025-01"}

@@ -120,8 +120,10 @@ def view_state(
     return args, shared, (app, ctx.url_adapter, match)
 
 
-def _apply_match(req: Request, match: t.Any) -> None:
-    # A match is (rule, view_args), a routing exception, or None.
+def apply_match(req: Request, match: t.Any) -> None:
+    """Give ``req`` a route match from :func:`view_state`: ``(rule,
+    view_args)`` (``view_args`` copied), a routing exception, or ``None``.
+    """
     if type(match) is tuple:
         req.url_rule, view_args = match
         req.view_args = dict(view_args)
@@ -180,11 +182,14 @@ def build_request(
     cls: type[Request],
     shared: SharedFields,
     environ: dict[str, t.Any],
-    extra: dict[str, t.Any],
+    stream: t.Any,
+    args: ImmutableMultiDict[str, str] | None,
+    match: t.Any,
 ) -> Request:
     """``cls(environ)`` for a copy of the environ of the request ``shared``
-    was taken from (:func:`request_fields`), with the cached properties in
-    ``extra`` (``args``, ``stream``...) set.
+    was taken from (:func:`request_fields`), with its ``stream``, its
+    ``args`` (if not ``None``) and the view's route ``match`` (see
+    :func:`view_state`) set.
 
     Werkzeug's ``Request.__init__`` derives a few strings from the environ;
     they are the same for every copy, so they are copied instead.
@@ -203,9 +208,21 @@ def build_request(
         attrs["shallow"],
     ) = shared
     attrs["environ"] = environ
-    attrs["headers"] = EnvironHeaders(environ)
+    # EnvironHeaders(environ), without the call through super().__init__.
+    headers = object.__new__(EnvironHeaders)
+    headers._list = []
+    headers.environ = environ
+    attrs["headers"] = headers
     # Werkzeug's cached properties keep their value in the instance dict.
-    attrs.update(extra)
+    attrs["stream"] = stream
+    if args is not None:
+        attrs["args"] = args
+    # As apply_match, in the instance dict.
+    if type(match) is tuple:
+        attrs["url_rule"] = match[0]
+        attrs["view_args"] = dict(match[1])
+    elif match is not None:
+        attrs["routing_exception"] = match
     environ["werkzeug.request"] = req
     return req
 
@@ -249,7 +266,9 @@ class RequestSource(t.Protocol):
     #: environ, so they are computed once (3.1).
     routing: list[t.Any]
 
-    def make_request(self, app: Flask, max_body_size: int) -> Request: ...
+    def make_request(
+        self, app: Flask, max_body_size: int, match: t.Any = None
+    ) -> Request: ...
 
 
 SessionFactory = t.Callable[[Flask, "dict[str, t.Any]"], SessionMixin]
@@ -288,6 +307,8 @@ def enter_job_context(
             ctx.url_adapter = routing[1]
             ctx._job_match = routing
         ctx._job_session = sess
+        if teardown_request:
+            ctx._job_skips_teardown = False
         ctx.push()
         return ctx
     ctx31: t.Any = _job_context_classes()[1](
@@ -323,13 +344,15 @@ class _MergedJobContext(AppContext):
 
     _job_match: t.Any = None
     _job_session: SessionMixin | None = None
+    # Read by the app's do_teardown_request wrapper (wrap_teardown_request).
+    _job_skips_teardown = True
 
     def match_request(self) -> None:
         routing = self._job_match
         if routing is None:
             super().match_request()  # type: ignore[misc,unused-ignore]
         else:
-            _apply_match(self._request, routing[2])  # type: ignore[attr-defined,unused-ignore]
+            apply_match(self._request, routing[2])  # type: ignore[attr-defined,unused-ignore]
 
     def leave(self, exc: BaseException | None) -> SessionMixin | None:
         self.pop(exc)
@@ -423,6 +446,8 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
         _lazy_session: SessionMixin | None = None
         _match: t.Any = None
         flashes = None
+        # Read by the app's do_teardown_request wrapper (wrap_teardown_request).
+        _job_skips_teardown = True
 
         def __init__(
             self,
@@ -435,7 +460,8 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
         ) -> None:
             self.app = app
             self._app_ctx = JobAppContext(app)
-            self._teardown_request = teardown_request
+            if teardown_request:
+                self._job_skips_teardown = False
             # What the request and session are built from, if used.
             self._parts = (source, max_body_size, make_session, session_data)
             self._after_request_functions = []
@@ -459,7 +485,7 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
                 match = e
             routing = (app, adapter, match)
             source.routing[0] = routing
-            _apply_match(self.request, match)
+            apply_match(self.request, match)
             return routing
 
         # Properties, not __getattr__: Python makes and discards an
@@ -470,8 +496,9 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
             req = self._lazy_request
             if req is None:
                 parts = self._parts
-                req = self._lazy_request = parts[0].make_request(self.app, parts[1])
-                _apply_match(req, self._match)
+                req = self._lazy_request = parts[0].make_request(
+                    self.app, parts[1], self._match
+                )
             return req
 
         @request.setter
@@ -492,7 +519,7 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
 
         def match_request(self) -> None:
             if self._lazy_request is not None:
-                _apply_match(self._lazy_request, self._match)
+                apply_match(self._lazy_request, self._match)
 
         def leave(self, exc: BaseException | None) -> SessionMixin | None:
             """What popping the job's request context and its app context
@@ -504,7 +531,7 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
             app = self.app
             req = self._lazy_request
             try:
-                if self._teardown_request:
+                if not self._job_skips_teardown:
                     # Not called at all when skipped: the app's wrapper (see
                     # wrap_teardown_request) would return at once.
                     app.do_teardown_request(exc)
@@ -550,23 +577,23 @@ def context_session(ctx: t.Any) -> SessionMixin | None:
 _TEARDOWN_MARK = "_flask_offload_teardown"
 
 
-def wrap_teardown_request(
-    app: Flask, skip: t.Callable[[], bool], after: t.Callable[[], None]
-) -> None:
+def wrap_teardown_request(app: Flask, after: t.Callable[[], None]) -> None:
     """Wrap ``app.do_teardown_request`` on this app instance: it does nothing
-    while ``skip()`` is true (inside a job that must not run request
-    teardown), and otherwise calls ``after()`` once the teardown functions
-    ran, even if one of them raised, with the request still active.
+    for a job's own context (see :func:`enter_job_context`) unless the job
+    asked for request teardown, and otherwise calls ``after()`` once the
+    teardown functions ran, even if one of them raised, with the request
+    still active.
 
-    Works for the 3.1 signature ``(exc)`` and the 3.2 one ``(ctx, exc)``.
-    Idempotent per app.
+    Works for the 3.1 signature ``(exc)`` and the 3.2 one ``(ctx, exc)``: the
+    context being torn down is the active one in both. Idempotent per app.
     """
     if getattr(app, _TEARDOWN_MARK, False):
         return
     original = app.do_teardown_request
 
     def do_teardown_request(*args: t.Any, **kwargs: t.Any) -> None:
-        if skip():
+        # A context of a nested request pushed inside a job is not skipped.
+        if getattr(_cv_ctx.get(None), "_job_skips_teardown", False):
             return
         try:
             original(*args, **kwargs)

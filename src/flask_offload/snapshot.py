@@ -224,7 +224,7 @@ class RequestData:
         self.fields: tuple[type[Request], compat.SharedFields] | None = None
         # The parsed form shared by the replays, and the request class it is for.
         self._form: tuple[type[Request], t.Any] | None = None
-        # Requests made so far (approximate under races; only "any" matters).
+        # Whether a request was made already (for sharing the parsed query string).
         self._replays = 0
 
     @classmethod
@@ -274,32 +274,37 @@ class RequestData:
         for f in self.files:
             f.release()
 
-    def make_request(self, app: Flask, max_body_size: int) -> Request:
+    def make_request(
+        self, app: Flask, max_body_size: int, match: t.Any = None
+    ) -> Request:
         """A new request object for one replay, with its own environ, body
         stream and file handles. The query string (if the view parsed it) and
         the form are parsed once and shared: they are immutable.
+
+        :param match: The route match to give it (see
+            :func:`.compat.view_state`), if any.
         """
         cls = app.request_class
+        args = self.args
         # args, form, files and stream are cached properties: giving them
         # values skips parsing, and the job never touches the original body.
-        extra: dict[str, t.Any] = {}
+        extra: dict[str, t.Any] | None = None
         stream: t.Any
         if self.form is not None:
-            extra["files"] = cls.parameter_storage_class(
-                [(f.field, f.open()) for f in self.files]
-            )
             stream = io.BytesIO()
             form = self._form
             if form is None or form[0] is not cls:
                 form = self._form = (cls, cls.parameter_storage_class(self.form))
-            extra["form"] = form[1]
+            extra = {
+                "form": form[1],
+                "files": cls.parameter_storage_class(
+                    [(f.field, f.open()) for f in self.files]
+                ),
+            }
         elif self.body_size is not None:
             stream = io.BufferedReader(_OmittedBody(self.body_size, max_body_size))
         else:
             stream = io.BytesIO(self.body or b"")
-        extra["stream"] = stream
-        if self.args is not None:
-            extra["args"] = self.args
         # The job's own environ. .copy(): one step even with the holes
         # _string_environ leaves.
         environ: dict[str, t.Any] = self.environ.copy()
@@ -309,7 +314,7 @@ class RequestData:
         environ["wsgi.input"] = stream
         fields = self.fields
         if fields is not None and fields[0] is cls:
-            req = compat.build_request(cls, fields[1], environ, extra)
+            req = compat.build_request(cls, fields[1], environ, stream, args, match)
         else:
             # Rebuilt from JSON, or replayed in an app with another request
             # class: derive the fields the normal way.
@@ -318,12 +323,21 @@ class RequestData:
                 shared = compat.request_fields(req)
                 if shared is not None:
                     self.fields = (cls, shared)
+            compat.set_cached(
+                req,
+                {"stream": stream}
+                if args is None
+                else {"stream": stream, "args": args},
+            )
+            compat.apply_match(req, match)
+        if extra is not None:
             compat.set_cached(req, extra)
-        if self.args is None and self._replays:
-            # Several jobs from a request whose view never read the query
-            # string: parse it once, here, and share it with the next ones.
-            self.args = req.args
-        self._replays += 1
+        if args is None:
+            if self._replays:
+                # Several jobs from a request whose view never read the query
+                # string: parse it once, here, and share it with the next ones.
+                self.args = req.args
+            self._replays = 1
         return req
 
     def to_dict(
@@ -467,13 +481,14 @@ def _release_request_data() -> None:
 
 
 def prepare_app(app: Flask) -> None:
-    """Make ``app`` skip request teardown in jobs and release each request's
-    captured data at its teardown. Idempotent; done by ``init_app``, and for
-    an app that only uses ``carry``, when its settings are first read.
+    """Make ``app`` skip request teardown for jobs' own contexts and release
+    each request's captured data at its teardown. Idempotent; done by
+    ``init_app``, and for an app that only uses ``carry``, when its settings
+    are first read.
     """
     # A wrapper on the app instance, not a receiver of request_tearing_down:
     # a connected signal costs every request of every app about 3 µs.
-    compat.wrap_teardown_request(app, skip_teardown_request, _release_request_data)
+    compat.wrap_teardown_request(app, _release_request_data)
 
 
 def caller_site(frame: FrameType | None = None) -> SubmitSite | None:
@@ -545,19 +560,6 @@ def _carried_g(
     return out
 
 
-class _ReplayMark:
-    __slots__ = ("teardown_request",)
-
-    def __init__(self, teardown_request: bool) -> None:
-        self.teardown_request = teardown_request
-
-
-_MARK_SKIP = _ReplayMark(False)
-_MARK_RUN = _ReplayMark(True)
-_cv_replay: contextvars.ContextVar[_ReplayMark] = contextvars.ContextVar(
-    "flask_offload.replay"
-)
-
 # The contexts replayed and not yet popped, in any thread. A set: adding and
 # removing are atomic, so concurrent jobs share no lock here.
 _active: set[object] = set()
@@ -575,14 +577,6 @@ _warned_session: weakref.WeakSet[Flask] = weakref.WeakSet()
 def active_replays() -> int:
     """How many replayed contexts are pushed right now, in any thread."""
     return len(_active)
-
-
-def skip_teardown_request() -> bool:
-    """Whether Flask's request teardown must be skipped here: inside a job,
-    unless ``OFFLOAD_JOB_TEARDOWN_REQUEST`` asked for it.
-    """
-    mark = _cv_replay.get(None)
-    return mark is not None and not mark.teardown_request
 
 
 def replay(
@@ -615,7 +609,6 @@ def _replay(
     teardown_request: bool,
     max_body_size: int,
 ) -> t.Any:
-    _cv_replay.set(_MARK_RUN if teardown_request else _MARK_SKIP)
     if job is not None:
         _cv_job.set(job)
     data = snapshot.request
