@@ -13,6 +13,7 @@ from flask import has_request_context
 from flask import request
 
 from flask_offload import carry
+from flask_offload import compat
 from flask_offload import Offload
 
 from .conftest import LiveServer
@@ -252,3 +253,48 @@ def test_app_context_signals_once_per_job(
     assert in_job == [("pushed", name, True), ("popped", name, True)]
     with app.app_context():
         offload.shutdown()
+
+
+def test_request_pushed_inside_a_job_runs_its_teardown(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A job's own context skips ``teardown_request``, but a request context
+    the job pushes itself (a test request, a library's) is torn down as
+    usual; a nested ``with`` block on the job's own contexts neither tears
+    them down early nor loses the job's request.
+    """
+    from flask.globals import _cv_app
+
+    rec = Recorder(app)
+
+    def job() -> tuple[str | None, str | None, str | None]:
+        with app.test_request_context("/inner?q=inner"):
+            inner = request.args.get("q")
+        own_app_ctx = _cv_app.get()
+        with own_app_ctx:
+            nested = request.args.get("q")
+        return inner, nested, request.args.get("q")
+
+    @app.get("/outer")
+    def outer() -> str:
+        return offload.submit(job).id
+
+    server = serve(app)
+    job_id = server.get("/outer?q=outer").text
+    with app.app_context():
+        job_ = offload.get_job(job_id)
+        assert job_ is not None
+        assert job_.result(10) == ("inner", "outer", "outer")
+    server.wait_idle()
+    job_thread = next(
+        name for kind, name in rec.calls if name.startswith("flask-offload")
+    )
+    counts = rec.counts()
+    # The inner request's teardown in the job's thread, and the job's own app
+    # context teardown once the job ended. On Flask 3.1 the inner request
+    # shares the job's app context (as it would any active one of its app);
+    # on 3.2 it is a context of its own, torn down too.
+    assert counts[("teardown_request", job_thread)] == 1
+    assert counts[("teardown_appcontext", job_thread)] == (
+        2 if compat.MERGED_CONTEXT else 1
+    )
