@@ -286,11 +286,6 @@ def measure(n: int) -> tuple[list[list[t.Any]], dict[str, float]]:
             "  url_adapter.match() (route match)",
             lambda: adapter.match(return_rule=True),
         )
-        piece(
-            "replay",
-            "  sync_callable(app, fn): ensure_sync, inspect skipped",
-            lambda: compat.sync_callable(app, noop),
-        )
 
         def args_fresh() -> None:
             r = data.make_request(app, 0)

@@ -14,8 +14,6 @@ import operator
 import os
 import sys
 import typing as t
-from inspect import CO_COROUTINE
-from types import FunctionType
 
 from flask import Flask
 from flask import globals as _flask_globals
@@ -227,21 +225,6 @@ def build_request(
     return req
 
 
-def sync_callable(app: Flask, fn: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
-    """``app.ensure_sync(fn)``, without its ``inspect`` calls for a plain
-    function when ``ensure_sync`` is Flask's own: a plain ``def`` is returned
-    as it is.
-    """
-    if (
-        type(fn) is FunctionType
-        and not fn.__code__.co_flags & CO_COROUTINE
-        and type(app).ensure_sync is Flask.ensure_sync
-        and "ensure_sync" not in app.__dict__
-    ):
-        return fn
-    return app.ensure_sync(fn)
-
-
 def current_g() -> t.Any:
     """``g`` of the active app context. An app context must be active."""
     return _cv_app.get().g
@@ -375,6 +358,27 @@ def _leave_app_context(app: Flask, exc: BaseException | None) -> None:
         appcontext_popped.send(app, _async_wrapper=app.ensure_sync)
 
 
+class _LazyList:
+    """A list attribute made on first use: a job's contexts rarely need the
+    lists Flask's contexts make for every push (after-request functions,
+    tokens of nested pushes). A non-data descriptor: once made, the list in
+    the instance dict is read directly.
+    """
+
+    def __init__(self, *items: t.Any) -> None:
+        self.items = items
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: t.Any, owner: type | None = None) -> t.Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = list(self.items)
+        return value
+
+
 _job_classes: tuple[t.Any, t.Any] | None = None
 
 
@@ -394,18 +398,19 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
         request's adapter, and many jobs never use ``g``.
 
         Entered by setting the context variable in the job's own
-        ``Context``, and left by :meth:`leave`. The token list holds a
-        placeholder for that first push, so a nested ``push``/``pop`` (a
-        ``with`` block in the job) works as on any app context and does not
-        tear it down early.
+        ``Context``, and left by :meth:`leave`. The token list (made only if
+        used) holds a placeholder for that first push, so a nested
+        ``push``/``pop`` (a ``with`` block in the job) works as on any app
+        context and does not tear it down early.
         """
 
         _lazy_g: t.Any = None
         _lazy_adapter: t.Any = _sentinel
+        # The placeholder stands for the push done by entering the job.
+        _cv_tokens = _LazyList(None)
 
         def __init__(self, app: Flask) -> None:
             self.app = app
-            self._cv_tokens = [None]  # type: ignore[list-item]
 
         @property
         def g(self) -> t.Any:
@@ -448,6 +453,9 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
         flashes = None
         # Read by the app's do_teardown_request wrapper (wrap_teardown_request).
         _job_skips_teardown = True
+        _after_request_functions = _LazyList()
+        # The placeholder stands for the push done by entering the job.
+        _cv_tokens = _LazyList((None, None))
 
         def __init__(
             self,
@@ -464,8 +472,6 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
                 self._job_skips_teardown = False
             # What the request and session are built from, if used.
             self._parts = (source, max_body_size, make_session, session_data)
-            self._after_request_functions = []
-            self._cv_tokens = [(None, None)]  # type: ignore[list-item]
             routing = source.routing[0]
             if routing is None or routing[0] is not app:
                 routing = self._route(source)

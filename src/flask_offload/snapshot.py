@@ -23,6 +23,8 @@ import os
 import sys
 import typing as t
 import weakref
+from inspect import CO_COROUTINE
+from types import FunctionType
 
 from flask import Flask
 from flask.json.tag import TaggedJSONSerializer
@@ -121,9 +123,10 @@ def _string_environ(environ: dict[str, t.Any]) -> dict[str, str]:
     """
     # A C copy, the well-known non-string keys dropped by name, and one C
     # pass that fails on any other non-string value (str.join takes only
-    # strings): about half the instructions of a comprehension testing every
-    # value. The dropped keys leave holes in the copy; dict.copy (unlike
-    # dict()) still clones such a dict in one step when a job copies it.
+    # strings; max() comparing them costs more): about half the instructions
+    # of a comprehension testing every value. The dropped keys leave holes in
+    # the copy; dict.copy (unlike dict()) still clones such a dict in one
+    # step when a job copies it.
     out = environ.copy()
     pop = out.pop
     for key in _NON_STRING_KEYS:
@@ -631,7 +634,16 @@ def _replay(
             g_dict = vars(compat.current_g())
             for name, value in snapshot.g.items():
                 g_dict[name] = _copy_value(value)
-        return compat.sync_callable(app, fn)(*args, **kwargs)
+        if (
+            type(fn) is not FunctionType
+            or fn.__code__.co_flags & CO_COROUTINE
+            or type(app).ensure_sync is not Flask.ensure_sync
+            or "ensure_sync" in app.__dict__
+        ):
+            # Only a plain def with Flask's own ensure_sync is called as it
+            # is: ensure_sync's inspect calls cost more than the checks.
+            fn = app.ensure_sync(fn)
+        return fn(*args, **kwargs)
     except BaseException as e:
         error = e
         raise
