@@ -104,10 +104,20 @@ def view_state(
       exception, or ``None``. ``None`` if the active app context is another
       app's.
     """
-    args = req.__dict__.get("args")  # where werkzeug's cached_property keeps it
+    attrs = req.__dict__
+    args = attrs.get("args")  # where werkzeug's cached_property keeps it
     if not isinstance(args, ImmutableMultiDict):
         args = None
-    shared = request_fields(req)
+    # request_fields(req), without the call.
+    shared: SharedFields | None = None
+    if (
+        type(req).__init__ is WerkzeugRequest.__init__
+        and type(attrs.get("headers")) is EnvironHeaders
+    ):
+        try:
+            shared = _get_shared(attrs)
+        except KeyError:
+            pass
     app = ctx.app
     app_ctx = _cv_app.get(None)
     if app_ctx is None or app_ctx.app is not app:
@@ -294,7 +304,7 @@ def enter_job_context(
             ctx._job_skips_teardown = False
         ctx.push()
         return ctx
-    ctx31: t.Any = _job_context_classes()[1](
+    ctx31: t.Any = (_job_classes or _job_context_classes())[1](
         app, source, max_body_size, make_session, session_data, teardown_request
     )
     app_ctx = ctx31._app_ctx

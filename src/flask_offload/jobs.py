@@ -398,7 +398,10 @@ class Job:
         snapshot = self.snapshot
         if snapshot is not None:
             self.snapshot = None
-            snapshot.release()
+            # Snapshot.release() without the call when there are no files.
+            data = snapshot.request
+            if data is not None and data.files:
+                data.release()
         # Done first, so job_finished receivers see a finished job (and may
         # call result()); waiters and join() are woken only after the signal,
         # so they see every effect of it. _done is set before _event is read

@@ -588,7 +588,6 @@ def replay(
     fn: t.Callable[..., t.Any],
     args: tuple[t.Any, ...],
     kwargs: dict[str, t.Any],
-    *,
     job: Job | None = None,
     teardown_request: bool = False,
     max_body_size: int = 0,
@@ -596,6 +595,12 @@ def replay(
     """Call ``fn(*args, **kwargs)`` in a fresh context rebuilt from
     ``snapshot``, in a new :class:`contextvars.Context`, so nothing is shared
     with the submitting thread or left on this one.
+
+    :param job: The job this runs, for ``current_job``.
+    :param teardown_request: Run the app's request teardown when the
+        context ends (``OFFLOAD_JOB_TEARDOWN_REQUEST``).
+    :param max_body_size: ``OFFLOAD_MAX_BODY_SIZE``, for the message of a
+        body too large to carry.
     """
     return contextvars.Context().run(
         _replay, app, snapshot, fn, args, kwargs, job, teardown_request, max_body_size

@@ -78,15 +78,16 @@ def run_job(
     if not job._start():
         return  # cancelled while pending
     try:
+        # Positional arguments: a little cheaper, once per job.
         result = replay(
             app,
             snapshot,
             fn,
             args,
             kwargs,
-            job=job,
-            teardown_request=settings.job_teardown_request,
-            max_body_size=settings.max_body_size,
+            job,
+            settings.job_teardown_request,
+            settings.max_body_size,
         )
     except JobCancelled as e:
         job._finish(JobState.CANCELLED, exc=e)
