@@ -186,6 +186,9 @@ def set_cached(req: Request, values: dict[str, t.Any]) -> None:
         setattr(req, name, value)
 
 
+_NO_HEADERS: tuple[tuple[str, str], ...] = ()
+
+
 def build_request(
     cls: type[Request],
     shared: SharedFields,
@@ -217,8 +220,10 @@ def build_request(
     ) = shared
     attrs["environ"] = environ
     # EnvironHeaders(environ), without the call through super().__init__.
+    # Its _list stays empty (it reads the environ; changing it raises), so
+    # all share one empty tuple.
     headers = object.__new__(EnvironHeaders)
-    headers._list = []
+    headers._list = _NO_HEADERS  # type: ignore[assignment]
     headers.environ = environ
     attrs["headers"] = headers
     # Werkzeug's cached properties keep their value in the instance dict.

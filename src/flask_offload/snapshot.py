@@ -479,7 +479,7 @@ def _release_request_data() -> None:
     environ = req.environ
     if environ.pop(_OWNER_KEY, False):
         data = environ.pop(ENV_KEY, None)
-        if data is not None:
+        if data is not None and data.files:
             data.release()
 
 
