@@ -5,11 +5,16 @@ judges the load target. The measurements themselves run with ``make bench``.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 from bench import load
 from bench import Result
 from bench.__main__ import targets
+
+from flask_offload import jobs as offload_jobs
 
 # What `wrk -t1 -c4 -d1s --latency` printed on this project's machine.
 WRK_OUTPUT = """\
@@ -132,3 +137,25 @@ def test_instructions_harness_runs_every_view() -> None:
         assert all(job.done() for job in jobs)
         if view.startswith("offload"):
             assert len(jobs) > before
+    # Job ids stay random outside the counted process: seeded ones would
+    # repeat across tests (and did: stale Celery results were read back).
+    ids = {offload_jobs.new_job_id() for _ in range(300)}
+    assert len(ids) == 300
+    assert offload_jobs.os is os
+
+
+def test_seeded_job_ids_repeat_in_the_counted_process() -> None:
+    """What ``python -m bench.instructions`` counts repeats exactly: its job
+    ids come from a seeded generator.
+    """
+    code = (
+        "from bench import instructions; instructions.seed_job_ids();"
+        " from flask_offload.jobs import new_job_id; print(new_job_id())"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
+    assert len(runs) == 1
