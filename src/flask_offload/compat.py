@@ -317,7 +317,8 @@ def enter_job_context(
     if appcontext_pushed.receivers:
         appcontext_pushed.send(app, _async_wrapper=app.ensure_sync)
     _cv_ctx.set(ctx31)
-    return t.cast(JobContext, ctx31)
+    entered: JobContext = ctx31  # typed without t.cast, a call at run time
+    return entered
 
 
 def enter_job_app_context(app: Flask) -> JobContext:
@@ -332,7 +333,8 @@ def enter_job_app_context(app: Flask) -> JobContext:
     _cv_app.set(app_ctx)
     if appcontext_pushed.receivers:
         appcontext_pushed.send(app, _async_wrapper=app.ensure_sync)
-    return t.cast(JobContext, app_ctx)
+    entered: JobContext = app_ctx
+    return entered
 
 
 class _MergedJobContext(AppContext):

@@ -676,4 +676,5 @@ def _make_session(app: Flask, data: dict[str, t.Any]) -> SessionMixin:
     except TypeError:
         sess = SecureCookieSession(data)
     sess.modified = False
-    return t.cast(SessionMixin, sess)
+    made: SessionMixin = sess
+    return made
