@@ -104,20 +104,10 @@ def view_state(
       exception, or ``None``. ``None`` if the active app context is another
       app's.
     """
-    attrs = req.__dict__
-    args = attrs.get("args")  # where werkzeug's cached_property keeps it
+    args = req.__dict__.get("args")  # where werkzeug's cached_property keeps it
     if not isinstance(args, ImmutableMultiDict):
         args = None
-    # request_fields(req), without the call.
-    shared: SharedFields | None = None
-    if (
-        type(req).__init__ is WerkzeugRequest.__init__
-        and type(attrs.get("headers")) is EnvironHeaders
-    ):
-        try:
-            shared = _get_shared(attrs)
-        except KeyError:
-            pass
+    shared = request_fields(req)
     app = ctx.app
     app_ctx = _cv_app.get(None)
     if app_ctx is None or app_ctx.app is not app:
@@ -132,11 +122,15 @@ def apply_match(req: Request, match: t.Any) -> None:
     """Give ``req`` a route match from :func:`view_state`: ``(rule,
     view_args)`` (``view_args`` copied), a routing exception, or ``None``.
     """
+    # Stored in the instance dict, as setting the attributes would (they are
+    # plain class attributes of Flask's Request): fewer instructions, once
+    # per job.
+    attrs = req.__dict__
     if type(match) is tuple:
-        req.url_rule, view_args = match
-        req.view_args = dict(view_args)
+        attrs["url_rule"] = match[0]
+        attrs["view_args"] = dict(match[1])
     elif match is not None:
-        req.routing_exception = match
+        attrs["routing_exception"] = match
 
 
 #: What Werkzeug's ``Request.__init__`` derives from the environ, besides the
@@ -230,12 +224,7 @@ def build_request(
     attrs["stream"] = stream
     if args is not None:
         attrs["args"] = args
-    # As apply_match, in the instance dict.
-    if type(match) is tuple:
-        attrs["url_rule"] = match[0]
-        attrs["view_args"] = dict(match[1])
-    elif match is not None:
-        attrs["routing_exception"] = match
+    apply_match(req, match)
     environ["werkzeug.request"] = req
     return req
 
@@ -309,7 +298,7 @@ def enter_job_context(
             ctx._job_skips_teardown = False
         ctx.push()
         return ctx
-    ctx31: t.Any = (_job_classes or _job_context_classes())[1](
+    ctx31: t.Any = _job_context_classes()[1](
         app, source, max_body_size, make_session, session_data, teardown_request
     )
     app_ctx = ctx31._app_ctx

@@ -12,7 +12,6 @@ import threading
 import time
 import typing as t
 import weakref
-from types import FunctionType
 
 from flask import Flask
 from flask import has_app_context
@@ -368,22 +367,10 @@ class Offload:
         :raises TypeError: ``fn`` is not callable.
         :raises RuntimeError: No app context is active.
         """
-        # _state() and current_backend() inline: this runs on every submit.
-        app_ctx = compat.current_app_context()
-        state = None if app_ctx is None else self._states.get(weakref.ref(app_ctx.app))
-        if state is None:
-            self._state()  # raises the error that says what is wrong
-            raise AssertionError  # pragma: no cover
-        app = app_ctx.app  # type: ignore[union-attr]
+        app, state = self._state()
         settings = state.settings
-        backend = state.backend if not _force_inline else state.current_backend(app)
-        func: t.Callable[..., t.Any] = fn
-        if type(fn) is FunctionType:
-            # task_name() without the call, for the common case.
-            name = f"{fn.__module__ or '<unknown>'}.{fn.__qualname__}"
-            if backend.name == "celery":
-                raise _not_a_task(fn)
-        elif isinstance(fn, Task):
+        backend = state.current_backend(app)
+        if isinstance(fn, Task):
             name, func = fn.name, fn.fn
         elif not callable(fn):
             raise TypeError(
@@ -393,8 +380,12 @@ class Offload:
             )
         else:
             if backend.name == "celery":
-                raise _not_a_task(fn)
-            name = task_name(fn)
+                raise NotRegistered(
+                    f"{task_name(fn)} is not a declared task, and the Celery backend"
+                    " can only send declared tasks to a worker. Decorate it with"
+                    " '@offload.task' and call 'its_name.submit(...)'."
+                )
+            name, func = task_name(fn), fn
         backend.reserve()
         try:
             snapshot = capture(
@@ -407,9 +398,7 @@ class Offload:
             )
             if getattr(func, PUBLIC_ARGS_ATTR, False):
                 job.public_args = public_args_copy(args, kwargs)
-            data = snapshot.request
-            if data is not None and data.files:
-                snapshot.acquire()
+            snapshot.acquire()
         except BaseException:
             backend.unreserve()
             raise
@@ -532,14 +521,6 @@ class Offload:
         """
         for state in self._states_here():
             _shutdown_state(state, wait, timeout)
-
-
-def _not_a_task(fn: t.Callable[..., t.Any]) -> NotRegistered:
-    return NotRegistered(
-        f"{task_name(fn)} is not a declared task, and the Celery backend"
-        " can only send declared tasks to a worker. Decorate it with"
-        " '@offload.task' and call 'its_name.submit(...)'."
-    )
 
 
 def join_states(states: t.Iterable[_AppState], timeout: float | None) -> bool:

@@ -173,7 +173,7 @@ class Job:
         id: str | None = None,
     ) -> None:
         #: Unguessable identifier (uuid4 hex).
-        self.id: str = id or next(_ids, None) or new_job_id()
+        self.id: str = id or new_job_id()
         #: ``"module.qualname"`` of the function.
         self.name = name
         #: The current :class:`JobState`.
@@ -373,9 +373,7 @@ class Job:
 
     def _start(self) -> bool:
         """Move from PENDING to RUNNING. ``False`` if it was cancelled."""
-        try:
-            self._claim.pop()  # as _take(), without the call: once per job
-        except IndexError:
+        if not self._take():
             return False
         self._started = time.time()
         self.state = _RUNNING
@@ -395,13 +393,9 @@ class Job:
         self._finished = time.time()
         # The job owns one reference to its snapshot (taken at submit): drop it
         # now so uploaded files are closed when the last job using them ends.
-        snapshot = self.snapshot
+        snapshot, self.snapshot = self.snapshot, None
         if snapshot is not None:
-            self.snapshot = None
-            # Snapshot.release() without the call when there are no files.
-            data = snapshot.request
-            if data is not None and data.files:
-                data.release()
+            snapshot.release()
         # Done first, so job_finished receivers see a finished job (and may
         # call result()); waiters and join() are woken only after the signal,
         # so they see every effect of it. _done is set before _event is read
@@ -483,7 +477,6 @@ class JobRegistry:
     def __init__(self, ttl: float, max_finished: int) -> None:
         self.ttl = ttl
         self.max_finished = max_finished
-        self._evict_at = max_finished + (max_finished >> 4)
         self._reset()
         _registries.add(self)
 
@@ -526,7 +519,10 @@ class JobRegistry:
         # and then; every read prunes exactly. If another thread is pruning,
         # it or the next job's end does it.
         size = len(finished)
-        if (size > self._evict_at or not size & 255) and self._cond.acquire(False):
+        limit = self.max_finished
+        if (size > limit + (limit >> 4) or not size & 255) and self._cond.acquire(
+            False
+        ):
             try:
                 self._prune()
             finally:

@@ -326,12 +326,10 @@ class RequestData:
                 shared = compat.request_fields(req)
                 if shared is not None:
                     self.fields = (cls, shared)
-            compat.set_cached(
-                req,
-                {"stream": stream}
-                if args is None
-                else {"stream": stream, "args": args},
-            )
+            cached: dict[str, t.Any] = {"stream": stream}
+            if args is not None:
+                cached["args"] = args
+            compat.set_cached(req, cached)
             compat.apply_match(req, match)
         if extra is not None:
             compat.set_cached(req, extra)
@@ -479,7 +477,7 @@ def _release_request_data() -> None:
     environ = req.environ
     if environ.pop(_OWNER_KEY, False):
         data = environ.pop(ENV_KEY, None)
-        if data is not None and data.files:
+        if data is not None:
             data.release()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import typing as t
+from types import FunctionType
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .extension import Offload
@@ -47,6 +48,8 @@ class Task(t.Generic[P, R]):
 
 def task_name(fn: t.Callable[..., t.Any]) -> str:
     """``"module.qualname"`` of a function."""
+    if type(fn) is FunctionType:  # the common case, once per submit
+        return f"{fn.__module__ or '<unknown>'}.{fn.__qualname__}"
     module = getattr(fn, "__module__", None) or "<unknown>"
     qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{module}.{qualname}"
