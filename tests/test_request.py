@@ -233,6 +233,38 @@ def test_body_over_limit_fails_only_when_read(
     assert "1000 bytes" in str(error)
 
 
+def test_job_of_a_request_without_body_reads_an_empty_one(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A GET's jobs read an empty body, as the view would, through every way
+    in; closing its stream in one job leaves the next one's readable.
+    """
+
+    def job() -> dict[str, t.Any]:
+        out = {
+            "data": request.get_data().decode(),
+            "stream": request.stream.read().decode(),
+            "input": request.environ["wsgi.input"].read().decode(),
+            "input_closed": request.environ["wsgi.input"].closed,
+            "json": request.get_json(silent=True),
+        }
+        request.stream.close()
+        request.environ["wsgi.input"].close()
+        return out
+
+    @app.get("/report")
+    def report() -> dict[str, str]:
+        return {"ids": ",".join(offload.submit(job).id for _ in range(2))}
+
+    server = serve(app)
+    empty = {"data": "", "stream": "", "input": "", "input_closed": False, "json": None}
+    for _ in range(2):
+        ids = server.get("/report").json()["ids"].split(",")
+        with app.app_context():
+            for job_id in ids:
+                assert offload.get_job(job_id).result(10) == empty  # type: ignore[union-attr]
+
+
 def test_session_change_in_job_warns_once(
     app: Flask,
     offload: Offload,

@@ -192,8 +192,8 @@ def build_request(
     match: t.Any,
 ) -> Request:
     """``cls(environ)`` for a copy of the environ of the request ``shared``
-    was taken from (:func:`request_fields`), with its ``stream``, its
-    ``args`` (if not ``None``) and the view's route ``match`` (see
+    was taken from (:func:`request_fields`), with its ``stream`` and its
+    ``args`` (each if not ``None``) and the view's route ``match`` (see
     :func:`view_state`) set.
 
     Werkzeug's ``Request.__init__`` derives a few strings from the environ;
@@ -221,7 +221,8 @@ def build_request(
     headers.environ = environ
     attrs["headers"] = headers
     # Werkzeug's cached properties keep their value in the instance dict.
-    attrs["stream"] = stream
+    if stream is not None:
+        attrs["stream"] = stream
     if args is not None:
         attrs["args"] = args
     apply_match(req, match)

@@ -393,9 +393,7 @@ class Offload:
                 max_body_size=settings.max_body_size,
                 site=caller_site(sys._getframe(1)),
             )
-            job = backend.job_class(
-                name, app=app, site=snapshot.site, snapshot=snapshot
-            )
+            job = backend.job_class(name, app, snapshot.site, snapshot)
             if getattr(func, PUBLIC_ARGS_ATTR, False):
                 job.public_args = public_args_copy(args, kwargs)
             snapshot.acquire()

@@ -107,6 +107,7 @@ SubmitSite = tuple[str, int, str]
 # Read once per job: module globals are cheaper than enum class attributes.
 _PENDING = JobState.PENDING
 _RUNNING = JobState.RUNNING
+_SUCCEEDED = JobState.SUCCEEDED
 
 
 def format_site(site: SubmitSite | None) -> str | None:
@@ -166,10 +167,10 @@ class Job:
     def __init__(
         self,
         name: str,
-        *,
         app: Flask | None = None,
         site: SubmitSite | None = None,
         snapshot: Snapshot | None = None,
+        *,
         id: str | None = None,
     ) -> None:
         #: Unguessable identifier (uuid4 hex).

@@ -177,6 +177,24 @@ class _OmittedBody(io.RawIOBase):
         )
 
 
+class _NoInput(io.RawIOBase):
+    """The ``wsgi.input`` of every job whose request had no body: always
+    empty. Shared, so closing it does nothing.
+    """
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: t.Any) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+_NO_INPUT = _NoInput()
+
+
 class RequestData:
     """The request part of a snapshot: plain data, shared by every job
     submitted from one request. Uploaded files are released when the last
@@ -306,15 +324,19 @@ class RequestData:
             }
         elif self.body_size is not None:
             stream = io.BufferedReader(_OmittedBody(self.body_size, max_body_size))
+        elif self.body:
+            stream = io.BytesIO(self.body)
         else:
-            stream = io.BytesIO(self.body or b"")
+            # No body (a GET, most often): no stream until the job reads it;
+            # Werkzeug then makes an empty one, as it does in a view.
+            stream = None
         # The job's own environ. .copy(): one step even with the holes
         # _string_environ leaves.
         environ: dict[str, t.Any] = self.environ.copy()
         environ.update(_WSGI_CONSTANTS)
         environ["wsgi.errors"] = sys.stderr
         environ[ENV_KEY] = self
-        environ["wsgi.input"] = stream
+        environ["wsgi.input"] = _NO_INPUT if stream is None else stream
         fields = self.fields
         if fields is not None and fields[0] is cls:
             req = compat.build_request(cls, fields[1], environ, stream, args, match)
@@ -326,7 +348,7 @@ class RequestData:
                 shared = compat.request_fields(req)
                 if shared is not None:
                     self.fields = (cls, shared)
-            cached: dict[str, t.Any] = {"stream": stream}
+            cached: dict[str, t.Any] = {} if stream is None else {"stream": stream}
             if args is not None:
                 cached["args"] = args
             compat.set_cached(req, cached)
