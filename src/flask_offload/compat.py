@@ -302,9 +302,7 @@ def enter_job_context(
     ctx31: t.Any = _job_context_classes()[1](
         app, source, max_body_size, make_session, session_data, teardown_request
     )
-    _cv_app.set(ctx31)
-    if appcontext_pushed.receivers:
-        appcontext_pushed.send(app, _async_wrapper=app.ensure_sync)
+    _enter_app_context(app, ctx31)
     _cv_ctx.set(ctx31)
     entered: JobContext = ctx31  # typed without t.cast, a call at run time
     return entered
@@ -319,9 +317,7 @@ def enter_job_app_context(app: Flask) -> JobContext:
         ctx.push()
         return ctx
     app_ctx: t.Any = _job_context_classes()[0](app)
-    _cv_app.set(app_ctx)
-    if appcontext_pushed.receivers:
-        appcontext_pushed.send(app, _async_wrapper=app.ensure_sync)
+    _enter_app_context(app, app_ctx)
     entered: JobContext = app_ctx
     return entered
 
@@ -346,6 +342,17 @@ class _MergedJobContext(AppContext):
     def leave(self, exc: BaseException | None) -> SessionMixin | None:
         self.pop(exc)
         return self._job_session
+
+
+def _enter_app_context(app: Flask, ctx: t.Any) -> None:
+    """What pushing a 3.1 app context does, for ``ctx`` in the job's own
+    ``Context``: make it the active app context, then send
+    ``appcontext_pushed`` if anyone listens. :func:`_leave_app_context`
+    undoes it.
+    """
+    _cv_app.set(ctx)
+    if appcontext_pushed.receivers:
+        appcontext_pushed.send(app, _async_wrapper=app.ensure_sync)
 
 
 def _leave_app_context(app: Flask, exc: BaseException | None) -> None:
