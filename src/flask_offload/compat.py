@@ -65,23 +65,30 @@ def current_request() -> Request | None:
     return req
 
 
-def capture_state() -> tuple[Request | None, t.Any, dict[str, t.Any] | None]:
+def capture_state() -> tuple[
+    Request | None, t.Any, dict[str, t.Any] | None, SessionMixin | None
+]:
     """What a capture reads from the active contexts, in one call (capture
     runs on every submit): the active request and the context that holds it
-    (for :func:`view_state` and :func:`context_session`), ``None`` for both
-    outside a request; and the attributes of ``g`` (its ``__dict__``, not a
-    copy), ``None`` outside an app context.
+    (for :func:`view_state`), ``None`` for both outside a request; the
+    attributes of ``g`` (its ``__dict__``, not a copy), ``None`` outside an
+    app context; and the request's session if it was opened, else ``None``.
+
+    The session is read from the context, not through ``flask.session``,
+    which sets ``session.accessed``: Flask then adds ``Vary: Cookie`` to the
+    response, wrong for a capture that does not change what the response
+    depends on.
     """
     app_ctx = _cv_app.get(None)
     if app_ctx is None:
-        return None, None, None
+        return None, None, None, None
     g = vars(app_ctx.g)
     if MERGED_CONTEXT:
-        return app_ctx._request, app_ctx, g
+        return app_ctx._request, app_ctx, g, getattr(app_ctx, "_session", None)
     ctx = _cv_ctx.get(None)
     if ctx is None:
-        return None, None, g
-    return ctx.request, ctx, g
+        return None, None, g, None
+    return ctx.request, ctx, g, ctx._session
 
 
 def view_state(
@@ -299,7 +306,7 @@ def enter_job_context(
             ctx._job_skips_teardown = False
         ctx.push()
         return ctx
-    ctx31: t.Any = _job_context_classes()[1](
+    ctx31: t.Any = _JobRequestContext(
         app, source, max_body_size, make_session, session_data, teardown_request
     )
     _enter_app_context(app, ctx31)
@@ -316,7 +323,7 @@ def enter_job_app_context(app: Flask) -> JobContext:
         ctx = _MergedJobContext(app)
         ctx.push()
         return ctx
-    app_ctx: t.Any = _job_context_classes()[0](app)
+    app_ctx: t.Any = _JobAppContext(app)
     _enter_app_context(app, app_ctx)
     entered: JobContext = app_ctx
     return entered
@@ -409,16 +416,10 @@ class _JobGlobals:
         ctx._lazy_g = value
 
 
-_job_classes: tuple[t.Any, t.Any] | None = None
-
-
 def _job_context_classes() -> tuple[t.Any, t.Any]:
-    """Flask 3.1's job contexts, ``(JobAppContext, JobRequestContext)``,
-    made on first use (``RequestContext`` is gone from 3.2).
+    """Make Flask 3.1's job contexts, ``(JobAppContext, JobRequestContext)``
+    (``RequestContext`` is gone from 3.2).
     """
-    global _job_classes
-    if _job_classes is not None:
-        return _job_classes
     from flask.ctx import _sentinel
     from flask.ctx import RequestContext
 
@@ -588,20 +589,15 @@ def _job_context_classes() -> tuple[t.Any, t.Any]:
                 session=self._session,
             )
 
-    _job_classes = (JobAppContext, JobRequestContext)
-    return _job_classes
+    return JobAppContext, JobRequestContext
 
 
-def context_session(ctx: t.Any) -> SessionMixin | None:
-    """The session of ``ctx`` (from :func:`current_request_in`) without
-    marking it accessed.
-
-    Reading it through ``flask.session`` sets ``session.accessed``, which
-    makes Flask add ``Vary: Cookie`` to the response: wrong for a capture that
-    does not change what the response depends on.
-    """
-    sess: SessionMixin | None = getattr(ctx, "_session", None)
-    return sess
+# Made at import, so entering a job's context finds its class without a call.
+_JobAppContext: t.Any
+_JobRequestContext: t.Any
+_JobAppContext, _JobRequestContext = (
+    (None, None) if MERGED_CONTEXT else _job_context_classes()
+)
 
 
 _TEARDOWN_MARK = "_flask_offload_teardown"

@@ -544,7 +544,7 @@ def capture(
     The returned snapshot holds no reference yet: call :meth:`Snapshot.acquire`
     for each holder (a job, a ``carry`` wrapper).
     """
-    req, ctx, g_values = compat.capture_state()
+    req, ctx, g_values, live = compat.capture_state()
     g = _carried_g(carry_g, g_values) if carry_g and g_values else {}
     if req is None:
         return Snapshot(None, None, g, site)
@@ -555,7 +555,6 @@ def capture(
         environ[_OWNER_KEY] = True
         if data.files:
             data.acquire()  # the request's own reference, until its teardown
-    live = compat.context_session(ctx)
     return Snapshot(
         data, {k: _copy_value(v) for k, v in live.items()} if live else {}, g, site
     )
