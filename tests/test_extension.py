@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import click
@@ -13,6 +14,7 @@ from flask import has_request_context
 from flask.testing import FlaskCliRunner
 
 import flask_offload
+from flask_offload import Job
 from flask_offload import Offload
 from flask_offload.extension import DEFAULTS
 
@@ -97,6 +99,34 @@ def test_factory_pattern_and_several_apps() -> None:
         assert job_one not in offload.jobs()
         offload.shutdown()
     assert names["one"].isdisjoint(names["two"])  # and its own pool
+
+
+def test_an_apps_state_goes_with_the_app() -> None:
+    offload = Offload()
+
+    def run_one_job(name: str) -> list[Job]:
+        app = Flask(name)
+        offload.init_app(app)
+        with app.app_context():
+            job = offload.submit(current_app_name)
+            assert job.result(10) == name
+            offload.shutdown()
+            return offload.jobs()
+
+    assert [job.name for job in run_one_job("first")] == [
+        f"{__name__}.current_app_name"
+    ]
+    gc.collect()  # a Flask app is freed by the collector (it has cycles)
+    # Outside an app context, offload.jobs() lists the jobs of every app
+    # the extension knows: none once the app is gone.
+    assert offload.jobs() == []
+    assert len(run_one_job("second")) == 1
+    gc.collect()
+    assert offload.jobs() == []
+
+
+def current_app_name() -> str:
+    return current_app.name
 
 
 def test_submit_needs_an_app_context() -> None:

@@ -153,12 +153,22 @@ class Settings:
 
 
 class _AppState:
-    __slots__ = ("settings", "registry", "backend", "_inline", "__weakref__")
+    __slots__ = (
+        "settings",
+        "registry",
+        "backend",
+        "app_ref",
+        "_inline",
+        "__weakref__",
+    )
 
     def __init__(self, settings: Settings, registry: JobRegistry, backend: Backend):
         self.settings = settings
         self.registry = registry
         self.backend = backend
+        #: A weak reference to the app, set by init_app: its callback drops
+        #: the state from the extension when the app goes.
+        self.app_ref: weakref.ref[Flask] | None = None
         self._inline: Backend | None = None
 
     def current_backend(self, app: Flask) -> Backend:
@@ -246,11 +256,11 @@ class Offload:
     """
 
     def __init__(self, app: Flask | None = None, *, celery: t.Any = None) -> None:
-        # Keyed by a weak reference to the app: looked up with a new
-        # weakref.ref(app), which is equal to the key while the app lives,
-        # in one C call (WeakKeyDictionary.get is Python code, on every
-        # submit). An app's entry goes when the app does.
-        self._states: dict[weakref.ref[Flask], _AppState] = {}
+        # Keyed by id(app), looked up on every submit (one builtin call; a
+        # weakref.ref(app) to look up costs five times as much). An app's
+        # entry goes when the app does, by the callback of a weak reference
+        # that its state keeps, before the app's id can be reused.
+        self._states: dict[int, _AppState] = {}
         self._celery = celery
         self._authorize: t.Callable[[Job], bool] | None = None
         #: Declared tasks by name.
@@ -296,7 +306,9 @@ class Offload:
             settings, JobRegistry(settings.result_ttl, settings.max_finished), backend
         )
         states = self._states
-        states[weakref.ref(app, lambda ref: states.pop(ref, None))] = state
+        app_id = id(app)
+        state.app_ref = weakref.ref(app, lambda ref: states.pop(app_id, None))
+        states[app_id] = state
         _live_states.add(state)
         app.extensions["offload"] = self
         if settings.backend == "thread":
@@ -314,7 +326,7 @@ class Offload:
                     " a CLI command, a job, or inside 'with app.app_context()'."
                 )
             app = app_ctx.app
-        state = self._states.get(weakref.ref(app))
+        state = self._states.get(id(app))
         if state is None:
             raise RuntimeError(
                 "The current Flask app is not registered with this 'Offload'"
