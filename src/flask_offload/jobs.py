@@ -53,10 +53,10 @@ def _id_batch() -> t.Iterator[str]:
     # Byte 6 of each 16 holds the version, byte 8 the variant (RFC 4122).
     buf[6::16] = buf[6::16].translate(_VERSION_4)
     buf[8::16] = buf[8::16].translate(_VARIANT_RFC)
-    text = buf.hex()
-    # Cut all at once (cheaper per id than slicing lazily); next() on a list
-    # iterator hands each id to one caller only.
-    return iter([text[i : i + 32] for i in range(0, 2 * _ID_BUF, 32)])
+    # Cut in one C call: the hex digits with a space after every 16 bytes,
+    # split (half the cost per id of slicing in a comprehension). next() on
+    # a list iterator hands each id to one caller only.
+    return iter(buf.hex(" ", -16).split())
 
 
 def _reset_ids() -> None:
