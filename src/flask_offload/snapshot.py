@@ -47,8 +47,10 @@ logger = logging.getLogger("flask_offload")
 
 #: Where the captured request part is cached in the WSGI environ.
 ENV_KEY = "flask_offload.request"
-# Set only in the environ of a real (served) request: that request holds one
-# reference to the captured data until its teardown.
+# Set only in the environ of a served request whose captured data holds
+# uploaded files: the request holds one reference to them until its teardown.
+# Without files there is nothing to release, and the cached data goes with
+# the environ.
 _OWNER_KEY = "flask_offload.owner"
 
 _FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
@@ -490,8 +492,8 @@ def _session_serializer(app: Flask) -> t.Any:
 
 
 def _release_request_data() -> None:
-    """Drop the served request's own reference to its captured data, at its
-    teardown (never in jobs, where request teardown is skipped).
+    """Drop the served request's own reference to its captured files, at
+    its teardown (never in jobs, where request teardown is skipped).
     """
     req = compat.current_request()
     if req is None:
@@ -552,8 +554,8 @@ def capture(
     data = environ.get(ENV_KEY)
     if data is None:
         data = environ[ENV_KEY] = RequestData.from_request(req, ctx, max_body_size)
-        environ[_OWNER_KEY] = True
         if data.files:
+            environ[_OWNER_KEY] = True
             data.acquire()  # the request's own reference, until its teardown
     return Snapshot(
         data, {k: _copy_value(v) for k, v in live.items()} if live else {}, g, site
