@@ -14,29 +14,17 @@ Each view runs in its own process under ``valgrind --tool=callgrind``,
 twice, with a short and a long loop after the same warm-up; the difference
 divided by the extra requests leaves out start-up and warm-up. Skipped with
 a message when valgrind is missing.
-
-The same views are then counted where the load benchmark runs them: a
-gunicorn worker (gthread, 4 threads) under callgrind, sent requests one
-after another on one keep-alive connection, twice with a different number
-of requests after the same warm-up. This counts everything the worker does
-per request (its HTTP parsing and sockets, waking a job's thread, the
-registry at its steady size), so the ratio is the one the load benchmark's
-server CPU and latency follow, without their noise.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import http.client
 import io
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 import typing as t
 
 from . import HEADERS
@@ -186,73 +174,6 @@ def _count(valgrind: str, view: str, n: int) -> int:
     return int(m.group(1).replace(",", ""))
 
 
-#: Requests before counting in the server: more than OFFLOAD_MAX_FINISHED
-#: (1000), so the registry evicts a job for each one it adds, as it does
-#: under load.
-SERVER_WARMUP = 1200
-
-
-def _server_count(valgrind: str, view: str, n: int) -> int:
-    """Instructions of one gunicorn worker under callgrind serving
-    ``SERVER_WARMUP + n`` requests to ``/view``, from start to exit.
-    """
-    from .load import free_port
-    from .load import wait_for
-    from .load import worker_pids
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    port = free_port()
-    # A file, not a pipe: nothing reads valgrind's output until the end.
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(
-        [
-            valgrind,
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers=1",
-            "--worker-class=gthread",
-            "--threads=4",
-            f"--bind=127.0.0.1:{port}",
-            "--keep-alive=300",
-            "--timeout=600",
-            "--log-level=warning",
-            "bench.loadapp:app",
-        ],
-        cwd=root,
-        env={**os.environ, "PYTHONHASHSEED": "0", "BENCH_SEEDED_JOB_IDS": "1"},
-        start_new_session=True,
-        stderr=log,
-    )
-    try:
-        wait_for(port, proc, timeout=300)
-        workers = worker_pids(proc.pid)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        for _ in range(SERVER_WARMUP + n):
-            conn.request("GET", f"/{view}?{QUERY}", headers=HEADERS)
-            res = conn.getresponse()
-            res.read()
-            if res.status != 200:
-                raise RuntimeError(f"/{view} answered {res.status}.")
-        conn.close()
-        # Let the last job run (threads run one at a time under valgrind).
-        time.sleep(1)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(300)
-        log.seek(0)
-        err = log.read()
-        log.close()
-    counts = dict(re.findall(r"==(\d+)== Collected : (\d+)", err))
-    if len(workers) != 1 or str(workers[0]) not in counts:
-        raise RuntimeError(
-            f"callgrind gave no count for gunicorn's worker:\n{err[-2000:]}"
-        )
-    return int(counts[str(workers[0])])
-
-
 def run(quick: bool = False) -> Result:
     valgrind = shutil.which("valgrind")
     if valgrind is None:
@@ -275,35 +196,16 @@ def run(quick: bool = False) -> Result:
         view: (counts[(view, long)] - counts[(view, short)]) / (long - short)
         for view in VIEWS
     }
-    short_s, long_s = (50, 150) if quick else (200, 700)
-    server_jobs = [(view, n) for view in VIEWS for n in (short_s, long_s)]
-    with cf.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        server_counts = dict(
-            zip(
-                server_jobs,
-                pool.map(lambda vn: _server_count(valgrind, *vn), server_jobs),
-                strict=True,
-            )
-        )
-    server = {
-        view: (server_counts[(view, long_s)] - server_counts[(view, short_s)])
-        / (long_s - short_s)
-        for view in VIEWS
-    }
-
-    def row(label: str, counts: dict[str, float], view: str) -> list[t.Any]:
-        plain = counts["plain"]
-        raw_added = counts["raw"] - plain
-        return [
+    plain = per["plain"]
+    raw_added = per["raw"] - plain
+    rows = [
+        [
             label,
-            counts[view] / 1000,
-            (counts[view] - plain) / 1000,
-            counts[view] / plain,
-            (counts[view] - plain) / raw_added if raw_added > 0 else float("nan"),
+            per[view] / 1000,
+            (per[view] - plain) / 1000,
+            per[view] / plain,
+            (per[view] - plain) / raw_added if raw_added > 0 else float("nan"),
         ]
-
-    rows = [row(label, per, view) for view, label in VIEWS.items()] + [
-        row(f"{label}, in a gunicorn worker", server, view)
         for view, label in VIEWS.items()
     ]
     return Result(
@@ -324,22 +226,14 @@ def run(quick: bool = False) -> Result:
             "Each queued job runs right after its request, in the same thread,"
             " as the thread backend's or ThreadPoolExecutor's worker loop runs"
             " it (no thread is started).",
-            "Not counted in the first four rows: the server (gunicorn,"
-            " sockets) and waking a worker thread, which the load benchmark"
-            " includes.",
-            "The rows 'in a gunicorn worker': one worker (gthread, 4 threads)"
-            " under callgrind, sent one request after another on a keep-alive"
-            f" connection, {SERVER_WARMUP} warm-up requests (the registry then"
-            " evicts a job for each it adds), then"
-            f" {short_s} and {long_s} requests in two servers; per request ="
-            " difference / extra requests, everything the worker process ran"
-            " (its threads included).",
+            "Not counted: the server (gunicorn, sockets) and waking a worker"
+            " thread, which the load benchmark includes.",
             "The last view hands the raw pool's job and arguments to"
             " offload.submit: its job never reads the request, which (on"
             " Flask 3.1) is then never built, so what it adds is Offload's"
             " capture, job record and replayed context alone.",
         ],
-        data={"per_request": per, "server_per_request": server},
+        data={"per_request": per},
     )
 
 

@@ -5,18 +5,11 @@ without offloading a job.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
 
 from flask import Flask
 from flask import request
 
 from flask_offload import Offload
-
-if os.environ.get("BENCH_SEEDED_JOB_IDS"):
-    # Counted by bench.instructions: job ids that are the same in every run.
-    from .instructions import seed_job_ids
-
-    seed_job_ids()
 
 app = Flask("bench_load")
 app.config.update(SECRET_KEY="bench", OFFLOAD_MAX_WORKERS=4)
