@@ -31,6 +31,8 @@ MODULES = [
     "propagation",
     "celery_throughput",
 ]
+#: Run only when named: ``python -m bench latency``.
+EXTRA = ["latency"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "bench", "results", "latest.json")
 CHART = os.path.join(ROOT, "docs", "_static", "bench", "ratios.png")
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         "names",
         nargs="*",
         metavar="NAME",
-        help=f"benchmarks to run (default: all): {', '.join(MODULES)}",
+        help=f"benchmarks to run (default: {', '.join(MODULES)}; also:"
+        f" {', '.join(EXTRA)})",
     )
     parser.add_argument(
         "--quick", action="store_true", help="fewer rounds, for a smoke test"
@@ -165,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=RESULTS, help="where to write the results")
     parser.add_argument("--chart", default=CHART, help="where to write the ratio chart")
     args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in MODULES]
+    unknown = [n for n in args.names if n not in MODULES + EXTRA]
     if unknown:
         parser.error(
-            f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(MODULES)}"
+            f"unknown benchmark {', '.join(unknown)}; choose from"
+            f" {', '.join(MODULES + EXTRA)}"
         )
     names = args.names or MODULES
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

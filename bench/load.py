@@ -164,100 +164,152 @@ def skipped(reason: str) -> Result:
     return Result(NAME, TITLE, [], [], skipped=reason)
 
 
-def run(quick: bool = False) -> Result:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        return skipped(
+def missing_tools() -> str | None:
+    """Why the load benchmarks cannot run here, or ``None``."""
+    if shutil.which("wrk") is None:
+        return (
             "wrk is not installed. Install it (Debian/Ubuntu: 'apt-get install"
             " wrk') to run the load benchmark."
         )
     try:
         import gunicorn  # noqa: F401
     except ImportError:
-        return skipped(
-            "gunicorn is not installed. Run 'pip install -r bench/requirements.txt'."
-        )
-    duration = 2
-    rounds = 3 if quick else 11
-    port = free_port()
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    pinned = len(cpus) >= 2
+        return "gunicorn is not installed. Run 'pip install -r bench/requirements.txt'."
+    return None
 
-    def pin(cpu: int) -> t.Callable[[], None] | None:
-        if not pinned:
+
+class Server:
+    """gunicorn serving ``bench.loadapp`` (2 gthread workers, 4 threads
+    each), pinned to the first CPU when there are two, and a way to drive
+    it with ``wrk`` (pinned to the second).
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        cpus = (
+            sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        )
+        self.cpus = cpus
+        self.pinned = len(cpus) >= 2
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--workers=2",
+                "--worker-class=gthread",
+                "--threads=4",
+                f"--bind=127.0.0.1:{self.port}",
+                "--log-level=warning",
+                "bench.loadapp:app",
+            ],
+            cwd=root,
+            start_new_session=True,
+            preexec_fn=self._pin(0),
+        )
+        try:
+            wait_for(self.port, self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _pin(self, index: int) -> t.Callable[[], None] | None:
+        if not self.pinned:
             return None
+        cpu = self.cpus[index]
         return lambda: os.sched_setaffinity(0, {cpu})
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--workers=2",
-            "--worker-class=gthread",
-            "--threads=4",
-            f"--bind=127.0.0.1:{port}",
-            "--log-level=warning",
-            "bench.loadapp:app",
-        ],
-        cwd=root,
-        start_new_session=True,
-        preexec_fn=pin(cpus[0]) if pinned else None,
-    )
-    header_args: list[str] = []
-    for name, value in HEADERS.items():
-        header_args += ["-H", f"{name}: {value}"]
-    samples: dict[str, list[dict[str, float]]] = {"plain": [], "raw": [], "offload": []}
-    outputs: list[str] = []
-    try:
-        wait_for(port, proc)
+    @property
+    def wrk_threads(self) -> str:
+        return "-t1" if self.pinned else "-t2"
 
-        def drive(view: str, seconds: int) -> dict[str, float]:
-            cmd = [
-                wrk,
-                "-t1" if pinned else "-t2",
-                "-c16",
-                f"-d{seconds}s",
-                "--latency",
-                *header_args,
-                f"http://127.0.0.1:{port}/{view}?{QUERY}",
-            ]
-            pids = worker_pids(proc.pid)
-            before = cpu_seconds(pids)
-            res = subprocess.run(
-                cmd,
-                capture_output=True,
-                text=True,
-                timeout=seconds + 30,
-                preexec_fn=pin(cpus[1]) if pinned else None,
-            )
-            after = settle(pids)
-            if res.returncode != 0:
-                raise RuntimeError(f"wrk failed: {res.stderr or res.stdout}")
-            outputs.append(res.stdout)
-            out = parse_wrk(res.stdout)
-            # Server CPU per request: what the job costs the server, less
-            # noisy than latency (it does not depend on queueing).
-            if before is not None and after is not None and out.get("requests"):
-                out["cpu_us"] = (after - before) * 1e6 / out["requests"]
-            return out
+    def drive(
+        self,
+        view: str,
+        seconds: int,
+        connections: int = 16,
+        script: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> dict[str, float]:
+        """Run ``wrk`` against ``/view`` with the benchmark's query string
+        and headers; return :func:`parse_wrk`'s numbers and the server CPU
+        time per request (``cpu_us``), counted until the workers are idle.
 
-        for view in samples:  # warm up both workers and both views
-            drive(view, 1)
-        views = list(samples)
-        for i in range(rounds):
-            # plain-raw-offload, raw-offload-plain, offload-plain-raw, ...
-            shift = i % len(views)
-            for view in views[shift:] + views[:shift]:
-                samples[view].append(drive(view, duration))
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        :param script: A wrk Lua script, for example one that paces requests.
+        :param env: Extra environment for ``wrk`` (read by the script).
+        """
+        header_args: list[str] = []
+        for name, value in HEADERS.items():
+            header_args += ["-H", f"{name}: {value}"]
+        cmd = [
+            t.cast(str, shutil.which("wrk")),
+            self.wrk_threads,
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            *(["-s", script] if script else []),
+            *header_args,
+            f"http://127.0.0.1:{self.port}/{view}?{QUERY}",
+        ]
+        pids = worker_pids(self.proc.pid)
+        before = cpu_seconds(pids)
+        res = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            env={**os.environ, **(env or {})},
+            preexec_fn=self._pin(1),
+        )
+        after = settle(pids)
+        if res.returncode != 0:
+            raise RuntimeError(f"wrk failed: {res.stderr or res.stdout}")
+        out = parse_wrk(res.stdout)
+        # Server CPU per request: what the job costs the server, less
+        # noisy than latency (it does not depend on queueing).
+        if before is not None and after is not None and out.get("requests"):
+            out["cpu_us"] = (after - before) * 1e6 / out["requests"]
+        return out
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(30)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def placement(self) -> str:
+        if self.pinned:
+            return f"gunicorn pinned to CPU {self.cpus[0]}, wrk to CPU {self.cpus[1]}."
+        return "wrk shares the CPU with the server."
+
+
+def rotated(views: list[str], rounds: int) -> t.Iterator[str]:
+    """``views`` once per round, in an order that rotates from round to
+    round: a, b, c; then b, c, a; then c, a, b; ...
+    """
+    for i in range(rounds):
+        shift = i % len(views)
+        yield from views[shift:] + views[:shift]
+
+
+def run(quick: bool = False) -> Result:
+    why = missing_tools()
+    if why is not None:
+        return skipped(why)
+    duration = 2
+    rounds = 3 if quick else 11
+    samples: dict[str, list[dict[str, float]]] = {"plain": [], "raw": [], "offload": []}
+    server = Server()
+    try:
+        for view in samples:  # warm up both workers and both views
+            server.drive(view, 1)
+        for view in rotated(list(samples), rounds):
+            samples[view].append(server.drive(view, duration))
+    finally:
+        server.stop()
     med = {
         view: {
             key: statistics.median(s.get(key, float("nan")) for s in runs)
@@ -336,18 +388,13 @@ def run(quick: bool = False) -> Result:
         rows,
         notes=[
             "gunicorn --workers=2 --worker-class=gthread --threads=4;"
-            f" wrk {'-t1' if pinned else '-t2'} -c16 -d{duration}s --latency with"
+            f" wrk {server.wrk_threads} -c16 -d{duration}s --latency with"
             f" 10 headers; {rounds} rounds after a 1 s warm-up of each view. A"
             " round runs the three views back to back, in an order that rotates"
             " from round to round; ratios are taken within each round, and the"
             " table gives their medians over the rounds (the host's speed"
             " drifts between rounds more than within one) and their middle"
-            " half (first to third quartile). "
-            + (
-                f"gunicorn pinned to CPU {cpus[0]}, wrk to CPU {cpus[1]}."
-                if pinned
-                else "wrk shares the CPU with the server."
-            ),
+            " half (first to third quartile). " + server.placement(),
             "The job reads request.args and headers from the replayed request.",
             "Server CPU: user + system time of the gunicorn workers during a"
             " run and until they are idle again (procfs), divided by the"

@@ -159,3 +159,20 @@ def test_seeded_job_ids_repeat_in_the_counted_process() -> None:
         for _ in range(2)
     }
     assert len(runs) == 1
+
+
+def test_latency_delay_aims_at_the_share_of_the_peak() -> None:
+    from bench import latency
+
+    # 8 connections at 2,000 req/s x 0.5: 125 req/s each, one per 8 ms.
+    assert latency.delay_ms(2000, 0.5) == 8
+    assert latency.delay_ms(2000, 0.5, connections=4) == 4
+    # Less the time each request takes: 8 ms per request, 0.6 of it busy.
+    assert latency.delay_ms(2000, 0.5, busy_ms=0.6) == 7
+    # Never zero: wrk's delay() is in whole ms and 0 means no pacing.
+    assert latency.delay_ms(1_000_000, 0.9) == 1
+
+
+def test_rounds_rotate_the_views() -> None:
+    order = list(load.rotated(["a", "b", "c"], 4))
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
