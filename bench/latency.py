@@ -74,7 +74,11 @@ def run(quick: bool = False) -> Result:
     data: dict[str, t.Any] = {}
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(_SCRIPT)
-    server = Server()
+    try:
+        server = Server()
+    except BaseException:
+        os.unlink(f.name)
+        raise
     try:
         for view in VIEWS:  # warm up both workers and all views
             server.drive(view, 1)

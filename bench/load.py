@@ -185,6 +185,13 @@ class Server:
     """
 
     def __init__(self) -> None:
+        wrk = shutil.which("wrk")
+        if wrk is None:
+            raise RuntimeError(t.cast(str, missing_tools()))
+        self.wrk = wrk
+        self.header_args: list[str] = []
+        for name, value in HEADERS.items():
+            self.header_args += ["-H", f"{name}: {value}"]
         self.port = free_port()
         cpus = (
             sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -239,17 +246,14 @@ class Server:
         :param script: A wrk Lua script, for example one that paces requests.
         :param env: Extra environment for ``wrk`` (read by the script).
         """
-        header_args: list[str] = []
-        for name, value in HEADERS.items():
-            header_args += ["-H", f"{name}: {value}"]
         cmd = [
-            t.cast(str, shutil.which("wrk")),
+            self.wrk,
             self.wrk_threads,
             f"-c{connections}",
             f"-d{seconds}s",
             "--latency",
             *(["-s", script] if script else []),
-            *header_args,
+            *self.header_args,
             f"http://127.0.0.1:{self.port}/{view}?{QUERY}",
         ]
         pids = worker_pids(self.proc.pid)
