@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import io
+import json
 import threading
 import typing as t
 
@@ -14,6 +17,7 @@ from flask import session
 from flask import url_for
 
 from flask_offload import Offload
+from flask_offload import SnapshotError
 
 from .conftest import LiveServer
 
@@ -231,6 +235,86 @@ def test_body_over_limit_fails_only_when_read(
         offload.shutdown()
     assert "OFFLOAD_MAX_BODY_SIZE" in str(error)
     assert "1000 bytes" in str(error)
+
+
+@pytest.mark.parametrize("read", ["stream", "get_data", "json"])
+def test_view_reads_its_body_after_submit(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer], read: str
+) -> None:
+    """Submitting reads the body for the job, but the view still reads all
+    of it afterwards, whichever way it reads.
+    """
+    payload = b'{"rows": "%s"}' % (b"x" * 70_000)
+
+    @app.post("/ingest")
+    def ingest() -> dict[str, t.Any]:
+        job = offload.submit(lambda: len(request.get_data()))
+        if read == "stream":
+            size = len(request.stream.read())
+        elif read == "get_data":
+            size = len(request.get_data())
+        else:
+            size = len(request.get_json()["rows"]) + 12
+        return {"id": job.id, "view": size}
+
+    server = serve(app)
+    r = server.post(
+        "/ingest", data=payload, headers={"Content-Type": "application/json"}
+    )
+    assert r.json()["view"] == len(payload)
+    with app.app_context():
+        assert offload.get_job(r.json()["id"]).result(10) == len(payload)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("size", [600, 300_000])
+def test_chunked_body_is_read_only_up_to_the_limit(
+    app: Flask, serve: t.Callable[[Flask], LiveServer], size: int
+) -> None:
+    """A body sent without Content-Length (chunked) is carried when it fits
+    in OFFLOAD_MAX_BODY_SIZE; a larger one is not buffered, the view streams
+    all of it, and the job that reads it gets an error naming the setting.
+    """
+    app.config["OFFLOAD_MAX_BODY_SIZE"] = 1024
+    offload = Offload(app)
+    chunk = bytes(range(256)) * 4
+
+    @app.post("/upload")
+    def upload() -> dict[str, t.Any]:
+        job = offload.submit(lambda: hashlib.sha256(request.get_data()).hexdigest())
+        digest = hashlib.sha256()
+        read = 0
+        while block := request.stream.read(65536):
+            digest.update(block)
+            read += len(block)
+        return {"id": job.id, "read": read, "sha256": digest.hexdigest()}
+
+    server = serve(app)
+    body = (chunk * (size // len(chunk) + 1))[:size]
+    conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=30)
+    try:
+        conn.request(
+            "POST",
+            "/upload",
+            body=iter([body[i : i + 8192] for i in range(0, size, 8192)]),
+            headers={"Content-Type": "application/octet-stream"},
+            encode_chunked=True,
+        )
+        out = json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+    assert out["read"] == size
+    assert out["sha256"] == hashlib.sha256(body).hexdigest()
+    with app.app_context():
+        job = offload.get_job(out["id"])
+        assert job is not None
+        if size <= 1024:
+            assert job.result(10) == out["sha256"]
+        else:
+            error = job.exception(10)
+            assert isinstance(error, SnapshotError)
+            assert "without Content-Length, over 1024 bytes" in str(error)
+            assert "OFFLOAD_MAX_BODY_SIZE" in str(error)
+        offload.shutdown()
 
 
 def test_job_of_a_request_without_body_reads_an_empty_one(

@@ -10,6 +10,7 @@ the package uses public API only.
 from __future__ import annotations
 
 import inspect
+import io
 import operator
 import os
 import sys
@@ -652,3 +653,65 @@ def spooled_parts(stream: t.Any) -> tuple[str, t.Any]:
     except (AttributeError, OSError, ValueError):
         return "stream", stream
     return "file", inner
+
+
+class _Rejoined(io.RawIOBase):
+    """A view's body stream after a capture read its first bytes: those
+    bytes, then the rest of the original stream.
+    """
+
+    def __init__(self, head: bytes, rest: t.Any) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: t.Any) -> int:
+        size = len(buffer)
+        head = self._head
+        if head:
+            n = min(size, len(head))
+            buffer[:n] = head[:n]
+            self._head = head[n:]
+            return n
+        data = self._rest.read(size)
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+
+def read_body(req: Request, limit: int) -> tuple[bytes | None, int | None]:
+    """The body of ``req`` for a capture, read without taking it from the
+    view: ``(body, None)`` if it has at most ``limit`` bytes, else ``(None,
+    size)``, where ``size`` is ``-1`` if unknown (a chunked body).
+
+    A body the view already read with ``get_data`` (or ``get_json``) is taken
+    from Werkzeug's cache. Otherwise at most ``limit + 1`` bytes are read
+    from ``req.stream``, and the view's ``stream`` is replaced by one that
+    gives the same bytes again, then the rest: the view reads its body as
+    if nothing had.
+    """
+    cached = req.__dict__.get("_cached_data")  # get_data(cache=True)'s cache
+    if cached is not None:
+        return (cached, None) if len(cached) <= limit else (None, len(cached))
+    length = req.content_length
+    if length is not None and length > limit:
+        return None, length
+    stream = req.stream
+    chunks = []
+    got = 0
+    # A read may return fewer bytes than asked before the end of the body.
+    while got <= limit:
+        chunk = stream.read(limit + 1 - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    body = b"".join(chunks)
+    # ``stream`` is a cached property: its value lives in the instance dict.
+    if got > limit:
+        req.__dict__["stream"] = io.BufferedReader(_Rejoined(body, stream))
+        return None, -1
+    req.__dict__["stream"] = io.BytesIO(body)
+    return body, None

@@ -171,8 +171,14 @@ class _OmittedBody(io.RawIOBase):
         return True
 
     def readinto(self, buffer: t.Any) -> int:
+        # -1: a chunked body, of which only the first limit + 1 bytes were read.
+        size = (
+            f"{self.size} bytes"
+            if self.size >= 0
+            else f"sent without Content-Length, over {self.limit} bytes"
+        )
         raise SnapshotError(
-            f"The request body ({self.size} bytes) was not carried into the job"
+            f"The request body ({size}) was not carried into the job"
             f" because it is larger than OFFLOAD_MAX_BODY_SIZE ({self.limit} bytes)."
             " Raise OFFLOAD_MAX_BODY_SIZE, or read what the job needs in the view"
             " and pass it as an argument."
@@ -233,7 +239,8 @@ class RequestData:
         self.files = files
         #: The raw body of a non-form request, or ``None``.
         self.body = body
-        #: Set when the body was too large to carry: its size in bytes.
+        #: Set when the body was too large to carry: its size in bytes, or
+        #: ``-1`` if it had no ``Content-Length`` (chunked).
         self.body_size = body_size
         #: The view's routing (bound URL adapter and route match), taken at
         #: the first capture or computed by the first replay; reused by all.
@@ -273,15 +280,8 @@ class RequestData:
             # find that out.
             data = cls(environ)
         else:
-            length = req.content_length
-            if length is not None and length > max_body_size:
-                data = cls(environ, body_size=length)
-            else:
-                body = req.get_data(cache=True)
-                if len(body) > max_body_size:
-                    data = cls(environ, body_size=len(body))
-                else:
-                    data = cls(environ, body=body)
+            body, size = compat.read_body(req, max_body_size)
+            data = cls(environ, body=body, body_size=size)
         data.args, shared, data.routing[0] = compat.view_state(req, ctx)
         if shared is not None:
             data.fields = (type(req), shared)
