@@ -768,6 +768,23 @@ def test_accepted_without_dashboard_says_how_to_enable_it() -> None:
     assert job.state is JobState.SUCCEEDED
 
 
+def test_accepted_outside_a_request_names_the_real_cause() -> None:
+    """With the status URLs registered, a URL that cannot be built (no
+    request, no SERVER_NAME) is explained by Flask, not blamed on the
+    dashboard setting.
+    """
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k", OFFLOAD_DASHBOARD=True)
+    offload = Offload(app)
+    with app.app_context():
+        job = offload.submit(lambda: None)
+        with pytest.raises(RuntimeError, match="SERVER_NAME") as info:
+            offload.accepted(job)
+        assert "OFFLOAD_DASHBOARD" not in str(info.value)
+        assert job.wait(WAIT)
+        offload.shutdown()
+
+
 def test_arguments_shown_only_for_tasks_that_opt_in(app: Flask, serve: t.Any) -> None:
     from flask_offload.dashboard import public_args
 

@@ -17,6 +17,7 @@ import flask_offload
 from flask_offload import Job
 from flask_offload import Offload
 from flask_offload.extension import DEFAULTS
+from flask_offload.extension import settings_for
 
 
 def test_init_app_sets_defaults_and_registers(app: Flask) -> None:
@@ -45,6 +46,19 @@ def test_registering_twice_is_an_error(app: Flask) -> None:
         ("OFFLOAD_QUEUE_FULL", "drop", "'raise' or 'block'"),
         ("OFFLOAD_CARRY_G", "user", "OFFLOAD_CARRY_G must be"),
         ("OFFLOAD_URL_PREFIX", "offload", "must start with '/'"),
+        ("OFFLOAD_MAX_WORKERS", True, "OFFLOAD_MAX_WORKERS must be a whole number"),
+        ("OFFLOAD_MAX_QUEUE", "abc", "OFFLOAD_MAX_QUEUE must be a whole number"),
+        ("OFFLOAD_MAX_QUEUE", -1, "OFFLOAD_MAX_QUEUE must be a whole number"),
+        ("OFFLOAD_MAX_FINISHED", -1, "OFFLOAD_MAX_FINISHED must be a whole number"),
+        ("OFFLOAD_MAX_BODY_SIZE", "16MB", "OFFLOAD_MAX_BODY_SIZE must be a whole"),
+        ("OFFLOAD_MAX_BODY_SIZE", None, "OFFLOAD_MAX_BODY_SIZE must be a whole"),
+        ("OFFLOAD_MAX_BODY_SIZE", 1.5, "OFFLOAD_MAX_BODY_SIZE must be a whole"),
+        ("OFFLOAD_SHUTDOWN_TIMEOUT", None, "OFFLOAD_SHUTDOWN_TIMEOUT must be a number"),
+        ("OFFLOAD_SHUTDOWN_TIMEOUT", -1, "OFFLOAD_SHUTDOWN_TIMEOUT must be a number"),
+        ("OFFLOAD_RESULT_TTL", "1h", "OFFLOAD_RESULT_TTL must be a number"),
+        ("OFFLOAD_SNAPSHOT_MAX_AGE", 0, "OFFLOAD_SNAPSHOT_MAX_AGE must be a number"),
+        ("OFFLOAD_CARRY_G", 5, "OFFLOAD_CARRY_G must be"),
+        ("OFFLOAD_CREDENTIAL_HEADERS", 5, "OFFLOAD_CREDENTIAL_HEADERS must be a list"),
     ],
 )
 def test_bad_config_is_explained(key: str, value: object, match: str) -> None:
@@ -55,6 +69,18 @@ def test_bad_config_is_explained(key: str, value: object, match: str) -> None:
     assert "offload" not in app.extensions  # nothing half-registered
     app.config[key] = DEFAULTS[key]
     Offload(app)  # fixing the config is enough
+
+
+def test_config_numbers_from_strings() -> None:
+    """Numbers given as strings (from environment variables) are read."""
+    app = Flask(__name__)
+    app.config.update(
+        OFFLOAD_MAX_QUEUE="50", OFFLOAD_MAX_BODY_SIZE="1024", OFFLOAD_RESULT_TTL="60"
+    )
+    Offload(app)
+    settings = settings_for(app)
+    assert (settings.max_queue, settings.max_body_size) == (50, 1024)
+    assert settings.result_ttl == 60.0
 
 
 def test_config_read_once(app: Flask) -> None:

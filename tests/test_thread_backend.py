@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,120 @@ def test_queue_full_blocks(app: Flask) -> None:
         offload.shutdown()
 
 
+def _wait_idle(offload: Offload, app: Flask, workers: int) -> None:
+    """Wait until ``workers`` workers are idle (each gave its idle token
+    back after its last job; the job is done just before that).
+    """
+    backend = offload._state(app)[1].backend
+    deadline = time.monotonic() + 10
+    while len(backend._idle) < workers:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "workers never became idle"
+        time.sleep(0.001)
+
+
+def _occupy(offload: Offload, workers: int) -> threading.Event:
+    """Give ``workers`` workers a job each that runs until the returned
+    event is set; return once all of them run.
+    """
+    gate = threading.Event()
+    running = threading.Semaphore(0)
+
+    def hold() -> None:
+        running.release()
+        gate.wait(10)
+
+    for _ in range(workers):
+        offload.submit(hold)
+    for _ in range(workers):
+        assert running.acquire(timeout=10)
+    return gate
+
+
+def test_jobs_handed_to_idle_workers_are_not_waiting(app: Flask) -> None:
+    """OFFLOAD_MAX_QUEUE counts jobs waiting for a worker: a burst that idle
+    workers take at once is never refused, even before they run.
+    """
+    app.config.update(OFFLOAD_MAX_WORKERS=4, OFFLOAD_MAX_QUEUE=2)
+    offload = Offload(app)
+    with app.app_context():
+        _occupy(offload, 4).set()  # four workers, all idle again after
+        for _ in range(10):
+            _wait_idle(offload, app, 4)
+            jobs = [offload.submit(int) for _ in range(3)]
+            assert [j.result(10) for j in jobs] == [0, 0, 0]
+        offload.shutdown()
+
+
+def test_cancelled_jobs_give_back_their_queue_places(app: Flask) -> None:
+    app.config.update(OFFLOAD_MAX_WORKERS=1, OFFLOAD_MAX_QUEUE=2)
+    offload = Offload(app)
+    with app.app_context():
+        gate = _occupy(offload, 1)
+        a, b = offload.submit(int), offload.submit(int)
+        with pytest.raises(QueueFull):
+            offload.submit(int)
+        assert a.cancel() and b.cancel()
+        c = offload.submit(lambda: "c")
+        d = offload.submit(lambda: "d")
+        with pytest.raises(QueueFull):  # c and d wait: the queue is full again
+            offload.submit(int)
+        gate.set()
+        assert (c.result(10), d.result(10)) == ("c", "d")
+        # The worker took the cancelled jobs out: exactly two places again.
+        _wait_idle(offload, app, 1)
+        gate = _occupy(offload, 1)
+        queued = [offload.submit(int), offload.submit(int)]
+        with pytest.raises(QueueFull):
+            offload.submit(int)
+        gate.set()
+        assert [j.result(10) for j in queued] == [0, 0]
+        offload.shutdown()
+
+
+def test_jobs_submitting_jobs_do_not_deadlock_a_blocking_queue(app: Flask) -> None:
+    """With OFFLOAD_QUEUE_FULL = "block", a job that submits more jobs than
+    the queue holds is not held back: its worker is the one that would make
+    room.
+    """
+    app.config.update(
+        OFFLOAD_MAX_WORKERS=1, OFFLOAD_MAX_QUEUE=1, OFFLOAD_QUEUE_FULL="block"
+    )
+    offload = Offload(app)
+
+    def parent() -> list[str]:
+        return [offload.submit(lambda i=i: i * 2).id for i in range(3)]
+
+    with app.app_context():
+        ids = offload.submit(parent).result(10)
+        assert offload.join(10)
+        assert [offload.get_job(i).result(0) for i in ids] == [0, 2, 4]  # type: ignore[union-attr]
+        offload.shutdown()
+
+
+def test_worker_threads_end_with_their_app() -> None:
+    """An app factory called again and again (a test suite) leaves no worker
+    threads behind once its apps are gone.
+    """
+    offload = Offload()
+    threads: list[threading.Thread] = []
+    for i in range(3):
+        app = Flask(f"factory_app_{i}")
+        offload.init_app(app)
+        with app.app_context():
+            assert offload.submit(int).result(10) == 0
+        threads += [
+            th
+            for th in threading.enumerate()
+            if th.name.startswith(f"flask-offload-factory_app_{i}-")
+        ]
+        del app
+    gc.collect()
+    assert len(threads) == 3
+    for th in threads:
+        th.join(10)
+        assert not th.is_alive()
+
+
 def test_submit_after_shutdown_is_refused(app: Flask) -> None:
     offload = Offload(app)
     with app.app_context():
@@ -99,7 +215,8 @@ offload = Offload(app)
 
 def slow(i):
     time.sleep(0.05)
-    print(f"done {{i}} user={{request.headers['X-User']}}", flush=True)
+    # Not flushed: what drained jobs print must survive a SIGTERM exit.
+    print(f"done {{i}} user={{request.headers['X-User']}}")
 
 @app.post("/jobs")
 def jobs():
@@ -132,6 +249,7 @@ def run_script(tmp_path: Path, timeout: float, mode: str) -> subprocess.Popen[st
         stderr=subprocess.STDOUT,
         text=True,
         cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
     )
 
 

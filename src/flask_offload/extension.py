@@ -62,6 +62,44 @@ DEFAULTS: dict[str, t.Any] = {
 }
 
 
+def _whole(key: str, value: t.Any, minimum: int = 0) -> int:
+    """``value`` of the config ``key`` as a whole number of at least
+    ``minimum`` (a string of digits, as from an environment variable, is
+    accepted), or a ``ValueError`` naming the key.
+    """
+    # bool is an int: True as a size or count is a mistake, not 1.
+    if not isinstance(value, bool):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if number == value or isinstance(value, str):
+                if number >= minimum:
+                    return number
+    raise ValueError(
+        f"{key} must be a whole number of at least {minimum}, not {value!r}."
+    )
+
+
+def _seconds(key: str, value: t.Any, minimum: float = 0.0) -> float:
+    """``value`` of the config ``key`` as a number of seconds, at least
+    ``minimum``, or a ``ValueError`` naming the key.
+    """
+    if not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if number >= minimum and number == number:  # not NaN
+                return number
+    limit = "more than 0" if minimum else "0 or more"
+    raise ValueError(
+        f"{key} must be a number of seconds, {limit}, like 30 or 0.5, not {value!r}."
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The ``OFFLOAD_*`` config of one app, validated, as read at ``init_app``."""
@@ -101,11 +139,7 @@ class Settings:
         workers = get("OFFLOAD_MAX_WORKERS")
         if workers is None:
             workers = min(32, (os.cpu_count() or 1) + 4)
-        if not isinstance(workers, int) or workers < 1:
-            raise ValueError(
-                "OFFLOAD_MAX_WORKERS must be a whole number of at least 1,"
-                f" not {workers!r}."
-            )
+        workers = _whole("OFFLOAD_MAX_WORKERS", workers, 1)
         queue_full = get("OFFLOAD_QUEUE_FULL")
         if queue_full not in ("raise", "block"):
             raise ValueError(
@@ -115,7 +149,11 @@ class Settings:
         if carry_g in (None, False, "", (), []):
             carry_g = None
         elif carry_g != "primitives":
-            if isinstance(carry_g, str) or not all(isinstance(n, str) for n in carry_g):
+            if (
+                isinstance(carry_g, str)
+                or not isinstance(carry_g, t.Iterable)
+                or not all(isinstance(n, str) for n in carry_g)
+            ):
                 raise ValueError(
                     "OFFLOAD_CARRY_G must be 'primitives', a list of names of 'g'"
                     f" attributes, or None, not {carry_g!r}."
@@ -124,6 +162,13 @@ class Settings:
         credential_headers = get("OFFLOAD_CREDENTIAL_HEADERS") or ()
         if isinstance(credential_headers, str):
             credential_headers = (credential_headers,)
+        if not isinstance(credential_headers, t.Iterable) or not all(
+            isinstance(h, str) for h in credential_headers
+        ):
+            raise ValueError(
+                "OFFLOAD_CREDENTIAL_HEADERS must be a list of header names, like"
+                f" ['X-Api-Key'], not {credential_headers!r}."
+            )
         url_prefix = str(get("OFFLOAD_URL_PREFIX"))
         if not url_prefix.startswith("/"):
             raise ValueError(
@@ -133,12 +178,14 @@ class Settings:
         return cls(
             backend=backend,
             max_workers=workers,
-            max_queue=int(get("OFFLOAD_MAX_QUEUE") or 0),
+            max_queue=_whole("OFFLOAD_MAX_QUEUE", get("OFFLOAD_MAX_QUEUE") or 0),
             queue_full=queue_full,
-            shutdown_timeout=float(get("OFFLOAD_SHUTDOWN_TIMEOUT")),
-            result_ttl=float(get("OFFLOAD_RESULT_TTL")),
-            max_finished=int(get("OFFLOAD_MAX_FINISHED")),
-            max_body_size=int(get("OFFLOAD_MAX_BODY_SIZE")),
+            shutdown_timeout=_seconds(
+                "OFFLOAD_SHUTDOWN_TIMEOUT", get("OFFLOAD_SHUTDOWN_TIMEOUT")
+            ),
+            result_ttl=_seconds("OFFLOAD_RESULT_TTL", get("OFFLOAD_RESULT_TTL")),
+            max_finished=_whole("OFFLOAD_MAX_FINISHED", get("OFFLOAD_MAX_FINISHED")),
+            max_body_size=_whole("OFFLOAD_MAX_BODY_SIZE", get("OFFLOAD_MAX_BODY_SIZE")),
             carry_g=carry_g,
             carry_credentials=bool(get("OFFLOAD_CARRY_CREDENTIALS")),
             credential_headers=tuple(str(h) for h in credential_headers),
@@ -146,7 +193,9 @@ class Settings:
             propagate=bool(get("OFFLOAD_PROPAGATE")),
             storage=get("OFFLOAD_STORAGE"),
             celery=get("OFFLOAD_CELERY"),
-            snapshot_max_age=float(get("OFFLOAD_SNAPSHOT_MAX_AGE")),
+            snapshot_max_age=_seconds(
+                "OFFLOAD_SNAPSHOT_MAX_AGE", get("OFFLOAD_SNAPSHOT_MAX_AGE"), 1e-3
+            ),
             dashboard=bool(get("OFFLOAD_DASHBOARD")),
             url_prefix=url_prefix,
         )
@@ -302,12 +351,16 @@ class Offload:
 
         app.cli.add_command(offload_cli)
         _register_settings(app, settings)
-        state = _AppState(
-            settings, JobRegistry(settings.result_ttl, settings.max_finished), backend
-        )
+        registry = JobRegistry(settings.result_ttl, settings.max_finished)
+        if settings.backend == "thread":
+            from .backends.thread import ThreadBackend
+
+            t.cast(ThreadBackend, backend).registry = registry
+            registry.tracks_queue = True
+        state = _AppState(settings, registry, backend)
         states = self._states
         app_id = id(app)
-        state.app_ref = weakref.ref(app, lambda ref: states.pop(app_id, None))
+        state.app_ref = weakref.ref(app, lambda ref: _app_gone(states, app_id))
         states[app_id] = state
         _live_states.add(state)
         app.extensions["offload"] = self
@@ -472,16 +525,17 @@ class Offload:
         the job's status URL, the polling pattern given for free. Needs
         ``OFFLOAD_DASHBOARD`` (which registers the status URLs).
         """
+        from flask import current_app
         from flask import jsonify
         from flask import url_for
 
-        try:
-            location = url_for("offload.job_status", job_id=job.id)
-        except Exception as e:
+        if "offload.job_status" not in current_app.view_functions:
             raise RuntimeError(
                 "'offload.accepted' needs the job status URLs: set"
                 " OFFLOAD_DASHBOARD = True before 'init_app'."
-            ) from e
+            )
+        # Other failures (no request and no SERVER_NAME) explain themselves.
+        location = url_for("offload.job_status", job_id=job.id)
         response = jsonify(
             {"id": job.id, "state": job.state.value, "status_url": location}
         )
@@ -582,6 +636,15 @@ def _shutdown_state(state: _AppState, wait: bool, timeout: float | None) -> None
     backend.stop()
 
 
+def _app_gone(states: dict[int, _AppState], app_id: int) -> None:
+    """Forget the state of an app that was garbage collected, and let its
+    worker threads end. No job of it is queued: each queued job holds the app.
+    """
+    state = states.pop(app_id, None)
+    if state is not None:
+        state.backend.stop()
+
+
 def _shutdown_all() -> None:
     for state in list(_live_states):
         _shutdown_state(state, True, None)
@@ -616,6 +679,14 @@ def _install_sigterm() -> None:
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     logger.info("SIGTERM received: draining Flask-Offload jobs before exiting.")
     _shutdown_all()
+    # Dying of a signal skips the flushing of normal exit: what the drained
+    # jobs printed or logged would be lost in buffers.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    logging.shutdown()
     # Then die of SIGTERM as the process would have, keeping its exit status.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)

@@ -309,10 +309,25 @@ class Job:
         state = self.state
         if state.finished:
             return state is JobState.CANCELLED
+        registry = self._registry
+        cancels = (
+            registry.queued_cancels
+            if registry is not None and registry.tracks_queue
+            else None
+        )
+        if cancels is not None:
+            # Counted before the claim, so the worker that takes the job
+            # from the queue always finds the count to lower.
+            cancels.append(None)
         if self._take():
             self.cancel_requested = True
             self._finish(JobState.CANCELLED)
             return True
+        if cancels is not None:
+            try:
+                cancels.pop()
+            except IndexError:
+                pass
         # A worker took it first: it is running, or just finished.
         if not self._done:
             self.cancel_requested = True
@@ -478,6 +493,10 @@ class JobRegistry:
     def __init__(self, ttl: float, max_finished: int) -> None:
         self.ttl = ttl
         self.max_finished = max_finished
+        #: Whether the app's backend queues jobs in this process (the thread
+        #: backend), which then learns of jobs cancelled in its queue from
+        #: :attr:`queued_cancels`.
+        self.tracks_queue = False
         self._reset()
         _registries.add(self)
 
@@ -491,9 +510,19 @@ class JobRegistry:
         # atomic operation: submitters and workers share no lock.
         self._pending: set[Job] = set()
         self._joiners = 0
+        #: One token per job cancelled while in the backend's queue, until a
+        #: worker takes it out (see :meth:`queue_left`).
+        self.queued_cancels: list[None] = []
         # Taken by readers, joiners and pruning only. Re-entrant: a SIGTERM
         # handler may drain while the main thread is inside a registry call.
         self._cond = threading.Condition(threading.RLock())
+
+    def queue_left(self, job: Job) -> None:
+        """A worker took ``job`` out of the queue without running it."""
+        try:
+            self.queued_cancels.pop()
+        except IndexError:
+            pass
 
     def add(self, job: Job) -> None:
         job._registry = self

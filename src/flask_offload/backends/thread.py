@@ -23,6 +23,7 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
     from ..extension import Settings
     from ..jobs import Job
+    from ..jobs import JobRegistry
 
 _Item = tuple[
     "Flask", "Job", t.Callable[..., t.Any], tuple[t.Any, ...], dict[str, t.Any]
@@ -51,6 +52,9 @@ class ThreadBackend(Backend):
         self._block = settings.queue_full == "block"
         self._closed = False
         self._prefix = f"flask-offload-{app_name}-{next(_counter)}"
+        #: The app's job registry, set by the extension: it counts the
+        #: cancelled jobs still in the queue (see :meth:`_waiting`).
+        self.registry: JobRegistry | None = None
         self._reset()
         _backends.add(self)
 
@@ -65,7 +69,13 @@ class ThreadBackend(Backend):
         # new one since: ThreadPoolExecutor's idle semaphore, without its lock
         # (list.append and list.pop are atomic).
         self._idle: list[None] = []
+        # One token per idle worker a submitter handed a job to, until that
+        # worker takes a job from the queue: such jobs are not waiting.
+        self._claims: list[None] = []
         self._threads: list[threading.Thread] = []
+        # The worker threads' idents: a job submitting from one must not
+        # wait for room in the queue its own worker would drain.
+        self._idents: set[int] = set()
         # Taken only to start a thread.
         self._lock = threading.Lock()
         # Submitters waiting for room with OFFLOAD_QUEUE_FULL = "block": how
@@ -86,8 +96,10 @@ class ThreadBackend(Backend):
         limit = self._max_queue
         # Jobs waiting for a worker. Submitters racing each other may each see
         # the last free place: the bound can be passed by at most one job per
-        # concurrently submitting thread, never by an unbounded number.
-        if not limit or self._queue.qsize() < limit:
+        # concurrently submitting thread, never by an unbounded number. The
+        # queue's size is an upper bound of that, exact enough when it is
+        # below the limit.
+        if not limit or self._queue.qsize() < limit or self._waiting_jobs() < limit:
             return
         if not self._block:
             raise QueueFull(
@@ -96,16 +108,29 @@ class ThreadBackend(Backend):
                 " or OFFLOAD_MAX_WORKERS, or set OFFLOAD_QUEUE_FULL = 'block' to"
                 " wait for a free place instead."
             )
+        if threading.get_ident() in self._idents:
+            # A job submitting more jobs: waiting here could leave no worker
+            # to make room. The queue goes past its bound instead.
+            return
         with self._room:
             self._waiting += 1
             try:
                 # Workers notify after taking a job when someone waits; the
-                # timeout only bounds the cost of a wake-up lost to a race.
-                while self._queue.qsize() >= limit and not self._closed:
+                # timeout only bounds the cost of a wake-up lost to a race, and
+                # notices jobs cancelled in the queue.
+                while self._waiting_jobs() >= limit and not self._closed:
                     self._room.wait(0.05)
             finally:
                 self._waiting -= 1
         self._check_open()
+
+    def _waiting_jobs(self) -> int:
+        """How many queued jobs wait for a worker: not those handed to an
+        idle worker that has not taken them yet, nor those cancelled.
+        """
+        registry = self.registry
+        cancelled = len(registry.queued_cancels) if registry is not None else 0
+        return self._queue.qsize() - len(self._claims) - cancelled
 
     def enqueue(
         self,
@@ -115,8 +140,9 @@ class ThreadBackend(Backend):
         args: tuple[t.Any, ...],
         kwargs: dict[str, t.Any],
     ) -> None:
-        self._queue.put((app, job, fn, args, kwargs))
         # As ThreadPoolExecutor does: reuse an idle worker, else start one.
+        # Either is claimed before the job is queued, so the worker that
+        # takes it always finds the claim to drop.
         idle = self._idle
         if idle:
             try:
@@ -124,7 +150,10 @@ class ThreadBackend(Backend):
             except IndexError:  # another submitter took the last one
                 pass
             else:
+                self._claims.append(None)
+                self._queue.put((app, job, fn, args, kwargs))
                 return
+        self._queue.put((app, job, fn, args, kwargs))
         if len(self._threads) < self.settings.max_workers:
             with self._lock:
                 if len(self._threads) < self.settings.max_workers:
@@ -133,31 +162,51 @@ class ThreadBackend(Backend):
                         name=f"{self._prefix}_{len(self._threads)}",
                         daemon=True,
                     )
+                    self._claims.append(None)
                     thread.start()
                     self._threads.append(thread)
 
     def _work(self) -> None:
         get = self._queue.get
         idle = self._idle
+        claims = self._claims
         settings = self.settings
         workers = settings.max_workers
         room = self._room
-        while True:
-            item = get()
-            if item is None:
-                self._queue.put(None)  # wake the next worker to stop too
-                return
-            if self._waiting:
-                with room:
-                    room.notify()
-            app, job, fn, args, kwargs = item
-            snapshot = job.snapshot
-            if snapshot is not None:
-                run_job(app, job, snapshot, fn, args, kwargs, settings)
-            del item, app, job, fn, args, kwargs, snapshot
-            # More tokens than workers would mean nothing: don't pile them up.
-            if len(idle) < workers:
-                idle.append(None)
+        ident = threading.get_ident()
+        self._idents.add(ident)
+        try:
+            while True:
+                item = get()
+                if item is None:
+                    self._queue.put(None)  # wake the next worker to stop too
+                    return
+                if claims:
+                    # Whichever job this is, one handed-off job has left the
+                    # queue or will be taken next by a busy worker.
+                    try:
+                        claims.pop()
+                    except IndexError:
+                        pass
+                if self._waiting:
+                    with room:
+                        room.notify()
+                app, job, fn, args, kwargs = item
+                snapshot = job.snapshot
+                if snapshot is not None:
+                    run_job(app, job, snapshot, fn, args, kwargs, settings)
+                if job._started is None:
+                    # Cancelled in the queue: it no longer takes a place.
+                    registry = job._registry
+                    if registry is not None:
+                        registry.queue_left(job)
+                del item, app, job, fn, args, kwargs, snapshot
+                # More tokens than workers would mean nothing: don't pile
+                # them up.
+                if len(idle) < workers:
+                    idle.append(None)
+        finally:
+            self._idents.discard(ident)
 
     def close(self) -> None:
         self._closed = True
