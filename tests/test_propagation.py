@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import multiprocessing.dummy
 import multiprocessing.pool
 import os
@@ -471,6 +472,154 @@ def test_twice_and_two_apps(serve: t.Callable[[Flask], LiveServer]) -> None:
     propagation.uninstall()  # twice is fine too
 
 
+STDLIB = {
+    "thread": threading.Thread.__dict__["start"],
+    "executor": ThreadPoolExecutor.__dict__["submit"],
+    "pool": propagation._MISSING,  # ThreadPool inherits map from Pool
+}
+PATCHED = {
+    "thread": (threading.Thread, "start"),
+    "executor": (ThreadPoolExecutor, "submit"),
+    "pool": (ThreadPool, "map"),
+}
+
+
+class OtherLibrary:
+    """Patches on top of ours and removes itself again, as the thread
+    integrations of Sentry (with ``functools.wraps``) and OpenTelemetry do.
+    """
+
+    def __init__(self, kind: str, wraps: bool = True) -> None:
+        self.owner, self.name = PATCHED[kind]
+        self.previous = getattr(self.owner, self.name)
+        previous = self.previous
+
+        def patched(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            return previous(*args, **kwargs)
+
+        self.patch = functools.wraps(previous)(patched) if wraps else patched
+        setattr(self.owner, self.name, self.patch)
+
+    def remove(self) -> None:
+        setattr(self.owner, self.name, self.previous)
+
+
+@pytest.fixture
+def restore_stdlib() -> t.Iterator[None]:
+    """Put the stdlib's methods back even when a test fails halfway."""
+    yield
+    for kind, (owner, name) in PATCHED.items():
+        if owner.__dict__.get(name, propagation._MISSING) is not STDLIB[kind]:
+            propagation._restore.pop(f"{owner.__name__}.{name}", None)
+            if STDLIB[kind] is propagation._MISSING:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, STDLIB[kind])
+
+
+def peek(tag: str) -> list[t.Any] | None:
+    return list(who(tag)) if has_request_context() else None
+
+
+def run_in(kind: str, fn: t.Callable[[str], t.Any]) -> t.Any:
+    """``fn(kind)`` in a thread, an executor task or a pool task."""
+    if kind == "thread":
+        out: list[t.Any] = []
+        th = threading.Thread(target=lambda: out.append(fn(kind)))
+        th.start()
+        th.join(WAIT)
+        return out[0]
+    if kind == "executor":
+        return IMPORT_EXECUTOR.submit(fn, kind).result(WAIT)
+    return IMPORT_POOL.map(fn, [kind])[0]
+
+
+@pytest.mark.parametrize("wraps", [True, False], ids=["wraps", "plain"])
+@pytest.mark.parametrize("kind", list(PATCHED))
+@pytest.mark.usefixtures("restore_stdlib")
+def test_reinstall_under_another_librarys_patch(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    kind: str,
+    wraps: bool,
+) -> None:
+    """install, another library patches on top, uninstall, install: ours is
+    active again where it sits in the chain, not stacked a second time.
+    """
+    owner, name = PATCHED[kind]
+    other = OtherLibrary(kind, wraps)
+    propagation.uninstall()
+    assert owner.__dict__[name] is other.patch  # their chain is left alone
+
+    @app.get("/")
+    def view() -> t.Any:
+        return {"seen": run_in(kind, peek)}
+
+    server = serve(app)
+    assert server.get("/?doc_id=u").json() == {"seen": None}  # uninstalled
+    propagation.install()
+    assert owner.__dict__[name] is other.patch
+    r = server.get("/?doc_id=r&n=2", headers={"X-User": "rey"})
+    assert r.json() == {"seen": ["rey", "r", "rey", 2, kind]}
+    other.remove()
+    propagation.uninstall()
+    assert owner.__dict__.get(name, propagation._MISSING) is STDLIB[kind]
+
+
+@pytest.mark.parametrize("kind", list(PATCHED))
+@pytest.mark.usefixtures("restore_stdlib")
+def test_uninstall_after_other_library_removed_itself(kind: str) -> None:
+    """install, another library on top, uninstall, it removes itself (putting
+    ours back), install, uninstall: the stdlib's own method is back.
+    """
+    owner, name = PATCHED[kind]
+    propagation.install()
+    ours = owner.__dict__[name]
+    other = OtherLibrary(kind)
+    propagation.uninstall()
+    other.remove()
+    assert owner.__dict__[name] is ours  # inert until installed again
+    assert run_in(kind, lambda _: nothing_carried()) == (False, False)
+    propagation.install()
+    assert owner.__dict__[name] is ours  # re-activated, not stacked
+    propagation.uninstall()
+    assert owner.__dict__.get(name, propagation._MISSING) is STDLIB[kind]
+    assert threading.Thread.start is STDLIB["thread"]
+
+
+def test_multiprocessing_dummy_process(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """``multiprocessing.dummy.Process`` is a Thread started with the user's
+    target: propagated. The same class runs a ThreadPool's workers, whose
+    target is the pool's own: those are not.
+    """
+    col = Collector()
+    pools: list[ThreadPool] = []
+
+    @app.get("/")
+    def view() -> str:
+        process = multiprocessing.dummy.Process(target=col.read, args=("process",))
+        process.start()
+        col.threads.append(process)
+        pools.append(ThreadPool(1))  # its worker starts inside this request
+        return "ok"
+
+    server = serve(app)
+    assert server.get("/?doc_id=p&n=3", headers={"X-User": "dee"}).ok
+    assert col.finish() == [("dee", "p", "dee", 3, "process")]
+    pool = pools[0]
+    try:
+        workers = pool._pool  # type: ignore[attr-defined]
+        assert [type(w) for w in workers] == [multiprocessing.dummy.DummyProcess]
+        assert "run" not in workers[0].__dict__  # no snapshot pinned to it
+        assert pool.apply_async(nothing_carried).get(WAIT) == (False, False)
+    finally:
+        pool.close()
+        pool.join()
+
+
 def test_carried_targets_are_not_wrapped_again(
     app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
 ) -> None:
@@ -773,13 +922,16 @@ GEVENT_SCRIPT = textwrap.dedent(
 )
 
 
-def test_gevent_spawn_and_patched_threads(tmp_path: t.Any) -> None:
+def run_gevent(tmp_path: t.Any, script: str) -> t.Any:
+    """Run a gevent script in its own process (monkey-patching is for good)
+    and return what it printed last, as JSON.
+    """
     pytest.importorskip("gevent")
-    script = tmp_path / "gevent_app.py"
-    script.write_text(GEVENT_SCRIPT)
+    path = tmp_path / "gevent_app.py"
+    path.write_text(script)
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -789,10 +941,98 @@ def test_gevent_spawn_and_patched_threads(tmp_path: t.Any) -> None:
     assert proc.returncode == 0, proc.stderr
     import json
 
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_gevent_spawn_and_patched_threads(tmp_path: t.Any) -> None:
+    result = run_gevent(tmp_path, GEVENT_SCRIPT)
     assert result["outside"] is False
     assert result["out"] == sorted(
         [tag, f"{user}1", user, user]
         for user in ["alice", "bob"]
         for tag in ["spawn", "spawn_later", "thread"]
+    )
+
+
+GEVENT_POOL_SCRIPT = textwrap.dedent(
+    """
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    import json
+    import threading
+    import urllib.request
+
+    import gevent
+    import gevent.pool
+    from flask import Flask, g, has_request_context, request
+    from werkzeug.serving import make_server
+
+    from flask_offload import Offload
+
+    app = Flask("gevent_pool_app")
+    app.config.update(SECRET_KEY="s", OFFLOAD_PROPAGATE=True)
+    offload = Offload(app)
+    release = gevent.event.Event()
+    pool = gevent.pool.Pool(4)
+    group = gevent.pool.Group()
+    waits = []
+
+    def read(tag):
+        release.wait(10)
+        return [tag, request.args["doc_id"], request.headers["X-User"], g.user]
+
+    @app.before_request
+    def set_g():
+        g.user = request.headers["X-User"]
+
+    @app.get("/")
+    def view():
+        waits.append(pool.map_async(read, ["pool.map_async"]))
+        waits.append(pool.imap(read, ["pool.imap"]))
+        waits.append(pool.imap_unordered(read, ["pool.imap_unordered"]))
+        waits.append(group.map_async(read, ["group.map_async"]))
+        # The blocking map runs in a greenlet the view spawns, nested.
+        waits.append(gevent.spawn(lambda: pool.map(read, ["pool.map"])))
+        # A full pool's apply_async hands func to a greenlet of its own.
+        full = gevent.pool.Pool(1)
+        full.spawn(release.wait, 10)
+        waits.append(full.apply_async(read, ("full.apply_async",)))
+        return "ok"
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_port
+    for user in ["alice", "bob"]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/?doc_id={user}1", headers={"X-User": user}
+        )
+        assert urllib.request.urlopen(req, timeout=10).read() == b"ok"
+    release.set()
+    out = []
+    for w in waits:
+        value = list(w) if hasattr(w, "__next__") else w.get(timeout=10)
+        out.extend([value] if value and isinstance(value[0], str) else value)
+    outside = pool.map(lambda _: has_request_context(), [1])
+    server.shutdown()
+    print(json.dumps({"out": sorted(out), "outside": outside}))
+    """
+)
+
+
+def test_gevent_pool_mapping_methods(tmp_path: t.Any) -> None:
+    result = run_gevent(tmp_path, GEVENT_POOL_SCRIPT)
+    assert result["outside"] == [False]
+    assert result["out"] == sorted(
+        [tag, f"{user}1", user, user]
+        for user in ["alice", "bob"]
+        for tag in [
+            "pool.map_async",
+            "pool.imap",
+            "pool.imap_unordered",
+            "group.map_async",
+            "pool.map",
+            "full.apply_async",
+        ]
     )

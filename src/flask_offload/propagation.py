@@ -131,6 +131,12 @@ _SKIP_THREAD_MODULES = (
     "sentry_sdk.",
     "opentelemetry.",
 )
+# multiprocessing.dummy.Process is a public Thread subclass started with a
+# user's target: only the target (multiprocessing.pool's) tells a ThreadPool
+# worker apart.
+_SKIP_THREAD_CLASS_MODULES = tuple(
+    m for m in _SKIP_THREAD_MODULES if m != "multiprocessing."
+)
 # Callables handed to executors by these modules manage a context of their
 # own (asgiref's loop and sync_to_async threads): a replay around them would
 # only add a teardown_appcontext in the wrong thread.
@@ -141,8 +147,11 @@ _patched = False
 # "Owner.attribute" -> what our patch calls through to.
 _originals: dict[str, t.Any] = {}
 # "Owner.attribute" -> (owner, attribute, the owner's own value before
-# patching, or _MISSING when it was inherited: uninstalling deletes ours).
-_restore: dict[str, tuple[t.Any, str, t.Any]] = {}
+# patching or _MISSING when it was inherited, our patch). Kept after
+# uninstalling while another library's patch wraps ours: ours stays in their
+# chain, passing straight through, and installing again re-activates it there
+# instead of stacking a second one that would call the first.
+_restore: dict[str, tuple[t.Any, str, t.Any, t.Callable[..., t.Any]]] = {}
 _MISSING: t.Any = object()
 _PATCH_MARK = "_flask_offload_patch"
 _POOL_METHODS = (
@@ -151,6 +160,17 @@ _POOL_METHODS = (
     "map_async",
     "starmap",
     "starmap_async",
+    "imap",
+    "imap_unordered",
+)
+# gevent.pool.Group's methods that take the function first. Their work is
+# spawned from a greenlet of their own, which has no context: the function
+# is wrapped when handed over instead (once for all items, as map does).
+_GEVENT_GROUP_METHODS = (
+    "spawn",
+    "apply_async",
+    "map",
+    "map_async",
     "imap",
     "imap_unordered",
 )
@@ -322,7 +342,7 @@ class _ThreadRun:
 
 
 def _skip_thread(thread: threading.Thread) -> bool:
-    if type(thread).__module__.startswith(_SKIP_THREAD_MODULES):
+    if type(thread).__module__.startswith(_SKIP_THREAD_CLASS_MODULES):
         return True
     target = getattr(thread, "_target", None)
     if target is None and isinstance(thread, threading.Timer):
@@ -447,8 +467,9 @@ def _patches() -> list[_Patch]:
             patches.append((key, gevent, name, _gevent_spawner(key, index)))
         pool = sys.modules.get("gevent.pool")
         if pool is not None:
-            key = "gevent.pool.Group.spawn"
-            patches.append((key, pool.Group, "spawn", _gevent_spawner(key, 1)))
+            for name in _GEVENT_GROUP_METHODS:
+                key = f"gevent.pool.Group.{name}"
+                patches.append((key, pool.Group, name, _gevent_spawner(key, 1)))
     for *_, replacement in patches:
         setattr(replacement, _PATCH_MARK, True)
     return patches
@@ -465,11 +486,14 @@ def _patch() -> None:
     if _patched:
         return
     for key, owner, name, replacement in _patches():
-        current = getattr(owner, name)
-        if getattr(current, _PATCH_MARK, False):
-            continue  # ours, left in place under someone else's patch
-        _originals[key] = current
-        _restore[key] = (owner, name, _own(owner, name))
+        own = _own(owner, name)
+        left = _restore.get(key)
+        if left is not None and own is not left[2]:
+            # Ours is still in the chain (under another library's patch, or
+            # put back by it): _patched makes it act again.
+            continue
+        _originals[key] = getattr(owner, name)
+        _restore[key] = (owner, name, own, replacement)
         setattr(owner, name, replacement)
     _patched = True
 
@@ -478,16 +502,17 @@ def _unpatch() -> None:
     global _patched
     if not _patched:
         return
-    for owner, name, before in _restore.values():
-        if not getattr(_own(owner, name), _PATCH_MARK, False):
+    for key, (owner, name, before, ours) in list(_restore.items()):
+        if _own(owner, name) is not ours:
             # Patched again on top of ours (by another library): leave the
             # chain alone; ours passes straight through while uninstalled.
+            # Compared by identity: functools.wraps copies our mark.
             continue
         if before is _MISSING:
             delattr(owner, name)
         else:
             setattr(owner, name, before)
-    _restore.clear()
+        del _restore[key]
     _patched = False
 
 
@@ -499,9 +524,11 @@ def install() -> None:
     Patches ``threading.Thread.start``, ``ThreadPoolExecutor.submit`` and
     ``map``, the task methods of ``multiprocessing.pool.ThreadPool`` and,
     when gevent is imported, ``gevent.spawn``, ``gevent.spawn_later`` and
-    ``gevent.pool.Group.spawn``. The patches act only while an app context
-    of an app with ``OFFLOAD_PROPAGATE`` on (or a :func:`propagating`
-    block) is active; elsewhere they cost one context variable lookup.
+    the ``spawn``, ``apply_async``, ``map``, ``map_async``, ``imap`` and
+    ``imap_unordered`` methods of ``gevent.pool.Group`` (and ``Pool``). The
+    patches act only while an app context of an app with
+    ``OFFLOAD_PROPAGATE`` on (or a :func:`propagating` block) is active;
+    elsewhere they cost one context variable lookup.
     """
     with _lock:
         _patch()
@@ -510,6 +537,11 @@ def install() -> None:
 def uninstall() -> None:
     """Remove the patches. Work already handed off keeps its context; apps
     with ``OFFLOAD_PROPAGATE`` on stop propagating.
+
+    A patch that another library (such as Sentry's or OpenTelemetry's thread
+    integration) has wrapped since is left in their chain, passing straight
+    through; :func:`install` re-activates it there, and a later call removes
+    it once that library has put it back.
     """
     with _lock:
         _unpatch()
