@@ -216,6 +216,54 @@ def test_unparsable_file_is_skipped_with_warning(tmp_path: Path) -> None:
     assert "broken.py" in result.stderr
 
 
+def test_long_elif_chain_is_analysed(tmp_path: Path) -> None:
+    # Each elif is nested in the previous branch's orelse: 600 of them must
+    # not exhaust the recursion limit.
+    branches = "".join(
+        f"    elif code == {i}:\n        return {i}\n" for i in range(1, 600)
+    )
+    source = (
+        "import threading\n"
+        "from flask import request\n"
+        "def dispatch(code):\n"
+        "    if code == 0:\n"
+        "        return 0\n"
+        f"{branches}"
+        "    else:\n"
+        "        return request.path\n"
+        "def view():\n"
+        "    threading.Thread(target=dispatch, args=(1,)).start()\n"
+    )
+    (tmp_path / "dispatch.py").write_text(source)
+    line = source.splitlines().index("        return request.path") + 1
+    report = check([str(tmp_path)])
+    assert report.errors == []
+    assert [(f.line, f.code) for f in report.findings] == [(line, "OFF101")]
+
+
+def test_file_nested_too_deeply_is_skipped_with_warning(tmp_path: Path) -> None:
+    (tmp_path / "views.py").write_text(
+        "import threading\n"
+        "from flask import request\n"
+        "def work():\n"
+        "    print(request.args)\n"
+        "def view():\n"
+        "    threading.Thread(target=work).start()\n"
+    )
+    # Python parses it, but it is deeper than the recursion limit.
+    (tmp_path / "deep.py").write_text(f"VALUE = {'-' * 1200}1\n")
+    report = check([str(tmp_path)])
+    assert [(f.path, f.line) for f in report.findings] == [
+        ((tmp_path / "views.py").as_posix(), 4)
+    ]
+    assert report.files == 1
+    assert len(report.errors) == 1 and "deep.py" in report.errors[0]
+    result = run_cli(str(tmp_path))
+    assert result.returncode == 1
+    assert "views.py:4:11: OFF101" in result.stdout
+    assert "warning: " in result.stderr and "deep.py" in result.stderr
+
+
 def test_finding_format() -> None:
     finding = Finding("a.py", 3, 5, "OFF101", "Bad.", ("a.view", "a.work"))
     assert finding.format() == "a.py:3:5: OFF101 Bad. (via a.view -> a.work)"

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import re
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -31,6 +33,7 @@ from ._model import Project
 from ._model import Scope
 from ._model import specialize
 from ._model import Super
+from ._model import TRY_NODES
 from ._model import Value
 from ._names import APP_HELPERS
 from ._names import APP_VARS
@@ -52,6 +55,8 @@ _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 # Methods that wait for a thread or a task to finish.
 _WAITS = frozenset({"join", "result", "get", "wait"})
 _JUMPS = (ast.Return, ast.Raise, ast.Break, ast.Continue)
+# Decorators making a method a getter run by reading the attribute.
+_PROPERTIES = frozenset({"property", "cached_property"})
 _METHOD_SPAWNS = frozenset(
     {"submit", "run_in_executor", "start_background_task", "create_task", *POOL_METHODS}
 )
@@ -96,6 +101,32 @@ class Summary:
     edges: list[Edge] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Known:
+    """What holds where a condition was found true (or false)."""
+
+    #: ``has_app_context()`` was true.
+    app: bool = False
+    #: ``has_request_context()`` was true.
+    req: bool = False
+    #: Parameters that were true.
+    params: frozenset[str] = frozenset()
+
+    def __or__(self, other: Known) -> Known:
+        """Both hold."""
+        return Known(
+            self.app or other.app, self.req or other.req, self.params | other.params
+        )
+
+    def __and__(self, other: Known) -> Known:
+        """One of them holds, but which is not known."""
+        return Known(
+            self.app and other.app,
+            self.req and other.req,
+            self.params & other.params,
+        )
+
+
 @dataclass
 class Entry:
     """A function the project runs in the background."""
@@ -105,6 +136,29 @@ class Entry:
     spawner: str | None
     app: bool = False
     req: bool = False
+
+
+class TooDeepError(Exception):
+    """A module is nested too deeply for the checker's recursive walks.
+
+    :param module: The module being analysed when the recursion limit was
+        reached.
+    """
+
+    def __init__(self, module: ModuleInfo) -> None:
+        super().__init__(module.path)
+        self.module = module
+
+
+@contextmanager
+def _analysing(module: ModuleInfo) -> Iterator[None]:
+    """Turn a :exc:`RecursionError` into a :exc:`TooDeepError` naming
+    ``module``, so that the file can be left out.
+    """
+    try:
+        yield
+    except RecursionError:
+        raise TooDeepError(module) from None
 
 
 @dataclass(frozen=True)
@@ -356,11 +410,23 @@ class Analyzer:
         # Store first: recursion through the same function ends here.
         self._summaries[key] = walker.summary
         node = func.node
-        if isinstance(node, ast.Lambda):
-            walker.expr(node.body)
-        else:
-            walker.stmts(node.body)
+        with _analysing(func.module):
+            if isinstance(node, ast.Lambda):
+                walker.expr(node.body)
+            else:
+                walker.stmts(node.body)
         return walker.summary
+
+    def thread_init(self, func: FunctionInfo) -> bool:
+        """Whether ``func`` is the ``__init__`` of a ``Thread`` subclass, which
+        can give the base class a target without naming it, as in
+        ``super().__init__(None, self.job)``.
+        """
+        node = func.node
+        if func.cls is None or isinstance(node, ast.Lambda) or node.name != "__init__":
+            return False
+        with _analysing(func.module):
+            return self.project.thread_base(func.cls) is not None
 
     def add(
         self,
@@ -377,15 +443,22 @@ class Analyzer:
     # -- driver ------------------------------------------------------------
 
     def run(self) -> list[RawFinding]:
+        """Analyse the project and return what was found.
+
+        :raises TooDeepError: A module is nested too deeply to analyse; the
+            analysis must be run again without it.
+        """
         project = self.project
+        patterns: dict[int, re.Pattern[str]] = {}
         for module in project.modules:
             walker = _Walker(
                 self, module.scope, None, import_time=True, spawner=module.name
             )
-            walker.stmts(module.tree.body)
+            with _analysing(module):
+                walker.stmts(module.tree.body)
+                patterns[id(module)] = _spawn_pattern(project, module)
         # Only bodies that may start background work are walked now; the
         # rest are walked when a call chain reaches them.
-        patterns = {id(m): _spawn_pattern(project, m) for m in project.modules}
         lines = {
             id(m): m.source.decode("utf-8", "replace").splitlines()
             for m in project.modules
@@ -396,19 +469,21 @@ class Analyzer:
             text = "\n".join(
                 lines[id(func.module)][node.lineno - 1 : node.end_lineno or node.lineno]
             )
-            if patterns[id(func.module)].search(text):
+            if self.thread_init(func) or patterns[id(func.module)].search(text):
                 spawning.add(id(node))
                 self.summary(func)
         # A decorator's wrapper that starts the function it wraps in the
         # background, walked once for each function decorated with it.
         for func in list(project.functions):
             if func.decorators:
-                self.decorated(func)
+                with _analysing(func.module):
+                    self.decorated(func)
         for wrapper in list(self.wrappers):
             if id(wrapper.node) in spawning:
                 self.summary(wrapper)
         for cls in project.classes:
-            base = project.thread_base(cls)
+            with _analysing(cls.module):
+                base = project.thread_base(cls)
             run = cls.methods.get("run")
             if base and run is not None:
                 kind = "process" if base == "multiprocessing.Process" else "thread"
@@ -680,7 +755,7 @@ class _Walker:
         if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
             self.loop(node)
             return
-        if isinstance(node, (ast.Try, ast.TryStar)) and any(
+        if isinstance(node, TRY_NODES) and any(
             _catches_runtime_error(h) for h in node.handlers
         ):
             # The code expects a missing context and handles it.
@@ -776,42 +851,99 @@ class _Walker:
                     return True, False
         return False, False
 
-    def branch(self, node: ast.If) -> None:
-        self.expr(node.test)
-        test = node.test
-        parts = (
-            test.values
-            if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And)
-            else [test]
+    def known(self, test: ast.expr, truth: bool) -> Known:
+        """What holds where ``test`` was found true (or false, if ``truth``
+        is false): the contexts it checks for, and the parameters it tests.
+        """
+        if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            return self.known(test.operand, not truth)
+        if isinstance(test, ast.BoolOp):
+            parts = [self.known(value, truth) for value in test.values]
+            result = parts[0]
+            if isinstance(test.op, ast.And) == truth:
+                # ``a and b`` was true, or ``a or b`` false: so was each one.
+                for part in parts[1:]:
+                    result = result | part
+            else:
+                for part in parts[1:]:
+                    result = result & part
+            return result
+        if not truth:
+            return Known()
+        if isinstance(test, ast.Name) and test.id in self.params:
+            return Known(params=frozenset({test.id}))
+        app, req = self.has_context(test)
+        return Known(app, req)
+
+    def assume(self, known: Known) -> Known:
+        """Take ``known`` to hold from here on, and return what it adds."""
+        added = Known(
+            known.app and not self.app,
+            known.req and not self.req,
+            known.params - self.guards,
         )
-        saved = self.app, self.req, self.guards
-        guards = {
-            p.id for p in parts if isinstance(p, ast.Name) and p.id in self.params
-        }
-        for part in parts:
-            app, req = self.has_context(part)
-            self.app, self.req = self.app or app, self.req or req
-        self.guards = self.guards | guards
-        before = dict(self.local) if self.tracked else self.local
-        self.stmts(node.body)
-        self.app, self.req, self.guards = saved
-        if self.tracked:
-            after_body = self.local
-            self.local = dict(before)
-            self.stmts(node.orelse)
-            if not (node.body and isinstance(node.body[-1], _JUMPS)):
-                self.merge(after_body, self.local)
-        else:
-            self.stmts(node.orelse)
-        if (
-            isinstance(test, ast.UnaryOp)
-            and isinstance(test.op, ast.Not)
-            and node.body
-            and isinstance(node.body[-1], (ast.Return, ast.Raise))
-        ):
-            # ``if not has_request_context(): return`` guards the rest.
-            app, req = self.has_context(test.operand)
-            self.app, self.req = self.app or app, self.req or req
+        self.app = self.app or known.app
+        self.req = self.req or known.req
+        self.guards = self.guards | known.params
+        return added
+
+    def forget(self, added: Known) -> None:
+        """Undo :meth:`assume`, keeping contexts pushed since then."""
+        self.app = self.app and not added.app
+        self.req = self.req and not added.req
+        self.guards = self.guards - added.params
+
+    def branch(self, node: ast.If) -> None:
+        """An ``if`` statement and its ``elif`` chain.
+
+        Each ``elif`` is an ``if`` nested in the previous one's ``orelse``;
+        the chain is followed in a loop, as recursing would exhaust the
+        recursion limit on long generated dispatchers.
+        """
+        # What the tests found false so far tell, for the next branches.
+        added = Known()
+        # Local values at the end of the branches that carry on after the if.
+        ends: list[dict[str, Value]] = []
+        # What holds after the statement when the branches before the
+        # first one that carries on all return or raise: their tests were
+        # false.
+        after = Known()
+        returned = True
+        # The orelse an elif sits in: the block its test is evaluated in.
+        outer: list[ast.stmt] | None = None
+        while True:
+            if outer is not None:
+                self.blocks.append(outer)
+            self.expr(node.test)
+            if outer is not None:
+                self.blocks.pop()
+            before = dict(self.local) if self.tracked else self.local
+            state = self.app, self.req, self.guards
+            self.assume(self.known(node.test, True))
+            self.stmts(node.body)
+            self.app, self.req, self.guards = state
+            if self.tracked:
+                if not (node.body and isinstance(node.body[-1], _JUMPS)):
+                    ends.append(self.local)
+                self.local = dict(before)
+            otherwise = self.known(node.test, False)
+            returned = returned and bool(
+                node.body and isinstance(node.body[-1], (ast.Return, ast.Raise))
+            )
+            if returned:
+                after = after | otherwise
+            added = added | self.assume(otherwise)
+            orelse = node.orelse
+            if len(orelse) == 1 and isinstance(orelse[0], ast.If):
+                outer, node = orelse, orelse[0]
+                continue
+            self.stmts(orelse)
+            break
+        self.forget(added)
+        if ends:
+            self.merge(*ends, self.local)
+        # ``if not has_request_context(): return`` guards the rest.
+        self.assume(after)
 
     def context_of(self, expr: ast.expr) -> tuple[bool, bool]:
         found = context_kind(expr)
@@ -897,6 +1029,22 @@ class _Walker:
             self.loops.pop()
             self.shadow.pop()
             return
+        if kind is ast.IfExp:
+            assert isinstance(node, ast.IfExp)
+            self.conditional(node)
+            return
+        if kind is ast.BoolOp:
+            assert isinstance(node, ast.BoolOp)
+            # Each operand is evaluated only if the ones before it were true
+            # (``and``) or false (``or``): ``has_request_context() and
+            # request.path`` is guarded as in an if statement.
+            truth = isinstance(node.op, ast.And)
+            added = Known()
+            for operand in node.values:
+                self.expr(operand)
+                added = added | self.assume(self.known(operand, truth))
+            self.forget(added)
+            return
         if kind is ast.NamedExpr:
             assert isinstance(node, ast.NamedExpr)
             self.expr(node.value)
@@ -921,14 +1069,37 @@ class _Walker:
                     elif isinstance(item, ast.keyword):
                         self.expr(item.value)
 
+    def conditional(self, node: ast.IfExp) -> None:
+        """``a if test else b``, guarded as an if statement is; a chain of
+        ``else c if other else d`` is followed in a loop.
+        """
+        added = Known()
+        while True:
+            self.expr(node.test)
+            given = self.assume(self.known(node.test, True))
+            self.expr(node.body)
+            self.forget(given)
+            added = added | self.assume(self.known(node.test, False))
+            if not isinstance(node.orelse, ast.IfExp):
+                break
+            node = node.orelse
+        self.expr(node.orelse)
+        self.forget(added)
+
     def attribute(self, node: ast.Attribute) -> bool:
-        """Record ``request.headers`` style reads; ``True`` if handled."""
+        """Record ``request.headers`` style reads, and reads of properties
+        (which call the getter); ``True`` if nothing is left to walk.
+        """
         base = node.value
         if not isinstance(base, (ast.Name, ast.Attribute)):
             return False
         if isinstance(base, ast.Name) and self.shadowed(base.id):
             return False
         value = self.resolve(base)
+        if isinstance(value, (Inst, Super)):
+            if isinstance(node.ctx, ast.Load):
+                self.property_read(node, value)
+            return False
         if not isinstance(value, Ext) or value.instance:
             return False
         if value.name in _PROXIES:
@@ -941,6 +1112,20 @@ class _Walker:
             self.access(node, dotted(node), f"{value.name}.{node.attr}", False)
             return True
         return False
+
+    def property_read(self, node: ast.Attribute, base: Inst | Super) -> None:
+        """``obj.name`` on an instance, where ``name`` is a property: a call
+        of its getter.
+        """
+        getter = self.project.attribute(base, node.attr)
+        if (
+            isinstance(getter, FunctionInfo)
+            and any(_last_identifier(d) in _PROPERTIES for d in getter.decorators)
+            and not self.analyzer.is_safe(getter)
+        ):
+            self.summary.edges.append(
+                Edge(self.analyzer.decorated(getter), self.app, self.req, self.guards)
+            )
 
     def access(self, node: ast.expr, name: str, target: str, files: bool) -> None:
         category = "request" if target in REQUEST_VARS else "app"
@@ -984,6 +1169,8 @@ class _Walker:
                 callee, (FunctionInfo, ClassInfo)
             ):
                 self.method_spawn(node, func)
+            elif func.attr == "__init__":
+                self.base_init(node, func, callee)
             elif func.attr == "push" and not node.args:
                 # ``app.app_context().push()``: the rest of the body has it.
                 app, req = self.context_of(func.value)
@@ -1085,27 +1272,68 @@ class _Walker:
         elif name in TASK_FUNCS:
             self.task(node)
 
-    def thread_subclass(self, node: ast.Call, cls: ClassInfo) -> None:
-        target = _argument(node, -1, "target")
+    def thread_subclass(
+        self,
+        node: ast.Call,
+        cls: ClassInfo | None,
+        spec: tuple[str, int, str, int, str] | None = None,
+    ) -> None:
+        """A ``Thread`` subclass made with a ``target``, or (in its
+        ``__init__``) the base class's ``__init__`` called with one.
+
+        :param spec: Where the call takes its target and ``args``, as in
+            ``THREAD_LIKE``; by default, as keywords only, since a
+            subclass's own ``__init__`` may take other positional arguments.
+        """
+        if spec is None:
+            base = self.project.thread_base(cls) if cls is not None else None
+            kind = "process" if base == "multiprocessing.Process" else "thread"
+            spec = (kind, -1, "target", -1, "args")
+        kind, pos, key, args_pos, args_key = spec
+        target = _argument(node, pos, key)
         if target is None:
             return
-        args = _argument(node, -1, "args")
+        args = _argument(node, args_pos, args_key)
         extra = list(args.elts) if isinstance(args, (ast.Tuple, ast.List)) else []
         # A subclass whose run() pushes a context gives it to its target.
         app = req = False
-        run = self.project.class_member(cls, "run")
+        run = self.project.class_member(cls, "run") if cls is not None else None
         if isinstance(run, FunctionInfo):
             for sub in ast.walk(run.node):
                 if isinstance(sub, (ast.With, ast.AsyncWith)):
                     for item in sub.items:
                         a, r = context_kind(item.context_expr)
                         app, req = app or a, req or r
-        kind = (
-            "process"
-            if self.project.thread_base(cls) == "multiprocessing.Process"
-            else "thread"
-        )
         self.spawn(node, kind, target, extra, many=False, app=app, req=req)
+
+    def base_init(self, node: ast.Call, func: ast.Attribute, callee: Value) -> None:
+        """``super().__init__(target=...)`` or ``Thread.__init__(self,
+        target=...)`` in a ``Thread`` subclass: the target runs in the thread
+        as it does with ``Thread(target=...)``.
+        """
+        cls = self.func.cls if self.func is not None else None
+        receiver = self.resolve(func.value)
+        if (
+            isinstance(receiver, Ext)
+            and not receiver.instance
+            and receiver.name in THREAD_LIKE
+        ):
+            # Called on the class, so ``self`` comes first.
+            kind, pos, key, args_pos, args_key = THREAD_LIKE[receiver.name]
+            spec = (kind, pos + 1, key, args_pos + 1, args_key)
+            self.thread_subclass(node, cls, spec)
+            return
+        base = self.project.thread_base(cls) if cls is not None else None
+        if base is None:
+            return
+        if isinstance(receiver, Super) and callee is None:
+            # No project base class defines __init__: this is Thread's own.
+            self.thread_subclass(node, cls, THREAD_LIKE[base])
+        elif isinstance(receiver, Super) or (
+            isinstance(receiver, ClassInfo) and self.project.thread_base(receiver)
+        ):
+            # A project base class's __init__, taking a target by keyword.
+            self.thread_subclass(node, cls)
 
     def method_spawn(self, node: ast.Call, func: ast.Attribute) -> None:
         attr = func.attr
@@ -1117,17 +1345,19 @@ class _Walker:
         safe = isinstance(receiver, Ext) and receiver.name.startswith(
             SAFE_SUBMIT_PREFIXES
         )
+        known = (
+            isinstance(receiver, Ext)
+            and receiver.instance
+            and receiver.name in POOL_CLASSES
+        )
         args = node.args
         if attr == "submit":
-            if safe or "offload" in ident or not args:
+            # The name only tells what a receiver is when nothing else does:
+            # ``offload_pool = ThreadPoolExecutor()`` carries no context.
+            if safe or ("offload" in ident and not known) or not args:
                 return
             self.spawn(node, "executor", args[0], args[1:], many=False)
         elif attr in POOL_METHODS:
-            known = (
-                isinstance(receiver, Ext)
-                and receiver.instance
-                and receiver.name in POOL_CLASSES
-            )
             if safe or not (known or "pool" in ident or "executor" in ident):
                 return
             pos, many = POOL_METHODS[attr]

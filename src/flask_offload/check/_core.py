@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from dataclasses import field
 
 from ._analyze import Analyzer
+from ._analyze import TooDeepError
 from ._model import iter_python_files
 from ._model import ModuleInfo
 from ._model import Project
+from ._model import too_deep
 
 _NOQA = re.compile(
     r"#\s*noqa(?::\s*(?P<codes>[a-z]+[0-9]+(?:[\s,]+[a-z]+[0-9]+)*))?",
@@ -132,17 +134,30 @@ def _check(
 ) -> Report:
     select = None if select is None else tuple(select)
     ignore = tuple(ignore)
-    project = Project()
+    files: list[tuple[str, str]] = []
     for path in paths:
         if os.path.isdir(path):
             root = os.path.abspath(path)
-            for file in iter_python_files(path):
-                project.add_file(_display(file), root)
+            files.extend((_display(file), root) for file in iter_python_files(path))
         elif os.path.isfile(path):
-            project.add_file(_display(path), os.path.dirname(os.path.abspath(path)))
+            files.append((_display(path), os.path.dirname(os.path.abspath(path))))
         else:
             raise FileNotFoundError(path)
-    raw = Analyzer(project, max_depth=max_depth).run()
+    left_out: list[str] = []
+    while True:
+        project = Project()
+        for file, root in files:
+            if file not in left_out:
+                project.add_file(file, root)
+        try:
+            raw = Analyzer(project, max_depth=max_depth).run()
+        except TooDeepError as e:
+            # Analysing the module may have left the project half updated:
+            # start again without it, as if it could not be parsed.
+            left_out.append(e.module.path)
+            continue
+        break
+    project.errors.extend(too_deep(path) for path in left_out)
     cache: dict[int, list[str]] = {}
     seen: set[tuple[str, int, int, str]] = set()
     findings = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 import warnings
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -15,6 +16,12 @@ from dataclasses import dataclass
 from ._names import canonical
 from ._names import PARTIAL
 from ._names import PROTECTED_TOPS
+
+#: Statements with handlers: ``try``, and ``try``/``except*`` (Python 3.11).
+if sys.version_info >= (3, 11):
+    TRY_NODES = (ast.Try, ast.TryStar)
+else:  # pragma: no cover
+    TRY_NODES = (ast.Try,)
 
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
 
@@ -188,6 +195,11 @@ class FunctionInfo:
 Value = Ext | Inst | Super | ClassInfo | FunctionInfo | ModuleInfo | None
 
 
+def too_deep(path: str) -> str:
+    """The warning for a file nested too deeply for the checker's walks."""
+    return f"{path}: skipped, it is nested too deeply to be analysed"
+
+
 def iter_python_files(path: str) -> Iterator[str]:
     """Yield the ``.py`` files under a directory, sorted, skipping hidden
     directories, caches and virtual environments.
@@ -284,11 +296,21 @@ class Project:
             return
         names = _module_names(real, root)
         module = ModuleInfo(names[0] if names else key, path, real, tree, source)
+        functions, classes = len(self.functions), len(self.classes)
+        try:
+            _Builder(self, module).build()
+        except RecursionError:
+            # Leave no trace of the file, as if it could not be parsed.
+            for func in self.functions[functions:]:
+                del self.func_by_node[id(func.node)]
+            del self.functions[functions:]
+            del self.classes[classes:]
+            self.errors.append(too_deep(path))
+            return
         self.modules.append(module)
         self.by_path[key] = module
         for name in names:
             self.by_name.setdefault(name, []).append(module)
-        _Builder(self, module).build()
 
     # -- modules -----------------------------------------------------------
 
@@ -663,15 +685,25 @@ class _Builder:
             self.body(node.body, scope, prefix, cls, self_name)
             self.body(node.orelse, scope, prefix, cls, self_name)
         elif isinstance(node, (ast.While, ast.If)):
-            self.walrus(node.test, scope, cls)
-            self.body(node.body, scope, prefix, cls, self_name)
-            self.body(node.orelse, scope, prefix, cls, self_name)
+            # Each elif is an if nested in the previous one's orelse: follow
+            # the chain in a loop, as recursing would exhaust the recursion
+            # limit on long generated dispatchers.
+            branch: ast.While | ast.If = node
+            while True:
+                self.walrus(branch.test, scope, cls)
+                self.body(branch.body, scope, prefix, cls, self_name)
+                orelse = branch.orelse
+                if len(orelse) == 1 and isinstance(orelse[0], ast.If):
+                    branch = orelse[0]
+                    continue
+                self.body(orelse, scope, prefix, cls, self_name)
+                break
         elif isinstance(node, (ast.With, ast.AsyncWith)):
             for item in node.items:
                 if item.optional_vars is not None:
                     self.assign(item.optional_vars, item.context_expr, scope, cls, None)
             self.body(node.body, scope, prefix, cls, self_name)
-        elif isinstance(node, (ast.Try, ast.TryStar)):
+        elif isinstance(node, TRY_NODES):
             self.body(node.body, scope, prefix, cls, self_name)
             for handler in node.handlers:
                 if handler.name:
@@ -711,7 +743,16 @@ class _Builder:
         self.project.functions.append(info)
         self.project.func_by_node[id(node)] = info
         if cls is not None:
-            cls.methods[node.name] = info
+            # ``@name.setter`` and ``@name.deleter`` leave ``name`` the
+            # property, whose getter runs when it is read.
+            if node.name not in cls.methods or not any(
+                isinstance(d, ast.Attribute)
+                and d.attr in ("setter", "deleter")
+                and isinstance(d.value, ast.Name)
+                and d.value.id == node.name
+                for d in node.decorator_list
+            ):
+                cls.methods[node.name] = info
         else:
             scope.bind(node.name, FixedBinding(info))
         args = node.args

@@ -40,3 +40,29 @@ async def run_async():
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, in_loop_executor)
     return "ok"
+
+
+offload_pool = ThreadPoolExecutor(max_workers=4)
+
+
+def audited():
+    return request.headers["X-User"]  # expect: OFF101
+
+
+def audited_locally():
+    return request.remote_addr  # expect: OFF101
+
+
+class Orders:
+    def __init__(self):
+        self.offload_executor = ThreadPoolExecutor()
+
+    def audited(self):
+        return request.url  # expect: OFF101
+
+    def place(self):
+        # Named for offloading, but plain pools: they carry no context.
+        offload_pool.submit(audited)
+        with ThreadPoolExecutor() as offload_workers:
+            offload_workers.submit(audited_locally)
+        self.offload_executor.submit(self.audited)

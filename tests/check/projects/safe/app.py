@@ -57,3 +57,13 @@ def ok():
     real_app = current_app._get_current_object()
     threading.Thread(target=send_mail, args=(real_app, "a@example.com")).start()
     return "ok"
+
+
+def enqueue(offload_ext):
+    # Not known statically: the name says it is Flask-Offload's.
+    offload_ext.submit(reads_request)
+
+
+def enqueue_from_extensions():
+    offload_ext = current_app.extensions.get("offload")
+    offload_ext.submit(reads_request)
