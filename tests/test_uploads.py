@@ -101,6 +101,65 @@ def _is_socket(fd: str) -> bool:
         return True  # already closed
 
 
+def test_view_file_passed_as_argument_is_the_jobs_own(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """``offload.submit(save, request.files["a"])``: the view's FileStorage is
+    closed after the response, so the job gets its own handle on the same
+    upload, from the start, as positional or keyword argument.
+    """
+    hold = threading.Event()
+
+    def save(first: t.Any, label: str, *, other: t.Any) -> list[str]:
+        assert hold.wait(10)
+        return [
+            f"{label}:{f.filename}:{hashlib.sha256(f.read()).hexdigest()}"
+            for f in (first, other)
+        ]
+
+    @app.post("/upload")
+    def upload() -> dict[str, str]:
+        request.files["a"].read(10)  # the view moves its own handle
+        job = offload.submit(save, request.files["a"], "x", other=request.files["b"])
+        return {"id": job.id}
+
+    server = serve(app)
+    a, b = os.urandom(LARGE), os.urandom(SMALL)
+    fds_before = open_fds()
+    temp_before = deleted_files()
+    r = server.post("/upload", files={"a": ("a.bin", a), "b": ("b.bin", b)})
+    hold.set()
+    with app.app_context():
+        result = offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert result == [
+        f"x:a.bin:{hashlib.sha256(a).hexdigest()}",
+        f"x:b.bin:{hashlib.sha256(b).hexdigest()}",
+    ]
+    server.wait_idle()
+    assert deleted_files() - temp_before == set()
+    leaked = {fd: _target(fd) for fd in open_fds() - fds_before if not _is_socket(fd)}
+    assert leaked == {}
+
+
+def test_view_file_passed_to_inline_backend_is_refused(
+    app: Flask, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    app.config["OFFLOAD_BACKEND"] = "inline"
+    offload = Offload(app)
+
+    @app.post("/upload")
+    def upload() -> str:
+        try:
+            offload.submit(len, request.files["a"])
+        except TypeError as e:
+            return str(e)
+        return "accepted"
+
+    server = serve(app)
+    text = server.post("/upload", files={"a": ("a.bin", b"data")}).text
+    assert "read it from 'request.files'" in text
+
+
 def test_several_jobs_and_carry_read_same_upload(
     app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
 ) -> None:

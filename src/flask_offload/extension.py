@@ -19,6 +19,8 @@ from flask import has_app_context
 from . import compat
 from .backends.base import Backend
 from .errors import NotRegistered
+from .files import swap_uploads
+from .files import WithUploads
 from .jobs import Job
 from .jobs import JobRegistry
 from .jobs import JobState
@@ -461,6 +463,21 @@ class Offload:
             job = backend.job_class(name, app, snapshot.site, snapshot)
             if getattr(func, PUBLIC_ARGS_ATTR, False):
                 job.public_args = public_args_copy(args, kwargs)
+            data = snapshot.request
+            if data is not None and data.files and (args or kwargs):
+                swapped = swap_uploads(args, kwargs)
+                if swapped is not None:
+                    if backend.name != "thread":
+                        raise TypeError(
+                            f"An uploaded file was passed to {name} as an argument,"
+                            f" which the {backend.name} backend cannot send. Let"
+                            " the job read it from 'request.files' (it gets its"
+                            " own copy), or pass the field's name."
+                        )
+                    # The view's files are closed after the response: the job
+                    # gets its own handles on the same uploads instead.
+                    args, kwargs = swapped
+                    func = WithUploads(func)
             snapshot.acquire()
         except BaseException:
             backend.unreserve()

@@ -202,3 +202,75 @@ class UploadedFile:
         if fd is not None:
             os.close(fd)
         self._data = None
+
+
+# -- the view's uploads passed as arguments -------------------------------
+
+
+class _UploadRef:
+    """Stands in a job's arguments for one of the view's uploaded files: its
+    position in ``request.files.items(multi=True)``, the same in the view
+    and in the job's replayed request.
+    """
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"<uploaded file #{self.index}>"
+
+
+def swap_uploads(
+    args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
+) -> tuple[tuple[t.Any, ...], dict[str, t.Any]] | None:
+    """If an argument is one of the current request's uploaded files (the
+    view's :class:`FileStorage`, which the server closes after the
+    response), the arguments with each such file replaced by a reference
+    that :class:`WithUploads` resolves to the job's own handle; else
+    ``None``. Only top-level arguments are looked at.
+    """
+    from flask import request
+
+    positions = {
+        id(storage): i for i, (_, storage) in enumerate(request.files.items(multi=True))
+    }
+    found = False
+
+    def swap(value: t.Any) -> t.Any:
+        nonlocal found
+        if isinstance(value, FileStorage) and id(value) in positions:
+            found = True
+            return _UploadRef(positions[id(value)])
+        return value
+
+    new_args = tuple(swap(a) for a in args)
+    new_kwargs = {k: swap(v) for k, v in kwargs.items()}
+    return (new_args, new_kwargs) if found else None
+
+
+class WithUploads:
+    """A job function whose arguments refer to the view's uploads (see
+    :func:`swap_uploads`): called in the job, it passes the job's own
+    :class:`FileStorage` for each, open at offset 0 and closed when the job
+    ends.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: t.Callable[..., t.Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        from flask import current_app
+        from flask import request
+
+        files = [storage for _, storage in request.files.items(multi=True)]
+
+        def resolve(value: t.Any) -> t.Any:
+            return files[value.index] if type(value) is _UploadRef else value
+
+        return current_app.ensure_sync(self.fn)(
+            *map(resolve, args), **{k: resolve(v) for k, v in kwargs.items()}
+        )
