@@ -122,8 +122,10 @@ def test_request_replayed_in_worker(
     assert headers["X-Request-Id"] == "req-1"
     for name in ("Authorization", "X-Api-Key", "Cookie"):
         assert name not in headers
-    assert not any(h.startswith("X-Forwarded") for h in headers)
-    # As the app resolved them behind the proxy, not replayed from headers.
+    # Forwarded headers as the view saw them, and what the app resolved
+    # from them behind the proxy (ProxyFix runs once, in the web process).
+    assert headers["X-Forwarded-For"] == "203.0.113.9"
+    assert headers["X-Forwarded-Host"] == "shop.example.com"
     assert seen["remote_addr"] == "203.0.113.9"
     assert seen["url"] == "https://shop.example.com/where"
     assert seen["session"] == {"cart": ["apple"]}
@@ -364,10 +366,11 @@ def test_tampered_snapshot_is_rejected(
         token = signing.sign(
             capp,
             {
-                "v": 1,
+                "v": celery_backend.TOKEN_VERSION,
                 "tid": task_id,
                 "task": NAME + "touch",
                 "ad": signing.args_digest(list(args), {}),
+                "ed": signing.embed_digest(None),
                 "iat": time.time() - 3700,
                 "exp": time.time() - 100,
                 "snap": {"v": 1, "g": {}},
@@ -594,3 +597,306 @@ def test_cancel_a_pending_job(
     worker.wait_output(f"Discarding revoked task: {NAME}touch[{job.id}]")
     folder = other_app.config["OFFLOAD_TEST_DIR"]
     assert not os.path.exists(os.path.join(folder, "never-touched"))
+
+
+def _held_app(config: dict[str, t.Any], suffix: str, **extra: t.Any) -> Flask:
+    """An app whose jobs wait in a queue of their own, with no worker."""
+    hold = f"{config['OFFLOAD_CELERY']['task_default_queue']}-{suffix}"
+    return support.create_app(
+        {
+            **config,
+            "OFFLOAD_CELERY": {**config["OFFLOAD_CELERY"], "task_default_queue": hold},
+            **extra,
+        }
+    )
+
+
+def _edit_held(
+    config: dict[str, t.Any], queue: str, edit: t.Callable[[dict[str, t.Any]], None]
+) -> None:
+    """Change the one message waiting in ``queue``, as someone who can write
+    to the broker (but has no SECRET_KEY) could.
+    """
+    import base64
+
+    def change(raw: bytes) -> bytes:
+        message = json.loads(raw)
+        encoded = message["properties"].get("body_encoding") == "base64"
+        body = base64.b64decode(message["body"]) if encoded else message["body"]
+        decoded = json.loads(body)
+        edit(decoded)
+        body = json.dumps(decoded)
+        message["body"] = base64.b64encode(body.encode()).decode() if encoded else body
+        return json.dumps(message).encode()
+
+    celery_conf = config["OFFLOAD_CELERY"]
+    if transport(celery_conf) == "redis":
+        import redis
+
+        client = redis.Redis.from_url(celery_conf["broker_url"])
+        try:
+            [raw] = client.lrange(queue, 0, -1)
+            client.lset(queue, 0, change(raw))
+        finally:
+            client.close()
+        return
+    folder = celery_conf["broker_transport_options"]["data_folder_in"]
+    [name] = [n for n in os.listdir(folder) if n.endswith(f".{queue}.msg")]
+    path = os.path.join(folder, name)
+    with open(path, "rb") as f:
+        raw = f.read()
+    with open(path, "wb") as f:
+        f.write(change(raw))
+
+
+@pytest.mark.parametrize("part", ["chain", "callbacks"])
+def test_task_added_to_a_message_in_the_broker_never_runs_as_the_user(
+    config: dict[str, t.Any], other_app: Flask, worker: Worker, serve: t.Any, part: str
+) -> None:
+    """Someone who can write to the broker adds a chain step or a link
+    callback to alice's valid message. Neither the job nor the added task
+    runs with her snapshot.
+    """
+    import uuid
+
+    held = _held_app(config, f"inject-{part}")
+    hold = held.config["OFFLOAD_CELERY"]["task_default_queue"]
+    server = serve(held)
+    server.get("/login/1")
+    job_id = server.post(f"/submit/victim-{part}").json()["id"]
+    injected = uuid.uuid4().hex
+    step = {
+        "task": NAME + "observe",
+        "args": ["injected"],
+        "kwargs": {},
+        "options": {"task_id": injected},
+        "subtask_type": None,
+        "immutable": True,
+    }
+
+    def add_step(body: list[t.Any]) -> None:
+        args, kwargs, embed = body
+        assert args == [f"victim-{part}"]  # the arguments stay as signed
+        embed[part] = [step]
+
+    _edit_held(config, hold, add_step)
+    _move_to(config, hold, config["OFFLOAD_CELERY"]["task_default_queue"])
+    job = fetch(other_app, job_id)
+    assert job.state is JobState.FAILED
+    assert isinstance(job.exception(0), SnapshotTampered)
+    assert "callbacks, chain or chord" in str(job.exception(0))
+    worker.wait_output(f"rejected the snapshot of job {job_id}")
+    # The worker sends chains and callbacks before it stores the job's end:
+    # the added step would have been sent by now. It never ran (Celery
+    # fails the rest of a chain with the job's error).
+    with other_app.app_context():
+        added = support.offload.get_job(injected)
+    if added is not None:
+        assert added.state is JobState.FAILED
+        assert isinstance(added.exception(0), SnapshotTampered)
+    teardowns = os.path.join(config["OFFLOAD_TEST_DIR"], "teardown.jsonl")
+    if os.path.exists(teardowns):
+        with open(teardowns) as f:
+            assert json.dumps(injected) not in f.read().split()
+
+
+def test_link_callback_and_group_in_a_view(
+    capp: Flask, worker: Worker, serve: t.Any
+) -> None:
+    server = serve(capp)
+    server.get("/login/2")
+    ids = server.post("/canvas").json()
+    seen = fetch(capp, ids["callback"]).result(0)
+    assert seen["previous"] == {"request": True, "app": capp.name}
+    assert seen["user"] == "bob"
+    assert seen["path"] == "/canvas"
+    for label, job_id in zip(("g1", "g2"), ids["group"], strict=True):
+        member = fetch(capp, job_id).result(0)
+        assert (member["label"], member["user"]) == (label, "bob")
+
+
+def test_chord_in_a_view(
+    capp: Flask, config: dict[str, t.Any], worker: Worker, serve: t.Any
+) -> None:
+    if transport(config["OFFLOAD_CELERY"]) != "redis":
+        pytest.skip(
+            "A chord's callback is sent by the last task of its header with a"
+            " Redis result backend; the filesystem backend sends it from"
+            " Celery's chord_unlock task, outside any job."
+        )
+    server = serve(capp)
+    server.get("/login/1")
+    seen = fetch(capp, server.post("/chord").json()["id"]).result(0)
+    assert seen["previous"] == [{"request": True, "app": capp.name}] * 2
+    assert seen["user"] == "alice"
+    assert seen["path"] == "/chord"
+
+
+def test_dict_with_int_keys_as_an_argument(capp: Flask, worker: Worker) -> None:
+    """Celery's JSON makes the keys strings: the worker still accepts the
+    snapshot (9 < 10, but "10" < "9").
+    """
+    with capp.test_request_context("/orders"):
+        job = support.observe.submit({9: 1, 10: 2}, n={100: 1, 20: 2, "x": 3})
+    seen = job.result(20)
+    assert seen["label"] == {"9": 1, "10": 2}
+    assert seen["n"] == {"100": 1, "20": 2, "x": 3}
+
+
+def test_arguments_that_are_not_json_are_refused_at_submit(
+    config: dict[str, t.Any],
+) -> None:
+    """With the pickle serializer an object would reach the worker, but it
+    cannot be bound to the snapshot reliably: refused, nothing is sent.
+    """
+    from fractions import Fraction
+
+    hold = config["OFFLOAD_CELERY"]["task_default_queue"] + "-pickle"
+    held = support.create_app(
+        {
+            **config,
+            "OFFLOAD_CELERY": {
+                **config["OFFLOAD_CELERY"],
+                "task_default_queue": hold,
+                "task_serializer": "pickle",
+                "accept_content": ["pickle", "json"],
+            },
+        }
+    )
+    with held.test_request_context("/"):
+        with pytest.raises(SnapshotError, match="JSON serializer") as info:
+            support.observe.submit(Fraction(1, 3))
+    assert "Fraction" in str(info.value) and "Pass an id" in str(info.value)
+    assert _raw_messages(config, hold) == []
+
+
+def test_body_over_512_kib_reaches_the_job(
+    capp: Flask, config: dict[str, t.Any], worker: Worker, serve: t.Any
+) -> None:
+    server = serve(capp)
+    body = {"rows": ["x" * 1000] * 600}  # ~600 KB
+    r = server.post("/submit/bigbody", json=body)
+    seen = fetch(capp, r.json()["id"]).result(0)
+    assert seen["json"] == body
+    assert seen["data_len"] == len(json.dumps(body).encode())
+    assert uploads_left(config) == []
+
+
+def test_forwarded_for_keeps_flask_login_session_protection(
+    capp: Flask, worker: Worker, serve: t.Any
+) -> None:
+    """Flask-Login's session identifier hashes X-Forwarded-For: the job sees
+    the header as the view did, so the login stays fresh ("basic"
+    protection; "strong" would log the user out).
+    """
+    server = serve(capp)
+    proxy = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+    server.get("/login/1", headers=proxy)
+    r = server.post("/submit/behind-proxy", headers=proxy)
+    seen = fetch(capp, r.json()["id"]).result(0)
+    assert seen["headers"]["X-Forwarded-For"] == proxy["X-Forwarded-For"]
+    assert seen["remote_addr"] == "203.0.113.9"  # ProxyFix, in the view
+    assert (seen["user"], seen["fresh"]) == ("alice", True)
+
+
+def test_celery_delay_without_a_snapshot_fails_with_the_reason(
+    capp: Flask, other_app: Flask, worker: Worker, serve: t.Any
+) -> None:
+    """celery_task.delay() in a view whose snapshot cannot be made: Celery
+    sends the task anyway; the job fails with the reason, not as tampering.
+    """
+    server = serve(capp)
+    r = server.post("/celery-delay", headers={"X-Big": os.urandom(9000).hex()})
+    job = fetch(other_app, r.json()["id"])
+    assert job.state is JobState.FAILED
+    error = job.to_dict()["error"]
+    assert error["type"] == "SnapshotError"
+    assert "16 KiB" in error["message"] and "Pass large values" in error["message"]
+    out = worker.wait_output(f"Job {job.id} ({NAME}observe) did not run.")
+    assert f"rejected the snapshot of job {job.id}" not in out
+
+
+def test_without_a_result_backend_state_reads_name_the_fix(
+    config: dict[str, t.Any], worker: Worker
+) -> None:
+    """Broker only: jobs run (fire-and-forget), and reading their state
+    explains what to configure.
+    """
+    celery_conf = dict(config["OFFLOAD_CELERY"])
+    del celery_conf["result_backend"]
+    app = support.create_app({**config, "OFFLOAD_CELERY": celery_conf})
+    folder = config["OFFLOAD_TEST_DIR"]
+    with app.app_context():
+        job = support.touch.submit("fire-and-forget")
+        wait_for(lambda: os.path.exists(os.path.join(folder, "fire-and-forget")))
+        for read in (
+            lambda: job.state,
+            job.done,
+            job.to_dict,
+            lambda: support.offload.join(1),
+        ):
+            with pytest.raises(RuntimeError, match="no result backend.*result_backend"):
+                read()
+    # Another process, which knows the job only by its id.
+    with support.create_app(app.config).app_context():
+        with pytest.raises(RuntimeError, match="no result backend"):
+            support.offload.get_job(job.id)
+
+
+@pytest.mark.parametrize(
+    ("options", "max_age", "warned"),
+    [
+        ({}, None, False),  # the defaults: one hour, and two for the snapshot
+        ({}, 3600, True),  # as long as Redis's default visibility timeout
+        ({"visibility_timeout": 4 * 3600}, None, True),
+        ({"visibility_timeout": 7200}, 3600, True),
+        ({"visibility_timeout": 1800}, None, False),
+        ({}, 4 * 3600, False),
+    ],
+)
+def test_warning_when_redis_redelivers_after_the_snapshot_expired(
+    tmp_path: t.Any,
+    caplog: pytest.LogCaptureFixture,
+    options: dict[str, t.Any],
+    max_age: int | None,
+    warned: bool,
+) -> None:
+    config: dict[str, t.Any] = {
+        "OFFLOAD_CELERY": {
+            "broker_url": "redis://127.0.0.1:1/0",  # never connected to
+            "broker_transport_options": options,
+        },
+        "OFFLOAD_TEST_DIR": str(tmp_path),
+    }
+    if max_age is not None:
+        config["OFFLOAD_SNAPSHOT_MAX_AGE"] = max_age
+    with caplog.at_level("WARNING", logger="flask_offload"):
+        support.create_app(config)
+    messages = [
+        r.getMessage() for r in caplog.records if "visibility" in r.getMessage()
+    ]
+    assert bool(messages) is warned
+    if warned:
+        assert (
+            "Set OFFLOAD_SNAPSHOT_MAX_AGE above the visibility timeout" in (messages[0])
+        )
+
+
+def test_task_sent_by_a_celery_task_that_is_not_a_job_does_not_run(
+    capp: Flask, other_app: Flask, worker: Worker
+) -> None:
+    """A message for one of Celery's own tasks, with a job as its link
+    callback, needs no SECRET_KEY to write. The worker sends the callback;
+    it gets no snapshot of its own making, so it does not run.
+    """
+    import uuid
+
+    tasks = backend_of(capp).celery.tasks
+    callback = tasks[NAME + "app_only"].si().set(task_id=uuid.uuid4().hex)
+    with capp.app_context():
+        tasks["celery.accumulate"].apply_async((1,), link=callback)
+    job = fetch(other_app, callback.id)
+    assert job.state is JobState.FAILED
+    error = job.to_dict()["error"]
+    assert error["type"] == "SnapshotError"
+    assert "celery.accumulate, which is not a Flask-Offload job" in error["message"]

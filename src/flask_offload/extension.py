@@ -58,7 +58,9 @@ DEFAULTS: dict[str, t.Any] = {
     "OFFLOAD_PROPAGATE": False,
     "OFFLOAD_STORAGE": None,
     "OFFLOAD_CELERY": None,
-    "OFFLOAD_SNAPSHOT_MAX_AGE": 3600.0,
+    # Above Redis's default visibility timeout (one hour), after which an
+    # unacknowledged job is redelivered with the snapshot signed at submit.
+    "OFFLOAD_SNAPSHOT_MAX_AGE": 7200.0,
     "OFFLOAD_DASHBOARD": False,
     "OFFLOAD_URL_PREFIX": "/offload",
 }

@@ -18,6 +18,7 @@ from itsdangerous import BadSignature
 from itsdangerous import SignatureExpired
 from itsdangerous import URLSafeTimedSerializer
 
+from .errors import SnapshotError
 from .errors import SnapshotTampered
 
 SALT = "flask-offload.snapshot.v1"
@@ -48,15 +49,76 @@ def serializer(app: Flask, *, require_key: bool = True) -> URLSafeTimedSerialize
     return URLSafeTimedSerializer(keys, salt=SALT)
 
 
-def args_digest(args: t.Any, kwargs: t.Any) -> str:
-    """A digest of a job's arguments, binding a snapshot to them."""
+def _wire_normal(value: t.Any) -> t.Any:
+    """``value`` encoded as Celery's JSON serializer encodes it (kombu marks
+    datetimes, UUIDs, decimals and bytes) and decoded as plain JSON, the
+    marks left as they are: tuples become lists, mapping keys strings. A
+    value and what a worker decodes from its message give the same result,
+    so the sender and the worker agree on a digest (``{9: 1}`` arrives as
+    ``{"9": 1}``).
+
+    :raises TypeError: Something in ``value`` is not JSON.
+    """
+    dumps: t.Callable[[t.Any], str]
     try:
-        raw = json.dumps(
-            [args, kwargs], sort_keys=True, separators=(",", ":"), default=repr
-        )
-    except (TypeError, ValueError):
-        raw = repr((args, kwargs))
+        from kombu.utils import json as kombu_json
+
+        dumps = kombu_json.dumps
+    except ImportError:  # pragma: no cover - Celery brings kombu
+        dumps = json.dumps
+    return json.loads(dumps(value))
+
+
+def _digest(value: t.Any) -> str:
+    raw = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def args_digest(args: t.Any, kwargs: t.Any) -> str:
+    """A digest of a job's arguments, binding a snapshot to them. The
+    arguments are digested as the worker receives them (see
+    :func:`_wire_normal`), so the sender and the worker agree.
+
+    :raises SnapshotError: An argument is not a JSON value (as with
+        Celery's ``pickle`` serializer): it could not be bound reliably.
+    """
+    try:
+        normal = _wire_normal([args, kwargs])
+    except (TypeError, ValueError) as e:
+        raise SnapshotError(
+            f"The job's arguments cannot be bound to its signed snapshot: {e}."
+            " A job sent to Celery workers takes arguments that Celery's JSON"
+            " serializer carries (str, int, float, bool, None, lists, dicts,"
+            " datetimes, UUIDs, decimals, bytes), even with another"
+            " serializer such as pickle. Pass an id or a dict of plain values"
+            " instead."
+        ) from None
+    return _digest(normal)
+
+
+#: The parts of a Celery message's body that make the worker send more
+#: tasks after (or instead of) the job: link callbacks and errbacks, the rest
+#: of a chain, a chord's body.
+EMBED_KEYS = ("callbacks", "errbacks", "chain", "chord")
+
+
+def embed_digest(embed: t.Mapping[str, t.Any] | None) -> str:
+    """A digest of a Celery message's callbacks, errbacks, chain and chord
+    (its body's "embed"), binding a snapshot to the tasks the worker sends
+    after the job, as :func:`args_digest` binds it to the arguments. Empty
+    and missing parts are the same.
+
+    :raises SnapshotError: A part is not JSON.
+    """
+    parts = [(embed or {}).get(key) or None for key in EMBED_KEYS]
+    try:
+        normal = _wire_normal(parts)
+    except (TypeError, ValueError) as e:
+        raise SnapshotError(
+            f"The message's callbacks, chain or chord cannot be bound to the"
+            f" job's signed snapshot: {e}. Give them JSON arguments."
+        ) from None
+    return _digest(normal)
 
 
 def sign(app: Flask, payload: dict[str, t.Any], *, require_key: bool = True) -> str:
@@ -95,14 +157,22 @@ def verify(
         ) from e
     if not isinstance(payload, dict):
         raise SnapshotTampered("The job's snapshot is not a mapping.")
-    for name, expected in (bind or {}).items():
+    check_bound(payload, bind or {})
+    return payload
+
+
+def check_bound(payload: dict[str, t.Any], bind: dict[str, t.Any]) -> None:
+    """Check that a verified payload carries the values in ``bind``.
+
+    :raises SnapshotTampered: One differs or is missing.
+    """
+    for name, expected in bind.items():
         if payload.get(name) != expected:
             raise SnapshotTampered(
                 f"The job's snapshot belongs to another job ({name} does not match):"
-                " a valid snapshot was copied onto another task or its arguments"
-                " were changed."
+                " a valid snapshot was copied onto another task, or the message's"
+                " arguments, callbacks, chain or chord were changed."
             )
-    return payload
 
 
 ENCRYPTION_INFO = b"flask-offload.snapshot.encryption.v1"

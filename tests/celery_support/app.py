@@ -22,6 +22,7 @@ from flask import request
 from flask import session
 from flask import url_for
 from flask_login import current_user
+from flask_login import login_fresh
 from flask_login import login_user
 from flask_login import LoginManager
 from flask_login import UserMixin
@@ -91,6 +92,7 @@ def observe(label: str, n: int = 0) -> dict[str, t.Any]:
         "user_id_in_session": session.get("_user_id"),
         "g": {k: getattr(g, k) for k in ("tenant", "request_id") if k in g},
         "user": None if current_user.is_anonymous else current_user.name,
+        "fresh": login_fresh(),
         "url": url_for("where", _external=True),
         "data_len": len(request.get_data()),
     }
@@ -243,6 +245,32 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
         tasks = offload.celery.tasks
         result = celery_chain(
             tasks[f"{__name__}.app_only"].s(), tasks[f"{__name__}.chained"].s()
+        ).apply_async()
+        return {"id": result.id}
+
+    @app.post("/canvas")
+    def canvas() -> dict[str, t.Any]:
+        """A link callback and a group, sent with Celery's API in a view."""
+        import uuid
+
+        from celery import group
+
+        tasks = offload.celery.tasks
+        callback = tasks[f"{__name__}.chained"].s().set(task_id=uuid.uuid4().hex)
+        tasks[f"{__name__}.app_only"].apply_async(link=callback)
+        grouped = group(
+            tasks[f"{__name__}.observe"].s("g1"), tasks[f"{__name__}.observe"].s("g2")
+        ).apply_async()
+        return {"callback": callback.id, "group": [r.id for r in grouped.results]}
+
+    @app.post("/chord")
+    def chord() -> dict[str, t.Any]:
+        from celery import chord as celery_chord
+
+        tasks = offload.celery.tasks
+        result = celery_chord(
+            [tasks[f"{__name__}.app_only"].s(), tasks[f"{__name__}.app_only"].s()],
+            tasks[f"{__name__}.chained"].s(),
         ).apply_async()
         return {"id": result.id}
 

@@ -8,16 +8,18 @@ What crosses the wire for one job:
 - one custom message header, :data:`HEADER`: an itsdangerous token, signed
   with ``SECRET_KEY`` (and accepted with ``SECRET_KEY_FALLBACKS``) under its
   own salt, that holds the JSON snapshot and binds it to the task id, the
-  task name and a digest of the arguments, with an expiry time. The
-  snapshot inside is always encrypted; credential headers are left out of
-  it unless ``OFFLOAD_CARRY_CREDENTIALS``;
+  task name, a digest of the arguments and a digest of the tasks the
+  message makes the worker send after the job (callbacks, errbacks, the
+  rest of a chain, a chord), with an expiry time. The snapshot inside is
+  always encrypted; credential headers are left out of it unless
+  ``OFFLOAD_CARRY_CREDENTIALS``;
 - uploaded files (and bodies too large for a header), in storage
   (:mod:`flask_offload.storage`), referenced by key and SHA-256.
 
 The worker verifies the header before the job's body runs. A message whose
-header is missing, forged, moved onto another task or other arguments, or
-expired fails with :exc:`~flask_offload.SnapshotTampered`, logged on the
-``flask_offload.security`` logger with the job id.
+header is missing, forged, moved onto another task, other arguments or other
+callbacks, or expired fails with :exc:`~flask_offload.SnapshotTampered`,
+logged on the ``flask_offload.security`` logger with the job id.
 
 Job state lives in Celery's result backend: ``STARTED`` and ``PROGRESS``
 states (with ``current_job.set_progress``), the result or the error, plus a
@@ -47,7 +49,9 @@ from datetime import timezone
 from celery import Celery
 from celery import signals
 from celery import Task as CeleryTask
+from celery._state import get_current_worker_task
 from celery.backends.base import BaseKeyValueStoreBackend
+from celery.backends.base import DisabledBackend
 from celery.exceptions import Reject
 from celery.exceptions import Retry
 from flask import current_app
@@ -84,20 +88,14 @@ security_logger = logging.getLogger("flask_offload.security")
 HEADER = "flask_offload"
 #: The largest header accepted, in bytes of the token.
 MAX_HEADER_SIZE = 16 * 1024
+#: Set instead of :data:`HEADER` on a task sent with Celery's own API
+#: (``celery_task.delay()``) when no snapshot could be attached: why, so the
+#: worker fails the job with that reason instead of reporting tampering.
+ERROR_HEADER = "flask_offload_error"
+#: The snapshot format; a worker rejects other versions.
+TOKEN_VERSION = 2
 #: Request headers never sent to workers unless ``OFFLOAD_CARRY_CREDENTIALS``.
 CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key")
-# Never replayed: the environ already holds what the app resolved from them
-# (wsgi.url_scheme, HTTP_HOST, REMOTE_ADDR after ProxyFix).
-_FORWARDED_ENVIRON = frozenset(
-    {
-        "HTTP_X_FORWARDED_FOR",
-        "HTTP_X_FORWARDED_PROTO",
-        "HTTP_X_FORWARDED_HOST",
-        "HTTP_X_FORWARDED_PORT",
-        "HTTP_X_FORWARDED_PREFIX",
-        "HTTP_FORWARDED",
-    }
-)
 #: Request bodies larger than this (base64 bytes) go to storage, not the header.
 INLINE_BODY_SIZE = 4096
 #: Below this size a downloaded upload is kept in memory, above in a temp file.
@@ -111,6 +109,15 @@ CELERY_DEFAULTS: dict[str, t.Any] = {
     "worker_prefetch_multiplier": 1,
     "result_extended": False,
     "broker_connection_retry_on_startup": True,
+}
+#: Transports that redeliver an unacknowledged message after a visibility
+#: timeout, with kombu's default timeout in seconds.
+_VISIBILITY_TIMEOUTS = {
+    "redis": 3600.0,
+    "rediss": 3600.0,
+    "redis+socket": 3600.0,
+    "sentinel": 3600.0,
+    "sqs": 1800.0,
 }
 _INFO_PREFIX = "flask-offload-job-"
 _SWEEP_EVERY = 3600.0
@@ -185,12 +192,15 @@ class CeleryBackend(Backend):
         #: Where uploads and large bodies go (``OFFLOAD_STORAGE``).
         self.storage: Storage = storage_for(app, settings.storage)
         extra = settings.credential_headers
-        #: Environ keys left out of every snapshot sent to a worker.
-        self.drop_environ = _FORWARDED_ENVIRON
+        #: Environ keys left out of every snapshot sent to a worker. Forwarded
+        #: headers (X-Forwarded-For ...) are kept, as the view saw them:
+        #: replaying them resolves nothing again (ProxyFix already ran), and
+        #: Flask-Login's session protection hashes X-Forwarded-For.
+        self.drop_environ: frozenset[str] = frozenset()
         if not settings.carry_credentials:
-            self.drop_environ = self.drop_environ | {
+            self.drop_environ = frozenset(
                 _environ_name(h) for h in (*CREDENTIAL_HEADERS, *extra)
-            }
+            )
         #: Orphaned uploads older than this are removed by :meth:`sweep`.
         self.upload_ttl = max(86400.0, 2 * settings.snapshot_max_age)
         self._next_sweep = 0.0
@@ -203,6 +213,41 @@ class CeleryBackend(Backend):
         celery.on_after_finalize.connect(self._on_finalize, weak=True)
         if celery.finalized:
             self.sync_tasks()
+        self._check_redelivery()
+
+    def _check_redelivery(self) -> None:
+        """Warn when a job redelivered after its worker died would always be
+        rejected: brokers with a visibility timeout (Redis, SQS) redeliver
+        only that long after the delivery, and the snapshot must still be
+        valid then.
+        """
+        conf = self.celery.conf
+        url = conf.broker_url or ""
+        if isinstance(url, (list, tuple)):
+            url = url[0] if url else ""
+        scheme = str(url).split(";", 1)[0].split("://", 1)[0].lower()
+        default = _VISIBILITY_TIMEOUTS.get(scheme)
+        if default is None:
+            return
+        options = conf.broker_transport_options or {}
+        try:
+            timeout = float(options.get("visibility_timeout") or default)
+        except (TypeError, ValueError):
+            return
+        max_age = self.settings.snapshot_max_age
+        if timeout >= max_age:
+            logger.warning(
+                "The %s broker redelivers a job whose worker died only after its"
+                " visibility timeout, broker_transport_options"
+                "['visibility_timeout'] (%g seconds), but the job's snapshot"
+                " expires OFFLOAD_SNAPSHOT_MAX_AGE (%g seconds) after it was"
+                " sent: such a job would be rejected as expired instead of run"
+                " again. Set OFFLOAD_SNAPSHOT_MAX_AGE above the visibility"
+                " timeout (plus the longest time a job waits in the queue).",
+                scheme,
+                timeout,
+                max_age,
+            )
 
     # -- tasks -----------------------------------------------------------
 
@@ -353,22 +398,29 @@ class CeleryBackend(Backend):
         args: t.Any,
         kwargs: t.Any,
         delay: float = 0.0,
+        *,
+        embed: t.Mapping[str, t.Any] | None = None,
     ) -> str:
         """Encrypt and sign a snapshot for one message, bound to its task id,
-        name and arguments. Always encrypted: besides headers it holds form
-        fields (a password), the query string (a reset token) and the session,
-        which must not sit in the broker in clear text.
+        name, arguments and embed. Always encrypted: besides headers it holds
+        form fields (a password), the query string (a reset token) and the
+        session, which must not sit in the broker in clear text.
 
         :param delay: Seconds before the task may run (countdown, eta),
             added to ``OFFLOAD_SNAPSHOT_MAX_AGE`` for the expiry.
-        :raises SnapshotError: The token is larger than :data:`MAX_HEADER_SIZE`.
+        :param embed: The message body's callbacks, errbacks, chain and
+            chord, as published. Bound so that nobody can add a task the
+            worker would send after the job, with the job's snapshot.
+        :raises SnapshotError: The token is larger than :data:`MAX_HEADER_SIZE`,
+            or the arguments or embed are not JSON.
         """
         now = time.time()
         payload: dict[str, t.Any] = {
-            "v": 1,
+            "v": TOKEN_VERSION,
             "tid": task_id,
             "task": name,
             "ad": signing.args_digest(list(args or ()), dict(kwargs or {})),
+            "ed": signing.embed_digest(embed),
             "iat": now,
             "exp": now + self.settings.snapshot_max_age + max(0.0, delay),
         }
@@ -443,11 +495,14 @@ class CeleryBackend(Backend):
         name: str,
         args: t.Any,
         kwargs: t.Any,
+        embed: t.Mapping[str, t.Any] | None = None,
     ) -> dict[str, t.Any]:
         """Verify a message's header and return its wire snapshot.
 
-        :raises SnapshotTampered: Missing, forged, bound to another task or
-            other arguments, or expired.
+        :param embed: The callbacks, errbacks, chain and chord the worker
+            received with the message.
+        :raises SnapshotTampered: Missing, forged, bound to another task,
+            other arguments or other callbacks, or expired.
         """
         if not token or not isinstance(token, str):
             raise SnapshotTampered(
@@ -456,20 +511,23 @@ class CeleryBackend(Backend):
             )
         if len(token) > MAX_HEADER_SIZE:
             raise SnapshotTampered("The job's snapshot header is too large.")
-        payload = signing.verify(
-            app,
-            token,
-            bind={
-                "tid": task_id,
-                "task": name,
-                "ad": signing.args_digest(list(args or ()), dict(kwargs or {})),
-            },
-        )
-        if payload.get("v") != 1:
+        payload = signing.verify(app, token)
+        if payload.get("v") != TOKEN_VERSION:
             raise SnapshotTampered(
                 f"Unknown snapshot version {payload.get('v')!r}: the worker runs"
                 " another version of Flask-Offload than the sender."
             )
+        try:
+            bind = {
+                "tid": task_id,
+                "task": name,
+                "ad": signing.args_digest(list(args or ()), dict(kwargs or {})),
+                "ed": signing.embed_digest(embed),
+            }
+        except SnapshotError as e:
+            # The sender digested them, so they were changed on the way.
+            raise SnapshotTampered(str(e)) from None
+        signing.check_bound(payload, bind)
         exp = payload.get("exp")
         if not isinstance(exp, (int, float)) or exp < time.time():
             raise SnapshotTampered(
@@ -489,14 +547,46 @@ class CeleryBackend(Backend):
         self, task: t.Any, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
     ) -> t.Any:
         """Run one job in the worker: verify, replay, report, clean up."""
-        app = self.app
         request = task.request
+        if not request.called_directly:
+            return self._execute(task, request, args, kwargs)
+        # Called as a function (Celery calls some errbacks in the failed
+        # task's process): no task_postrun follows to reset _worker.
+        outer = getattr(_worker, "current", None)
+        try:
+            return self._execute(task, request, args, kwargs)
+        finally:
+            _worker.current = outer
+
+    def _execute(
+        self,
+        task: t.Any,
+        request: t.Any,
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+    ) -> t.Any:
+        app = self.app
         job_id: str = request.id
         name: str = task.name
         headers = request.headers if isinstance(request.headers, dict) else {}
         token = headers.get(HEADER) or getattr(request, HEADER, None)
+        embed = {key: getattr(request, key, None) for key in signing.EMBED_KEYS}
+        # Until the task ends (task_postrun), tasks it sends get no snapshot,
+        # unless verified below: a rejected job's errbacks must not get one.
+        _worker.current = (self, job_id, None)
+        reason = headers.get(ERROR_HEADER) or getattr(request, ERROR_HEADER, None)
+        if not token and reason and isinstance(reason, str):
+            # The sender's own failure (celery_task.delay() in a view whose
+            # snapshot could not be made), not tampering.
+            error = SnapshotError(
+                "No request snapshot could be attached to this job when it was"
+                f" sent, so it did not run: {reason[:2000]}"
+            )
+            logger.error("Job %s (%s) did not run. %s", job_id, name, error)
+            self._write_info(job_id, {"name": name, "finished_at": _iso(_now())})
+            raise error
         try:
-            wire = self.open_token(app, token, job_id, name, args, kwargs)
+            wire = self.open_token(app, token, job_id, name, args, kwargs, embed)
         except SnapshotTampered as e:
             security_logger.error(
                 "Security: rejected the snapshot of job %s (%s); the job did not"
@@ -580,14 +670,12 @@ class CeleryBackend(Backend):
     def _rebuild(self, app: Flask, wire: dict[str, t.Any]) -> Snapshot:
         opened: list[UploadedFile] = []
         req = wire.get("request")
+        body: bytes | None = None
         if req and req.get("body_ref"):
-            ref = req["body_ref"]
-            data = self._download(ref, "the request body")
-            if isinstance(data, int):  # pragma: no cover - bodies stay small
-                os.close(data)
-                raise SnapshotError("The stored request body is too large.")
-            req = {**req, "body": base64.b64encode(data).decode(), "body_ref": None}
-            wire = {**wire, "request": req}
+            # In memory whatever its size, as in the web process that read it
+            # (OFFLOAD_MAX_BODY_SIZE bounds it): the job parses it from bytes.
+            body = self._download(req["body_ref"], "the request body", spool=False)
+            wire = {**wire, "request": {**req, "body": None, "body_ref": None}}
 
         def open_file(ref: dict[str, t.Any]) -> UploadedFile:
             content = self._download(ref, repr(ref.get("filename")))
@@ -601,15 +689,31 @@ class CeleryBackend(Backend):
             return f
 
         try:
-            return Snapshot.from_dict(app, wire, open_file=open_file)
+            snapshot = Snapshot.from_dict(app, wire, open_file=open_file)
         except BaseException:
             for f in opened:
                 f.close()
             raise
+        if body is not None and snapshot.request is not None:
+            snapshot.request.body = body  # not through base64 and back
+        return snapshot
 
-    def _download(self, ref: dict[str, t.Any], what: str) -> bytes | int:
+    @t.overload
+    def _download(
+        self, ref: dict[str, t.Any], what: str, *, spool: t.Literal[False]
+    ) -> bytes: ...
+
+    @t.overload
+    def _download(
+        self, ref: dict[str, t.Any], what: str, *, spool: bool = True
+    ) -> bytes | int: ...
+
+    def _download(
+        self, ref: dict[str, t.Any], what: str, *, spool: bool = True
+    ) -> bytes | int:
         """Read a stored object, checking its size and SHA-256: bytes for a
-        small one, else a descriptor of an unlinked temporary file.
+        small one (or any with ``spool=False``), else a descriptor of an
+        unlinked temporary file.
         """
         key = str(ref["key"])
         try:
@@ -622,7 +726,7 @@ class CeleryBackend(Backend):
             ) from None
         digest = hashlib.sha256()
         size = 0
-        tmp = tempfile.TemporaryFile()
+        tmp: t.IO[bytes] = tempfile.TemporaryFile() if spool else io.BytesIO()
         try:
             try:
                 while chunk := stream.read(1 << 20):
@@ -637,6 +741,8 @@ class CeleryBackend(Backend):
                     " recorded in the job's signed snapshot: it was changed in"
                     " storage."
                 )
+            if isinstance(tmp, io.BytesIO):
+                return tmp.getvalue()
             if size <= _MEMORY_FILE_SIZE:
                 tmp.seek(0)
                 return tmp.read()
@@ -699,7 +805,20 @@ class CeleryBackend(Backend):
         return info if isinstance(info, dict) else None
 
     def task_meta(self, job_id: str) -> dict[str, t.Any]:
-        meta: dict[str, t.Any] = self.celery.backend.get_task_meta(job_id)
+        """The job's state in the result backend.
+
+        :raises RuntimeError: The Celery app has no result backend.
+        """
+        backend = self.celery.backend
+        if isinstance(backend, DisabledBackend):
+            raise RuntimeError(
+                f"The state of job {job_id} is unknown: the Celery app has no"
+                " result backend, so jobs are fire-and-forget and their state,"
+                " progress and result are kept nowhere. Set 'result_backend' in"
+                " OFFLOAD_CELERY (for example the Redis URL of the broker) to"
+                " read them, wait for jobs or use offload.join()."
+            )
+        meta: dict[str, t.Any] = backend.get_task_meta(job_id)
         return meta
 
     def get_job(self, job_id: str) -> Job | None:
@@ -977,7 +1096,9 @@ def _on_publish(
 ) -> None:
     """Attach a signed snapshot to declared tasks sent with Celery's own API:
     retries, chains and callbacks sent from a job (its snapshot, re-signed),
-    ``celery_task.delay()`` in a view (a capture of the request).
+    ``celery_task.delay()`` in a view (a capture of the request). Nothing
+    for tasks sent from a rejected job or from a Celery task that is not a
+    job: the worker will not run them.
     """
     if headers is None or _publishing.get():
         return
@@ -988,12 +1109,17 @@ def _on_publish(
     if not isinstance(body, (tuple, list)) or len(body) < 2:
         return
     args, kw = body[0], body[1]
+    # What the worker will send after this task: bound to the snapshot so
+    # that a task added to the message in the broker never gets one.
+    embed = body[2] if len(body) > 2 and isinstance(body[2], dict) else None
     current = getattr(_worker, "current", None)
     backend: CeleryBackend | None = None
     keys: list[str] = []
     try:
         if current is not None and name in current[0].offload.tasks:
             backend, current_id, wire = current
+            if wire is None:
+                return  # sent by a job whose snapshot was rejected
             if task_id != current_id:
                 wire = backend.copy_uploads(wire, task_id)
                 keys = _storage_keys(wire)
@@ -1003,13 +1129,37 @@ def _on_publish(
             backend = _publish_backend(name)
             if backend is None:
                 return
+            outer = get_current_worker_task()
+            if outer is not None and (current is None or current[2] is None):
+                # Sent by Celery for a task that is not a verified job (its
+                # builtins: celery.group, chord_unlock ...), whose message
+                # nobody signed: signing here would run what the broker asks.
+                raise SnapshotError(
+                    f"{name} was sent with Celery's API from the Celery task"
+                    f" {outer.name}, which is not a Flask-Offload job, so there"
+                    " is no verified request to carry. Send jobs from plain"
+                    " Celery tasks with 'submit()' in an app context, and use a"
+                    " Redis result backend for chords of jobs."
+                )
             wire = backend.capture_wire(backend.app, task_id, keys)
         headers[HEADER] = backend.make_token(
-            backend.app, wire, task_id, name, args, kw, _delay_of(headers)
+            backend.app,
+            wire,
+            task_id,
+            name,
+            args,
+            kw,
+            _delay_of(headers),
+            embed=embed,
         )
-    except Exception:
+        headers.pop(ERROR_HEADER, None)  # a retry copies its job's headers
+    except Exception as e:
+        # Celery ignores exceptions raised here and sends the task anyway:
+        # say why in the message, so the worker fails the job with it.
+        headers.pop(HEADER, None)
+        headers[ERROR_HEADER] = str(e) or type(e).__name__
         logger.exception(
-            "Could not attach a snapshot to task %s (%s); a worker will reject it.",
+            "Could not attach a snapshot to task %s (%s); a worker will fail it.",
             task_id,
             name,
         )
