@@ -67,6 +67,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         "loops",
         "ctors",
         "decorators",
+        "names",
     ],
 )
 def test_project_findings(name: str) -> None:
@@ -262,6 +263,23 @@ def test_file_nested_too_deeply_is_skipped_with_warning(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "views.py:4:11: OFF101" in result.stdout
     assert "warning: " in result.stderr and "deep.py" in result.stderr
+
+
+def test_global_statement_outside_functions(tmp_path: Path) -> None:
+    # Python accepts (and ignores) ``global`` in a module or class body.
+    (tmp_path / "views.py").write_text(
+        "import threading\n"
+        "from flask import request\n"
+        "global request\n"
+        "class Config:\n"
+        "    global request\n"
+        "def work():\n"
+        "    print(request.args)\n"
+        "def view():\n"
+        "    threading.Thread(target=work).start()\n"
+    )
+    report = check([str(tmp_path)])
+    assert [(f.line, f.code) for f in report.findings] == [(7, "OFF101")]
 
 
 def test_finding_format() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import re
 from collections import deque
+from collections.abc import Iterable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from ._names import SAFE_SUBMIT_PREFIXES
 from ._names import SPAWN_FUNCS
 from ._names import TASK_FUNCS
 from ._names import THREAD_LIKE
+from ._names import TO_THREAD
 
 _PROXIES = REQUEST_VARS | APP_VARS
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
@@ -256,13 +258,17 @@ _SPAWN_CALLABLES = frozenset(
 )
 
 
-def _spawn_pattern(project: Project, module: ModuleInfo) -> re.Pattern[str]:
+def _spawn_pattern(
+    project: Project, module: ModuleInfo, classes: Iterable[str]
+) -> re.Pattern[str]:
     """A regex matching source that may start background work: the words
     above, every name the module imports from the modules involved, and its
     global aliases of their constructors (``Later = threading.Timer``,
-    ``from .compat import Spawn``).
+    ``from .compat import Spawn``) and of the project's thread classes.
+
+    :param classes: Names of the project's thread classes.
     """
-    words = set(_SPAWN_WORDS)
+    words = {*_SPAWN_WORDS, *classes}
     for name, bindings in module.scope.bindings.items():
         for b in bindings:
             if isinstance(b, ImportBinding):
@@ -282,7 +288,7 @@ def _spawn_pattern(project: Project, module: ModuleInfo) -> re.Pattern[str]:
                 isinstance(value, Ext)
                 and not value.instance
                 and value.name in _SPAWN_CALLABLES
-            ):
+            ) or (isinstance(value, ClassInfo) and project.thread_base(value)):
                 words.add(name)
                 break
     return re.compile(r"\b(?:" + "|".join(sorted(map(re.escape, words))) + r")\b")
@@ -449,6 +455,15 @@ class Analyzer:
             analysis must be run again without it.
         """
         project = self.project
+        # The project's subclasses of Thread (or Timer, Process): calling one
+        # by its name may start a thread.
+        threads: list[tuple[ClassInfo, str]] = []
+        for cls in project.classes:
+            with _analysing(cls.module):
+                base = project.thread_base(cls)
+            if base is not None:
+                threads.append((cls, base))
+        words = {cls.node.name for cls, _ in threads}
         patterns: dict[int, re.Pattern[str]] = {}
         for module in project.modules:
             walker = _Walker(
@@ -456,7 +471,7 @@ class Analyzer:
             )
             with _analysing(module):
                 walker.stmts(module.tree.body)
-                patterns[id(module)] = _spawn_pattern(project, module)
+                patterns[id(module)] = _spawn_pattern(project, module, words)
         # Only bodies that may start background work are walked now; the
         # rest are walked when a call chain reaches them.
         lines = {
@@ -481,13 +496,10 @@ class Analyzer:
         for wrapper in list(self.wrappers):
             if id(wrapper.node) in spawning:
                 self.summary(wrapper)
-        for cls in project.classes:
-            with _analysing(cls.module):
-                base = project.thread_base(cls)
+        for cls, base in threads:
             run = cls.methods.get("run")
-            if base and run is not None:
-                kind = "process" if base == "multiprocessing.Process" else "thread"
-                self.entries.append(Entry(run, kind, None))
+            if run is not None:
+                self.entries.append(Entry(run, THREAD_LIKE[base][0], None))
         best: dict[tuple[str, int, int, str], RawFinding] = {}
         for entry in self.entries:
             for finding in self.follow(entry):
@@ -619,14 +631,23 @@ class _Walker:
         self.params: frozenset[str] = frozenset()
         # Local names bound more than once, whose value depends on where in
         # the body they are read, and their value at the current point.
+        # Globals the function binds are too: until then, the module's.
+        rebound = [n for n in scope.global_names if n in scope.bindings]
         self.tracked = frozenset(
-            name
-            for name, bindings in scope.bindings.items()
-            if len(bindings) > 1
-            and name not in scope.global_names
-            and name not in scope.nonlocal_names
+            [
+                *(
+                    name
+                    for name, bindings in scope.bindings.items()
+                    if len(bindings) > 1
+                    and name not in scope.global_names
+                    and name not in scope.nonlocal_names
+                ),
+                *rebound,
+            ]
         )
-        self.local: dict[str, Value] = {}
+        self.local: dict[str, Value] = {
+            name: self.project.lookup(name, scope) for name in rebound
+        }
         # Loops (statements and comprehensions) around the current node.
         self.loops: list[ast.AST] = []
         # The statement lists being walked, innermost last.
@@ -735,7 +756,17 @@ class _Walker:
                 self.expr(kw.value)
             # A class body runs when the class statement does.
             self.stmts(node.body)
-            self.local.pop(node.name, None)
+            if node.name in self.tracked:
+                self.local[node.name] = next(
+                    (
+                        b.value
+                        for b in self.scope.bindings[node.name]
+                        if isinstance(b, FixedBinding)
+                        and isinstance(b.value, ClassInfo)
+                        and b.value.node is node
+                    ),
+                    None,
+                )
             return
         if isinstance(node, (ast.With, ast.AsyncWith)):
             saved = self.app, self.req
@@ -809,10 +840,22 @@ class _Walker:
                 self.rebind(node.target, node.value)
             elif isinstance(node, ast.AugAssign):
                 self.rebind(node.target, None)
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            elif isinstance(node, ast.Import):
                 for alias in node.names:
                     bound = alias.asname or alias.name.partition(".")[0]
-                    self.local.pop(bound, None)
+                    if bound in self.tracked:
+                        module = alias.name if alias.asname else bound
+                        self.imported(bound, ImportBinding(module, 0, None))
+            elif isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    bound = alias.asname or alias.name
+                    if bound in self.tracked:
+                        found = ImportBinding(node.module or "", node.level, alias.name)
+                        self.imported(bound, found)
+
+    def imported(self, name: str, binding: ImportBinding) -> None:
+        """Record the value an import gives a tracked name."""
+        self.local[name] = self.project.resolve_import(binding, self.module)
 
     def handler(self, node: ast.ExceptHandler) -> None:
         if node.type is not None:
@@ -1271,6 +1314,17 @@ class _Walker:
                 self.spawn(node, kind, _argument(node, -1, "run"), [], many=False)
         elif name in TASK_FUNCS:
             self.task(node)
+        elif name == TO_THREAD and node.args:
+            self.to_thread(node)
+
+    def to_thread(self, node: ast.Call) -> None:
+        """``asyncio.to_thread(fn, *args)`` runs ``fn`` in a copy of the
+        caller's context: it has the contexts the caller has, as if called.
+        """
+        callee = self.resolve(node.args[0])
+        if isinstance(callee, FunctionInfo) and not self.analyzer.is_safe(callee):
+            call = ast.Call(node.args[0], node.args[1:], node.keywords)
+            self.edge(self.analyzer.decorated(callee), call, callee)
 
     def thread_subclass(
         self,
@@ -1282,13 +1336,17 @@ class _Walker:
         ``__init__``) the base class's ``__init__`` called with one.
 
         :param spec: Where the call takes its target and ``args``, as in
-            ``THREAD_LIKE``; by default, as keywords only, since a
-            subclass's own ``__init__`` may take other positional arguments.
+            ``THREAD_LIKE``; by default, as the base class takes them if no
+            project class defines ``__init__``, else as keywords only, since
+            a subclass's own ``__init__`` may take other positional
+            arguments.
         """
         if spec is None:
             base = self.project.thread_base(cls) if cls is not None else None
-            kind = "process" if base == "multiprocessing.Process" else "thread"
-            spec = (kind, -1, "target", -1, "args")
+            spec = THREAD_LIKE[base or "threading.Thread"]
+            if cls is None or self.project.class_member(cls, "__init__"):
+                kind, _, key, _, args_key = spec
+                spec = (kind, -1, key, -1, args_key)
         kind, pos, key, args_pos, args_key = spec
         target = _argument(node, pos, key)
         if target is None:
@@ -1338,13 +1396,19 @@ class _Walker:
     def method_spawn(self, node: ast.Call, func: ast.Attribute) -> None:
         attr = func.attr
         receiver = self.resolve(func.value)
-        if isinstance(receiver, (Inst, ModuleInfo, Super)):
-            # The project's own method of that name: followed as a call.
+        if isinstance(receiver, Inst):
+            # A project subclass of a pool inherits the pool's methods.
+            base = self.project.pool_base(receiver.cls)
+            if base is None or self.project.class_member(receiver.cls, attr):
+                # The project's own method of that name: followed as a call.
+                return
+            receiver = Ext(base, instance=True)
+        if isinstance(receiver, (ModuleInfo, Super)):
             return
         ident = _last_identifier(func.value).lower()
-        safe = isinstance(receiver, Ext) and receiver.name.startswith(
-            SAFE_SUBMIT_PREFIXES
-        )
+        safe = (
+            isinstance(receiver, Ext) and receiver.name.startswith(SAFE_SUBMIT_PREFIXES)
+        ) or self.offload_extension(func.value)
         known = (
             isinstance(receiver, Ext)
             and receiver.instance
@@ -1376,11 +1440,11 @@ class _Walker:
                 kind = "greenlet"
             self.spawn(node, kind, target, extra, many=many, method=attr)
         elif attr == "run_in_executor":
-            if len(args) >= 2:
-                self.spawn(node, "executor", args[1], args[2:], many=False)
+            target = _argument(node, 1, "func")
+            self.spawn(node, "executor", target, args[2:], many=False)
         elif attr == "start_background_task":
-            if args:
-                self.spawn(node, "background task", args[0], args[1:], many=False)
+            target = _argument(node, 0, "target")
+            self.spawn(node, "background task", target, args[1:], many=False)
         elif attr == "create_task":
             loop = (
                 isinstance(receiver, Ext)
@@ -1389,6 +1453,26 @@ class _Walker:
             )
             if loop or ident == "loop":
                 self.task(node)
+
+    def offload_extension(self, expr: ast.expr) -> bool:
+        """Whether ``expr`` is Flask-Offload's extension looked up by name,
+        ``app.extensions["offload"]``, directly or through a name only ever
+        bound to it.
+        """
+        if _is_offload_extension(expr):
+            return True
+        if not isinstance(expr, ast.Name):
+            return False
+        scope: Scope | None = self.scope
+        while scope is not None:
+            bindings = scope.bindings.get(expr.id)
+            if bindings is not None:
+                return all(
+                    isinstance(b, AssignBinding) and _is_offload_extension(b.value)
+                    for b in bindings
+                )
+            scope = scope.parent
+        return False
 
     def task(self, node: ast.Call) -> None:
         """``asyncio.create_task(coro())`` in an async view, not awaited there."""
@@ -1584,6 +1668,27 @@ _HANDS_OFF = frozenset(
         *(name.rpartition(".")[2] for name in [*THREAD_LIKE, *SPAWN_FUNCS]),
     }
 )
+
+
+def _is_offload_extension(expr: ast.expr) -> bool:
+    """``<app>.extensions["offload"]`` or ``<app>.extensions.get("offload")``."""
+    if isinstance(expr, ast.Subscript):
+        mapping, key = expr.value, expr.slice
+    elif (
+        isinstance(expr, ast.Call)
+        and isinstance(expr.func, ast.Attribute)
+        and expr.func.attr == "get"
+        and expr.args
+    ):
+        mapping, key = expr.func.value, expr.args[0]
+    else:
+        return False
+    return (
+        isinstance(mapping, ast.Attribute)
+        and mapping.attr == "extensions"
+        and isinstance(key, ast.Constant)
+        and key.value == "offload"
+    )
 
 
 def _returned_function(project: Project, func: FunctionInfo) -> FunctionInfo | None:

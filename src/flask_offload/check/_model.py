@@ -8,6 +8,7 @@ import ast
 import os
 import sys
 import warnings
+from collections.abc import Container
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -15,7 +16,10 @@ from dataclasses import dataclass
 
 from ._names import canonical
 from ._names import PARTIAL
+from ._names import POOL_CLASSES
 from ._names import PROTECTED_TOPS
+from ._names import STAR_NAMES
+from ._names import THREAD_LIKE
 
 #: Statements with handlers: ``try``, and ``try``/``except*`` (Python 3.11).
 if sys.version_info >= (3, 11):
@@ -95,6 +99,7 @@ class Scope:
         "bindings",
         "global_names",
         "nonlocal_names",
+        "live",
     )
 
     def __init__(self, module: ModuleInfo, parent: Scope | None) -> None:
@@ -105,6 +110,10 @@ class Scope:
         self.bindings: dict[str, list[Binding]] = {}
         self.global_names: set[str] = set()
         self.nonlocal_names: set[str] = set()
+        # For a module: the index of each name's last binding made
+        # unconditionally at top level, which replaces those before it
+        # for the functions called once the module has run.
+        self.live: dict[str, int] = {}
 
     def bind(self, name: str, binding: Binding) -> None:
         self.bindings.setdefault(name, []).append(binding)
@@ -116,6 +125,7 @@ class Scope:
         scope.bindings = dict(self.bindings)
         scope.global_names = self.global_names
         scope.nonlocal_names = self.nonlocal_names
+        scope.live = self.live
         return scope
 
 
@@ -264,6 +274,7 @@ class Project:
         self.errors: list[str] = []
         self._memo: dict[int, object] = {}
         self._thread_base: dict[int, str | None] = {}
+        self._pool_base: dict[int, str | None] = {}
 
     # -- loading -----------------------------------------------------------
 
@@ -368,12 +379,20 @@ class Project:
         """Resolve ``module.name``: a global of the module, a name it
         star-imports, or a submodule of a package.
         """
-        bindings = module.scope.bindings.get(name)
+        scope = module.scope
+        bindings = scope.bindings.get(name)
         if bindings is not None:
-            return self.resolve_bindings(bindings, module.scope)
-        for star in module.star_imports:
+            return self.resolve_bindings(bindings, scope, scope.live.get(name, 0))
+        # The last star import binding the name wins.
+        for star in reversed(module.star_imports):
             source = self.resolve_import(star, module)
-            if isinstance(source, ModuleInfo) and source is not module:
+            if isinstance(source, Ext) and not source.instance:
+                # Another library's names are not known, only those the
+                # checker looks for.
+                full = canonical(f"{source.name}.{name}")
+                if full in STAR_NAMES:
+                    return Ext(full)
+            elif isinstance(source, ModuleInfo) and source is not module:
                 key = id(star)
                 if self._memo.get(key, False) is None:
                     continue
@@ -393,12 +412,20 @@ class Project:
     # -- names -------------------------------------------------------------
 
     def resolve_bindings(
-        self, bindings: list[Binding], scope: Scope
+        self, bindings: list[Binding], scope: Scope, live: int = 0
     ) -> Ext | Inst | Super | ClassInfo | FunctionInfo | ModuleInfo | None:
         """The first binding of a name whose value is known wins; a name
         bound only to unknown values (a parameter, a loop variable) is
         unknown, which is what makes ``def f(request)`` shadow Flask's.
+
+        :param live: Where the bindings that replace the earlier ones start
+            (see :attr:`Scope.live`); if none of them is known, as in
+            ``current_app: MyApp = current_app``, the earlier ones count.
         """
+        if live:
+            value = self.resolve_bindings(bindings[live:], scope)
+            if value is not None:
+                return value
         for b in bindings:
             value = self._resolve_binding(b, scope)
             if value is not None:
@@ -432,7 +459,7 @@ class Project:
                 continue
             bindings = s.bindings.get(name)
             if bindings is not None and name not in s.nonlocal_names:
-                return self.resolve_bindings(bindings, s)
+                return self.resolve_bindings(bindings, s, s.live.get(name, 0))
             s = s.parent
         return (
             self.module_member(scope.module, name)
@@ -541,24 +568,37 @@ class Project:
         return None
 
     def thread_base(self, cls: ClassInfo) -> str | None:
-        """Return ``threading.Thread`` (or the like) if ``cls`` subclasses it."""
+        """Return ``threading.Thread`` (or ``Timer``, ``Process``) if
+        ``cls`` subclasses it.
+        """
+        return self._external_base(cls, THREAD_LIKE, self._thread_base)
+
+    def pool_base(self, cls: ClassInfo) -> str | None:
+        """Return ``concurrent.futures.ThreadPoolExecutor`` (or another pool
+        class) if ``cls`` subclasses it.
+        """
+        return self._external_base(cls, POOL_CLASSES, self._pool_base)
+
+    def _external_base(
+        self,
+        cls: ClassInfo,
+        names: Container[str],
+        cache: dict[int, str | None],
+    ) -> str | None:
         key = id(cls)
-        if key in self._thread_base:
-            return self._thread_base[key]
-        self._thread_base[key] = None
+        if key in cache:
+            return cache[key]
+        cache[key] = None
         found: str | None = None
         for expr in cls.node.bases:
             value = self.resolve(expr, cls.scope)
-            if isinstance(value, Ext) and value.name in (
-                "threading.Thread",
-                "multiprocessing.Process",
-            ):
+            if isinstance(value, Ext) and not value.instance and value.name in names:
                 found = value.name
             elif isinstance(value, ClassInfo) and value is not cls:
-                found = self.thread_base(value)
+                found = self._external_base(value, names, cache)
             if found:
                 break
-        self._thread_base[key] = found
+        cache[key] = found
         return found
 
 
@@ -566,6 +606,32 @@ def _target_names(target: ast.expr) -> Iterable[ast.Name]:
     for node in ast.walk(target):
         if isinstance(node, ast.Name):
             yield node
+
+
+def _rebinds(stmt: ast.stmt) -> Iterator[str]:
+    """Names a simple statement binds, replacing their earlier values."""
+    if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        yield stmt.name
+    elif isinstance(stmt, ast.Import):
+        for alias in stmt.names:
+            yield alias.asname or alias.name.partition(".")[0]
+    elif isinstance(stmt, ast.ImportFrom):
+        for alias in stmt.names:
+            if alias.name != "*":
+                yield alias.asname or alias.name
+    elif isinstance(stmt, ast.Assign):
+        targets = list(stmt.targets)
+        while targets:
+            target = targets.pop()
+            if isinstance(target, ast.Name):
+                yield target.id
+            elif isinstance(target, (ast.Tuple, ast.List)):
+                targets.extend(target.elts)
+            elif isinstance(target, ast.Starred):
+                targets.append(target.value)
+    elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+        if isinstance(stmt.target, ast.Name):
+            yield stmt.target.id
 
 
 class _Builder:
@@ -576,9 +642,14 @@ class _Builder:
         self.module = module
 
     def build(self) -> None:
-        self.body(
-            self.module.tree.body, self.module.scope, self.module.name, None, None
-        )
+        scope = self.module.scope
+        for stmt in self.module.tree.body:
+            self.stmt(stmt, scope, self.module.name, None, None)
+            for name in _rebinds(stmt):
+                # Run whenever the module is: it replaces earlier bindings.
+                bindings = scope.bindings.get(name)
+                if bindings:
+                    scope.live[name] = len(bindings) - 1
 
     def body(
         self,
@@ -718,10 +789,17 @@ class _Builder:
                     if isinstance(captured, str):
                         self.bind(captured, FixedBinding(None), scope, cls)
                 self.body(case.body, scope, prefix, cls, self_name)
-        elif isinstance(node, ast.Global):
-            scope.global_names.update(node.names)
-        elif isinstance(node, ast.Nonlocal):
-            scope.nonlocal_names.update(node.names)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            # Only a function's own names count: ``global`` in a module or
+            # class body changes nothing here, and a module naming its own
+            # globals would make lookup() loop.
+            if cls is None and scope.parent is not None:
+                names = (
+                    scope.global_names
+                    if isinstance(node, ast.Global)
+                    else scope.nonlocal_names
+                )
+                names.update(node.names)
 
     def walrus(self, test: ast.expr, scope: Scope, cls: ClassInfo | None) -> None:
         """Bind the names of ``if (req := request):`` style tests."""

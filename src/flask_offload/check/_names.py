@@ -109,6 +109,9 @@ SPAWN_FUNCS = {
     "_thread.start_new_thread": ("thread", 0),
 }
 TASK_FUNCS = frozenset({"asyncio.create_task", "asyncio.ensure_future"})
+# Runs ``fn`` in a thread, in a copy of the caller's context: followed as a
+# call, not as background code.
+TO_THREAD = "asyncio.to_thread"
 LOOP_FACTORIES = frozenset(
     {"asyncio.get_event_loop", "asyncio.get_running_loop", "asyncio.new_event_loop"}
 )
@@ -141,3 +144,24 @@ POOL_METHODS = {
 }
 # Receivers whose ``submit`` carries the context (or is not an executor).
 SAFE_SUBMIT_PREFIXES = ("flask_offload", "flask_executor")
+
+# Names a star import (``from flask import *``) is known to bind: those the
+# tables above look for and the module exports. ``flask.request_ctx`` and
+# ``flask.app_ctx`` are left out, ``flask`` does not export them.
+STAR_NAMES = frozenset(
+    {
+        *(REQUEST_VARS | APP_VARS) - {"flask.request_ctx", "flask.app_ctx"},
+        *REQUEST_HELPERS,
+        *APP_HELPERS,
+        COPY_CONTEXT,
+        PARTIAL,
+        "flask.has_app_context",
+        "flask.has_request_context",
+        TO_THREAD,
+        *THREAD_LIKE,
+        *(name for name in SPAWN_FUNCS if name != "gevent.Greenlet.spawn"),
+        *TASK_FUNCS,
+        *LOOP_FACTORIES,
+        *POOL_CLASSES,
+    }
+)

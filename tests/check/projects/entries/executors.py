@@ -24,6 +24,21 @@ def module_level_executor():
     return request.cookies  # expect: OFF101
 
 
+def keyword_in_loop_executor():
+    return request.headers["X-Trace"]  # expect: OFF101
+
+
+def in_to_thread():
+    return request.path  # expect: OFF101
+
+
+def thread_running_a_loop():
+    import asyncio
+
+    # to_thread gives it this thread's context, and there is none.
+    asyncio.run(asyncio.to_thread(in_to_thread))
+
+
 @app.route("/run")
 def run():
     with ThreadPoolExecutor() as pool_executor:
@@ -39,6 +54,15 @@ async def run_async():
 
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, in_loop_executor)
+    await loop.run_in_executor(None, func=keyword_in_loop_executor)
+    return "ok"
+
+
+@app.route("/loop-thread")
+def loop_thread():
+    import threading
+
+    threading.Thread(target=thread_running_a_loop).start()
     return "ok"
 
 

@@ -20,6 +20,10 @@ def applied():
     return request.form  # expect: OFF101
 
 
+def applied_by_keyword():
+    return request.files  # expect: OFF101
+
+
 @app.route("/pool")
 def view():
     pool = Pool(4)
@@ -27,4 +31,5 @@ def view():
     pool.starmap(star, [(1, 2)])
     tp = multiprocessing.pool.ThreadPool(2)
     tp.apply_async(applied)
+    tp.apply_async(func=applied_by_keyword)
     return "ok"

@@ -1,5 +1,7 @@
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from threading import Thread
+from threading import Timer
 
 from flask import Flask
 from flask import request
@@ -80,4 +82,46 @@ def start_subclasses():
     ChildWorker().start()
     ContextThread(app).start()
     RequestHandler()
+    return "", 202
+
+
+class AuditPool(ThreadPoolExecutor):
+    # A pool of the project's own, with submit() and map() inherited.
+    def __init__(self):
+        super().__init__(max_workers=2, thread_name_prefix="audit")
+
+
+class RetryTimer(threading.Timer):
+    pass
+
+
+class LoggingTimer(Timer):
+    def run(self):
+        print("timer for", request.path)  # expect: OFF101
+        super().run()
+
+
+def pooled():
+    return request.headers["X-Pool"]  # expect: OFF101
+
+
+def mapped(item):
+    return item, request.method  # expect: OFF101
+
+
+def retried():
+    return request.args["retry"]  # expect: OFF101
+
+
+def logged():
+    return request.url  # expect: OFF101
+
+
+@app.post("/subclassed-pools")
+def start_subclassed_pools():
+    AuditPool().submit(pooled)
+    with AuditPool() as pool:
+        list(pool.map(mapped, [1, 2]))
+    RetryTimer(5.0, retried).start()
+    LoggingTimer(5.0, logged).start()
     return "", 202

@@ -39,3 +39,13 @@ def start():
     Worker().start()
     th.Thread(target=lambda: print(request.url)).start()  # expect: OFF101
     return "started"
+
+
+def later_by_keyword():
+    print(g.user)  # expect: OFF102
+
+
+@app.route("/later")
+def start_later():
+    Timer(interval=5.0, function=later_by_keyword).start()
+    return "started"

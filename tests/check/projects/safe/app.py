@@ -67,3 +67,18 @@ def enqueue(offload_ext):
 def enqueue_from_extensions():
     offload_ext = current_app.extensions.get("offload")
     offload_ext.submit(reads_request)
+
+
+def enqueue_through_extensions():
+    current_app.extensions["offload"].submit(reads_request)
+    current_app.extensions.get("offload").submit(reads_request)
+    ext = current_app.extensions["offload"]
+    ext.submit(reads_request)
+
+
+@app.route("/to-thread")
+async def to_thread():
+    import asyncio
+
+    # asyncio.to_thread runs it in a copy of the view's context.
+    return await asyncio.to_thread(reads_request)

@@ -9,6 +9,7 @@ from flask import request
 from .compat import Background
 from .compat import Later
 from .compat import Lock
+from .compat import Reminder as Nudge
 from .compat import Workers
 
 app = Flask(__name__)
@@ -38,6 +39,10 @@ def index_later():
 
 def collect():
     return request.cookies  # expect: OFF101
+
+
+def nudge():
+    return request.referrer  # expect: OFF101
 
 
 def locked():
@@ -78,6 +83,12 @@ def start_index():
 def start_collect():
     pool = Workers(2)
     pool.submit(collect)
+    return "ok"
+
+
+@app.route("/nudge")
+def schedule_nudge():
+    Nudge(60, nudge).start()
     return "ok"
 
 

@@ -7,3 +7,7 @@ Background = functools.partial(threading.Thread, daemon=True)
 Workers = ThreadPoolExecutor
 # Not a constructor of background work.
 Lock = threading.Lock
+
+
+class Reminder(threading.Timer):
+    """A timer of the project's own."""
