@@ -13,6 +13,7 @@ from flask import Flask
 from flask import g
 from flask import has_request_context
 from flask import request
+from flask import session
 
 from flask_offload import carry
 from flask_offload import current_job
@@ -165,6 +166,32 @@ def test_each_call_gets_its_own_context(app: Flask, server: LiveServer) -> None:
     assert server.get("/own?n=1").text == "1"
     assert [n for n, _ in seen] == [2, 2]
     assert seen[0][1] is not seen[1][1]
+
+
+def test_calls_do_not_share_the_sessions_lists(app: Flask, server: LiveServer) -> None:
+    """A call that changes a list in its session copy changes it for itself
+    only, as with ``g``.
+    """
+
+    def add_to_cart(item: str) -> list[str]:
+        session["cart"].append(item)
+        return list(session["cart"])
+
+    @app.get("/login")
+    def login() -> str:
+        session["cart"] = ["x"]
+        return "ok"
+
+    @app.get("/run")
+    def run() -> dict[str, t.Any]:
+        wrapped = carry(add_to_cart)
+        return {"calls": [wrapped("a"), wrapped("b")], "view": session["cart"]}
+
+    server.get("/login")
+    assert server.get("/run").json() == {
+        "calls": [["x", "a"], ["x", "b"]],
+        "view": ["x"],
+    }
 
 
 def test_carry_outside_context_raises() -> None:

@@ -240,6 +240,10 @@ def test_cli_jobs_lists_jobs(app: Flask, offload: Offload) -> None:
     assert "SUCCEEDED" in lines[1]
     failed = runner.invoke(args=["offload", "jobs", "--state", "failed", "--json"])
     assert '"state": "FAILED"' in failed.output
+    bogus = runner.invoke(args=["offload", "jobs", "--state", "bogus"])
+    assert bogus.exit_code == 2  # a usage error, not a traceback
+    assert "'bogus' is not one of" in bogus.output
+    assert "succeeded" in bogus.output.lower()
     assert runner.invoke(args=["offload", "jobs", "--help"]).output.startswith("Usage")
 
 

@@ -84,6 +84,44 @@ def test_leak_check_reports_pushed_context(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*a Flask context is still pushed*"])
 
 
+def test_context_pushed_by_a_fixture_is_not_a_leak(pytester: pytest.Pytester) -> None:
+    """``with app.app_context(): yield app`` in a fixture is common (to
+    create tables): the context it keeps pushed is not the test's leak.
+    """
+    pytester.makeconftest(
+        APP
+        + """
+@pytest.fixture
+def pushed_app():
+    with app.app_context():
+        yield app
+"""
+    )
+    pytester.makepyfile(
+        """
+        from conftest import offload
+
+        def test_inline(pushed_app, offload_inline):
+            assert offload.submit(int, "1").result() == 1
+
+        def test_join(pushed_app, offload_join):
+            offload.submit(int)
+            assert offload_join(5)
+
+        def test_check(pushed_app, offload_leak_check):
+            pass
+
+        def test_leak_on_top(pushed_app, offload_leak_check):
+            pushed_app.app_context().push()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*ERROR at teardown of test_leak_on_top*", "*a Flask context is still pushed*"]
+    )
+
+
 def test_plugin_defines_only_offload_fixtures(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider")

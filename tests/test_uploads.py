@@ -5,6 +5,7 @@ and no descriptor or temporary file outlives the jobs using it.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 import typing as t
@@ -139,6 +140,40 @@ def test_view_file_passed_as_argument_is_the_jobs_own(
     assert deleted_files() - temp_before == set()
     leaked = {fd: _target(fd) for fd in open_fds() - fds_before if not _is_socket(fd)}
     assert leaked == {}
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["10KiB-memory", "2MiB-spooled"])
+def test_upload_closed_by_the_view_before_submit(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    caplog: pytest.LogCaptureFixture,
+    size: int,
+) -> None:
+    """A view that read its upload through a wrapper that closed it can
+    still submit: the job gets the rest of the request, and a warning names
+    the file it does not get.
+    """
+
+    def job(rows: int) -> tuple[str, int, list[str]]:
+        return request.args["who"], rows, list(request.files)
+
+    @app.post("/import")
+    def import_rows() -> dict[str, t.Any]:
+        text = io.TextIOWrapper(request.files["f"], encoding="utf-8")
+        rows = sum(1 for _ in text)
+        text.close()  # as collecting the wrapper would: closes the upload
+        return {"id": offload.submit(job, rows).id}
+
+    server = serve(app)
+    body = b"a,b\n" * (size // 4)
+    with caplog.at_level("WARNING", logger="flask_offload"):
+        r = server.post("/import?who=ann", files={"f": ("o.csv", body), "g": b"1"})
+        assert r.status_code == 200
+        with app.app_context():
+            result = offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert result == ("ann", size // 4, ["g"])
+    assert "'o.csv' (field 'f') was closed in the view" in caplog.text
 
 
 def test_view_file_passed_to_inline_backend_is_refused(

@@ -9,13 +9,20 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .jobs import JobState
+
 offload_cli = AppGroup(
     "offload", help="Flask-Offload: jobs, workers and the context checker."
 )
 
 
 @offload_cli.command("jobs")
-@click.option("--state", default=None, help="Only jobs in this state, such as FAILED.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in JobState], case_sensitive=False),
+    default=None,
+    help="Only jobs in this state, such as FAILED.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def jobs_command(state: str | None, as_json: bool) -> None:
     """List the jobs this process knows.

@@ -18,6 +18,7 @@ to the same file) releases it, never by garbage collection.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.datastructures import Headers
 
 from . import compat
+
+logger = logging.getLogger("flask_offload")
 
 
 class _PositionalReader(io.RawIOBase):
@@ -204,6 +207,30 @@ class UploadedFile:
         self._data = None
 
 
+def open_uploads(files: t.Any) -> list[tuple[str, FileStorage]]:
+    """The ``(field, file)`` pairs of a request's ``files`` whose streams are
+    still open, in ``items(multi=True)`` order: what a capture hands off.
+
+    A view may close an upload before it submits (an ``io.TextIOWrapper``
+    around it closes it when collected); its data is gone, so jobs get the
+    request without it, and a warning says so.
+    """
+    pairs = []
+    for field, storage in files.items(multi=True):
+        if getattr(storage.stream, "closed", False):
+            logger.warning(
+                "The uploaded file %r (field %r) was closed in the view before"
+                " a job was submitted, so jobs do not get it. Submit before"
+                " closing it, or read it with a wrapper that leaves it open"
+                " (call .detach() on an io.TextIOWrapper when done).",
+                storage.filename,
+                field,
+            )
+            continue
+        pairs.append((field, storage))
+    return pairs
+
+
 # -- the view's uploads passed as arguments -------------------------------
 
 
@@ -234,7 +261,7 @@ def swap_uploads(
     from flask import request
 
     positions = {
-        id(storage): i for i, (_, storage) in enumerate(request.files.items(multi=True))
+        id(storage): i for i, (_, storage) in enumerate(open_uploads(request.files))
     }
     found = False
 

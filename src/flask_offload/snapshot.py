@@ -34,6 +34,7 @@ from flask.wrappers import Request
 
 from . import compat
 from .errors import SnapshotError
+from .files import open_uploads
 from .files import UploadedFile
 from .jobs import _cv_job
 from .jobs import SubmitSite
@@ -270,7 +271,7 @@ class RequestData:
                 tuple(req.form.items(multi=True)),
                 tuple(
                     UploadedFile.from_storage(name, storage)
-                    for name, storage in req.files.items(multi=True)
+                    for name, storage in open_uploads(req.files)
                 ),
             )
         elif not environ.get("CONTENT_LENGTH") and "chunked" not in environ.get(
@@ -692,6 +693,10 @@ def _replay(
 def _make_session(app: Flask, data: dict[str, t.Any]) -> SessionMixin:
     """A copy of the captured session for one job, marked unmodified."""
     cls = getattr(app.session_interface, "session_class", SecureCookieSession)
+    # Copied again for each replay: the calls of one carried function share
+    # the captured session, and one call appending to a list in it must not
+    # change what the others see.
+    data = {k: _copy_value(v) for k, v in data.items()}
     try:
         sess = cls(data)
     except TypeError:
