@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
+import requests
 from flask import Flask
 from flask import g
 from flask import request
@@ -194,6 +195,40 @@ def test_login_request_loader_header_in_job_thread(
     job_loads = [load for load in login.loads if load[2] is seen["thread"]]
     assert job_loads == [("header", "bob", seen["thread"])]
     assert seen["user"] is not login.view_users[0]
+
+
+def test_login_from_remember_cookie_in_job_logs_no_session_warning(
+    app: Flask,
+    offload: Offload,
+    serve: t.Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job reading ``current_user`` of a client that only has its
+    remember-me cookie: Flask-Login writes its own keys into the job's
+    session copy, which is no change of the app's to warn about.
+    """
+    manager = LoginManager(app)
+    manager.user_loader(User)
+
+    @app.get("/login")
+    def do_login() -> str:
+        login_user(User("7"), remember=True)
+        return "ok"
+
+    @app.get("/quiet")
+    def quiet() -> dict[str, str]:
+        # The view never reads current_user: the job is the first to.
+        return {"id": offload.submit(lambda: current_user.get_id()).id}
+
+    server = serve(app)
+    server.get("/login")
+    remembered = requests.Session()
+    remembered.cookies.set("remember_token", server.session.cookies["remember_token"])
+    with caplog.at_level("WARNING", logger="flask_offload"):
+        r = remembered.get(server.url + "/quiet", timeout=WAIT)
+        with app.app_context():
+            assert offload.get_job(r.json()["id"]).result(WAIT) == "7"  # type: ignore[union-attr]
+    assert "changed the session" not in caplog.text
 
 
 def test_login_in_the_submitting_view_reaches_the_job(

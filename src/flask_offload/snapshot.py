@@ -680,7 +680,12 @@ def _replay(
             sess = ctx.leave(error)
         finally:
             _active.discard(ctx)
-            if sess is not None and sess.modified and app not in _warned_session:
+            if (
+                sess is not None
+                and sess.modified
+                and app not in _warned_session
+                and _visible_change(sess, snapshot.session or {})
+            ):
                 _warned_session.add(app)
                 logger.warning(
                     "A job changed the session. Jobs run after the response was"
@@ -688,6 +693,19 @@ def _replay(
                     " client. Store the data elsewhere (a database) instead."
                     " This warning is logged once per app."
                 )
+
+
+def _visible_change(sess: SessionMixin, before: dict[str, t.Any]) -> bool:
+    """Whether the job changed a session key of the app's own. Keys starting
+    with ``_`` are extensions' bookkeeping: Flask-Login writes ``_user_id``
+    and ``_fresh`` when it loads a user from a remember-me cookie, which a
+    job that only reads ``current_user`` does.
+    """
+    missing = object()
+    return any(
+        not key.startswith("_") and sess.get(key, missing) != before.get(key, missing)
+        for key in {*sess.keys(), *before.keys()}
+    )
 
 
 def _make_session(app: Flask, data: dict[str, t.Any]) -> SessionMixin:
