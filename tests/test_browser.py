@@ -13,7 +13,9 @@ as ``docs/_static/dashboard.png``.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
 import sys
 import threading
@@ -25,9 +27,12 @@ from examples.app import create_app
 from examples.app import SAMPLE_PATH
 from examples.extensions import offload
 from flask import Flask
+from flask import request
 
 from flask_offload import Job
 from flask_offload import JobState
+from flask_offload import Offload
+from flask_offload.dashboard import public_args
 from flask_offload.signals import job_progress
 
 CHROMIUM = "/usr/bin/chromium"
@@ -261,6 +266,73 @@ def test_upload_watch_cancel_and_refuse_in_chromium(
     assert shot.stat().st_size > 10_000
     if os.environ.get("OFFLOAD_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_odd_arguments_keep_the_page_live_in_chromium(serve: t.Any) -> None:
+    """A job with a NaN argument does not stop the page from updating (the
+    list of jobs stays valid for JSON.parse), and arguments read the same
+    before and after the page's script updates them.
+    """
+    sync_playwright = require_browser()
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k", OFFLOAD_DASHBOARD=True)
+    offload = Offload(app)
+    offload.authorize(lambda job: True)
+    release = threading.Event()
+
+    @public_args
+    @offload.task
+    def resample(ratio: float, customer: str = "") -> None:
+        assert release.wait(WAIT)
+
+    @app.post("/start")
+    def start() -> t.Any:
+        ratio = float(request.args["ratio"])
+        customer = request.args.get("customer", "")
+        return offload.accepted(resample.submit(ratio, customer=customer))
+
+    def row(job_id: str) -> str:
+        return f'tr[data-job-id="{job_id}"]'
+
+    server = serve(app)
+    try:
+        named = server.post(
+            "/start", params={"ratio": "0.5", "customer": "Smith & O'Brien <Ltd>"}
+        ).json()["id"]
+        # The text the server renders, before any script runs.
+        page_html = server.get("/offload/").text
+        match = re.search(r'data-field="args">([^<]*)</div>', page_html)
+        assert match is not None
+        rendered = html.unescape(match.group(1))
+        assert "Smith & O'Brien <Ltd>" in rendered
+        with sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(WAIT_MS)
+                page.goto(server.url + "/offload/")
+                page.wait_for_selector("#offload-live[data-live=on]")
+                args = page.text_content(f"{row(named)} [data-field=args]")
+                assert args == rendered
+                odd = server.post("/start", params={"ratio": "nan"}).json()["id"]
+                # Added by polling: only if the list parses.
+                page.wait_for_selector(row(odd))
+                assert page.text_content(f"{row(odd)} [data-field=args]") == (
+                    '{"args":["nan"],"kwargs":{"customer":""}}'
+                )
+                release.set()
+                for job_id in (named, odd):
+                    page.wait_for_selector(f'{row(job_id)}[data-state="SUCCEEDED"]')
+                assert page.get_attribute("#offload-live", "data-live") == "on"
+            finally:
+                browser.close()
+    finally:
+        release.set()
+        with app.app_context():
+            assert offload.join(WAIT)
+            offload.shutdown()
 
 
 def test_missing_chromium_skips_locally_and_fails_in_ci(

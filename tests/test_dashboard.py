@@ -5,6 +5,7 @@ and that no header, cookie or token value ever appears in a response.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -390,8 +391,8 @@ def test_list_filters_and_paginates(
 
     # What the page loads is served by the blueprint.
     for path, kind in (
-        ("/offload/static/dashboard.js", "javascript"),
-        ("/offload/static/dashboard.css", "text/css"),
+        ("/offload/offload-static/dashboard.js", "javascript"),
+        ("/offload/offload-static/dashboard.css", "text/css"),
     ):
         asset = server.get(path)
         assert asset.status_code == 200 and kind in asset.headers["Content-Type"]
@@ -433,11 +434,23 @@ def test_no_authorize_callback_refuses_everything(
     server = serve(app)
     job_id = server.post("/run").text
     wait_done(app, offload, job_id)
-    for path in ("/offload/", "/offload/jobs", f"/offload/jobs/{job_id}"):
-        response = server.get(path)
-        assert response.status_code == 403, path
-    assert "@offload.authorize" in server.get("/offload/jobs").json()["message"]
-    assert server.post(f"/offload/jobs/{job_id}/cancel").status_code == 400
+    # The same answer, saying what to do, whether the job exists or not and
+    # before the CSRF token is looked at.
+    for response in (
+        server.get("/offload/"),
+        server.get("/offload/jobs"),
+        server.get(f"/offload/jobs/{job_id}"),
+        server.get("/offload/jobs/0123456789abcdef0123456789abcdef"),
+        server.post(f"/offload/jobs/{job_id}/cancel"),
+        server.post("/offload/jobs/unknown/cancel", headers={"X-CSRF-Token": "x"}),
+    ):
+        assert response.status_code == 403, response.url
+        if response.headers["Content-Type"] == "application/json":
+            assert "'@offload.authorize' callback" in response.json()["message"]
+        else:
+            assert "@offload.authorize" in response.text
+    # The page's script and style sheet are not job data.
+    assert server.get("/offload/offload-static/dashboard.js").status_code == 200
 
 
 def test_users_see_and_cancel_only_their_own_jobs(
@@ -674,7 +687,7 @@ def test_no_header_cookie_or_token_value_in_any_response(
         "/offload/jobs?state=FAILED",
         *(f"/offload/jobs/{i}" for i in ids.values()),
         "/offload/jobs/unknown",
-        "/offload/static/dashboard.js",
+        "/offload/offload-static/dashboard.js",
     ):
         responses.append(server.get(path, params=query, **creds))
     token = csrf_from_page(server)
@@ -823,3 +836,344 @@ def test_arguments_shown_only_for_tasks_that_opt_in(app: Flask, serve: t.Any) ->
         assert "s3cr3t-token-value" not in response.text
     with app.app_context():
         offload.shutdown()
+
+
+def strict_json(text: str) -> t.Any:
+    """Parse as a browser's ``JSON.parse`` does: ``NaN`` is not JSON."""
+
+    def refuse(constant: str) -> t.NoReturn:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def new_app(**config: t.Any) -> tuple[Flask, Offload]:
+    """An app with the dashboard, whose authorize callback allows all."""
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k", OFFLOAD_DASHBOARD=True, **config)
+    offload = Offload(app)
+    offload.authorize(lambda job: True)
+    return app, offload
+
+
+def test_public_result_follows_the_function_not_its_name(serve: t.Any) -> None:
+    """Other functions with the same name, closures from the same factory
+    or a task of another app, keep their results hidden.
+    """
+
+    def make(kind: str) -> t.Callable[[], dict[str, str]]:
+        def run() -> dict[str, str]:
+            return {"value": f"{kind} data"}
+
+        return run
+
+    export_stats = public_result(make("public stats"))
+    load_api_key = make("API-KEY-123")
+    app_a, offload_a = new_app()
+    app_b, offload_b = new_app()
+
+    @public_result
+    @offload_a.task(name="report")
+    def public_report() -> str:
+        return "public numbers"
+
+    @offload_b.task(name="report")
+    def payroll_report() -> str:
+        return "SALARY TABLE"
+
+    @app_a.post("/run")
+    def run_a() -> dict[str, str]:
+        return {
+            "stats": offload_a.submit(export_stats).id,
+            "key": offload_a.submit(load_api_key).id,
+            "report": public_report.submit().id,
+        }
+
+    @app_b.post("/run")
+    def run_b() -> dict[str, str]:
+        return {"payroll": payroll_report.submit().id}
+
+    server_a, server_b = serve(app_a), serve(app_b)
+    try:
+        ids_a = server_a.post("/run").json()
+        ids_b = server_b.post("/run").json()
+        for app, offload in ((app_a, offload_a), (app_b, offload_b)):
+            with app.app_context():
+                assert offload.join(WAIT)
+        status = {
+            k: server_a.get(f"/offload/jobs/{i}").json() for k, i in ids_a.items()
+        }
+        payroll = server_b.get(f"/offload/jobs/{ids_b['payroll']}").json()
+        assert status["stats"]["name"] == status["key"]["name"]
+        assert status["stats"]["result"] == {"value": "public stats data"}
+        assert "result" not in status["key"]
+        assert status["report"]["result"] == "public numbers"
+        assert payroll["name"] == "report" and payroll["state"] == "SUCCEEDED"
+        assert "result" not in payroll
+        for server in (server_a, server_b):
+            for path in ("/offload/", "/offload/jobs"):
+                text = server.get(path).text
+                assert "API-KEY-123" not in text and "SALARY TABLE" not in text
+    finally:
+        for app, offload in ((app_a, offload_a), (app_b, offload_b)):
+            with app.app_context():
+                offload.shutdown()
+
+
+def test_public_result_of_a_celery_job_from_another_process(
+    tmp_path: t.Any, serve: t.Any
+) -> None:
+    """A Celery job read from the result backend is known by its task's name
+    only: its result is shown where the Offload instance serving the URL
+    declares that task public, and nowhere else.
+    """
+    pytest.importorskip("flask_offload.backends.celery")
+    from .celery_support.procs import broker_config
+
+    celery_config = broker_config("redis", str(tmp_path))
+
+    def celery_app(public: bool) -> tuple[Flask, Offload, t.Any]:
+        app, offload = new_app(OFFLOAD_BACKEND="celery", OFFLOAD_CELERY=celery_config)
+
+        def report() -> str:
+            return "public numbers"
+
+        task = offload.task(name="tests.dashboard.report")(report)
+        return app, offload, public_result(task) if public else task
+
+    sender, sender_offload, report = celery_app(public=False)
+    public, public_offload, _ = celery_app(public=True)
+    private, private_offload, _ = celery_app(public=False)
+    apps = (
+        (sender, sender_offload),
+        (public, public_offload),
+        (private, private_offload),
+    )
+    try:
+        with sender.test_request_context():
+            job = report.submit()
+            # As a worker would, with no worker: the job is done.
+            sender_offload.celery.backend.store_result(
+                job.id, "public numbers", "SUCCESS"
+            )
+            sender_offload.celery.control.purge()
+        seen = serve(public).get(f"/offload/jobs/{job.id}").json()
+        assert seen["state"] == "SUCCEEDED" and seen["result"] == "public numbers"
+        hidden = serve(private).get(f"/offload/jobs/{job.id}").json()
+        assert hidden["state"] == "SUCCEEDED" and "result" not in hidden
+    finally:
+        for app, offload in apps:
+            with app.app_context():
+                offload.shutdown()
+
+
+def summarize_app(app: Flask, offload: Offload) -> t.Any:
+    """A task with public arguments, submitted with the arguments of each
+    call in ``POST /run``'s list.
+    """
+    from flask_offload.dashboard import public_args
+
+    @public_args
+    @offload.task
+    def summarize(*values: t.Any) -> None:
+        return None
+
+    offload.authorize(lambda job: True)
+    return summarize
+
+
+def test_non_finite_arguments_keep_the_list_valid_json(
+    app: Flask, offload: Offload, serve: t.Any
+) -> None:
+    """NaN and infinities are shown by their repr: the list of jobs stays
+    valid JSON, which the page parses with JSON.parse.
+    """
+    summarize = summarize_app(app, offload)
+
+    @app.post("/run")
+    def run() -> str:
+        return summarize.submit(float("nan"), [float("-inf")], x=float("inf")).id
+
+    server = serve(app)
+    job_id = server.post("/run").text
+    wait_done(app, offload, job_id)
+    for path in ("/offload/jobs", f"/offload/jobs/{job_id}"):
+        response = server.get(path)
+        assert response.status_code == 200
+        data = strict_json(response.text)
+        status = data["jobs"][0] if "jobs" in data else data
+        assert status["args"] == {"args": ["nan", ["-inf"]], "kwargs": {"x": "inf"}}
+    assert "NaN" not in server.get("/offload/").text
+
+
+def test_arguments_json_cannot_hold_never_fail_the_submit(
+    app: Flask, offload: Offload, serve: t.Any
+) -> None:
+    """Keys that are not strings and a list holding itself are shown by
+    their repr; showing arguments never makes the submit fail.
+    """
+    summarize = summarize_app(app, offload)
+    cycle: list[t.Any] = []
+    cycle.append(cycle)
+
+    @app.post("/run")
+    def run() -> dict[str, str]:
+        return {
+            "keys": summarize.submit({(2025, 1): 10, 3: "three", None: b"x"}).id,
+            "cycle": summarize.submit(cycle, {"self": cycle}).id,
+        }
+
+    server = serve(app)
+    response = server.post("/run")
+    assert response.status_code == 200, response.text
+    ids = response.json()
+    with app.app_context():
+        assert offload.join(WAIT)
+    jobs = {job["id"]: job for job in server.get("/offload/jobs").json()["jobs"]}
+    assert jobs[ids["keys"]]["state"] == "SUCCEEDED"
+    assert jobs[ids["keys"]]["args"]["args"] == [
+        {"(2025, 1)": 10, "3": "three", "null": "b'x'"}
+    ]
+    assert jobs[ids["cycle"]]["state"] == "SUCCEEDED"
+    assert jobs[ids["cycle"]]["args"]["args"] == [["[...]"], {"self": ["[...]"]}]
+
+
+def test_arguments_are_shown_as_the_script_shows_them(
+    app: Flask, offload: Offload, serve: t.Any
+) -> None:
+    """The page's first render shows the text its script then keeps showing
+    (``JSON.stringify``), not HTML-safe JSON escapes such as ``\\u0026``.
+    """
+    from flask_offload.dashboard import public_args
+
+    @public_args
+    @offload.task
+    def export(customer: str, amount: float, rate: float) -> None:
+        return None
+
+    offload.authorize(lambda job: True)
+
+    @app.post("/run")
+    def run() -> str:
+        return export.submit("Smith & O'Brien <Ltd> · Zürich", 3.0, rate=0.25).id
+
+    server = serve(app)
+    job_id = server.post("/run").text
+    wait_done(app, offload, job_id)
+    row = parse_rows(server.get("/offload/").text)[job_id]
+    assert row["text"]["args"] == (
+        '{"args":["Smith & O\'Brien <Ltd> · Zürich",3],"kwargs":{"rate":0.25}}'
+    )
+
+
+def test_dashboard_at_the_site_root(serve: t.Any) -> None:
+    """With OFFLOAD_URL_PREFIX "/" the page's script and style sheet are
+    still the blueprint's, next to the app's own /static.
+    """
+    app, offload = new_app(OFFLOAD_URL_PREFIX="/")
+
+    @app.post("/go")
+    def go() -> t.Any:
+        return offload.accepted(offload.submit(lambda: 7))
+
+    server = serve(app)
+    try:
+        response = server.post("/go")
+        job_id = response.json()["id"]
+        assert response.headers["Location"] == f"/jobs/{job_id}"
+        wait_done(app, offload, job_id)
+        assert server.get(f"/jobs/{job_id}").json()["state"] == "SUCCEEDED"
+        page = server.get("/")
+        assert page.status_code == 200 and job_id in page.text
+        assets = re.findall(r'<(?:script|link)[^>]* (?:src|href)="([^"]+)"', page.text)
+        assert len(assets) == 2
+        for path in assets:
+            asset = server.get(path)
+            assert asset.status_code == 200, path
+            assert asset.headers["Content-Type"].startswith(
+                ("text/javascript", "text/css")
+            )
+        assert "offload-dashboard" in server.get(assets[1]).text  # the script
+        assert server.get("/static/dashboard.js").status_code == 404  # the app's
+    finally:
+        with app.app_context():
+            offload.shutdown()
+
+
+def test_progress_message_must_be_text(
+    app: Flask, offload: Offload, serve: t.Any
+) -> None:
+    """A message that is not a string fails the job that sets it, saying
+    so, instead of breaking the list of jobs for everyone.
+    """
+    messages: list[t.Any] = [b"parsed rows", {"rows": {1, 2}}, 42]
+
+    def report(message: t.Any) -> None:
+        current_job.set_progress(0.5, message)
+
+    offload.authorize(lambda job: True)
+
+    @app.post("/run")
+    def run() -> list[str]:
+        return [offload.submit(report, m).id for m in messages]
+
+    server = serve(app)
+    ids = server.post("/run").json()
+    for job_id in ids:
+        wait_done(app, offload, job_id)
+    listed = server.get("/offload/jobs")
+    assert listed.status_code == 200
+    jobs = {job["id"]: job for job in listed.json()["jobs"]}
+    for job_id, kind in zip(ids, ("bytes", "dict", "int"), strict=True):
+        job = jobs[job_id]
+        assert job["state"] == "FAILED" and job["message"] is None
+        assert job["error"]["type"] == "TypeError"
+        assert job["error"]["message"].startswith(
+            f"The progress message must be a string or None, not {kind}."
+        )
+    assert server.get("/offload/").status_code == 200
+
+
+def test_result_links_refuse_spaces_and_control_characters(
+    app: Flask, offload: Offload, serve: t.Any
+) -> None:
+    """Browsers drop tabs and newlines from URLs: "/\\t/evil.example" would
+    lead to another host, so it is never made a link.
+    """
+    values = [
+        "/\t/evil.example/a",
+        "/\n/evil.example/b",
+        "/\r\\evil.example/c",
+        "/\x00/evil.example/d",
+        "http://ok.example/\u2028",
+        " javascript:alert(1)",
+        "/exports/my file.csv",
+        "http://ok.example/",
+        "/ok/path",
+    ]
+
+    @public_result
+    @offload.task
+    def export(url: str) -> dict[str, str]:
+        return {"download_url": url}
+
+    offload.authorize(lambda job: True)
+
+    @app.post("/run")
+    def run() -> list[str]:
+        return [export.submit(v).id for v in values]
+
+    server = serve(app)
+    ids = server.post("/run").json()
+    for job_id in ids:
+        wait_done(app, offload, job_id)
+    links = [server.get(f"/offload/jobs/{i}").json()["result_links"] for i in ids]
+    assert links == [[]] * 7 + [
+        [{"label": "download", "url": "http://ok.example/"}],
+        [{"label": "download", "url": "/ok/path"}],
+    ]
+    rows = parse_rows(server.get("/offload/").text)
+    assert [rows[i].get("links") for i in ids] == [None] * 7 + [
+        ["http://ok.example/"],
+        ["/ok/path"],
+    ]

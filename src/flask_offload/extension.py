@@ -24,8 +24,7 @@ from .files import WithUploads
 from .jobs import Job
 from .jobs import JobRegistry
 from .jobs import JobState
-from .jobs import PUBLIC_ARGS_ATTR
-from .jobs import public_args_copy
+from .jobs import PUBLIC_ATTR
 from .signals import job_submitted
 from .snapshot import caller_site
 from .snapshot import capture
@@ -463,8 +462,10 @@ class Offload:
                 site=caller_site(sys._getframe(1)),
             )
             job = backend.job_class(name, app, snapshot.site, snapshot)
-            if getattr(func, PUBLIC_ARGS_ATTR, False):
-                job.public_args = public_args_copy(args, kwargs)
+            # Marked with public_args / public_result: one lookup for both.
+            public = getattr(func, PUBLIC_ATTR, 0)
+            if public:
+                job._make_public(public, args, kwargs)
             data = snapshot.request
             if data is not None and data.files and (args or kwargs):
                 swapped = swap_uploads(args, kwargs)

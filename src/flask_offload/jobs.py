@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import os
 import threading
 import time
@@ -152,6 +153,7 @@ class Job:
         "snapshot",
         "user_id",
         "public_args",
+        "_public_result",
         "_site",
         "_claim",
         "_done",
@@ -163,6 +165,9 @@ class Job:
         "_finished_mono",
         "__weakref__",
     )
+    # Set only by _make_public, for jobs of functions marked with
+    # public_result: other jobs never pay for it (read with getattr).
+    _public_result: bool
 
     def __init__(
         self,
@@ -338,7 +343,10 @@ class Job:
         polls the job, the dashboard) and sent as :data:`~signals.job_progress`.
 
         :param progress: A fraction between 0 and 1, or ``None`` if unknown.
-        :param message: A short text for people, such as ``"parsed 4,000 rows"``.
+        :param message: A short text for people, such as ``"parsed 4,000 rows"``,
+            or ``None``.
+        :raises ValueError: ``progress`` is not between 0 and 1.
+        :raises TypeError: ``message`` is not a string or ``None``.
         """
         if progress is not None:
             progress = float(progress)
@@ -347,6 +355,13 @@ class Job:
                     f"Progress must be a fraction between 0 and 1, not {progress!r}."
                     " Pass done / total, for example set_progress(0.4)."
                 )
+        if message is not None and not isinstance(message, str):
+            # Shown as text on the status URLs, which must stay valid JSON.
+            raise TypeError(
+                "The progress message must be a string or None, not"
+                f" {type(message).__name__}. Pass text, for example"
+                ' set_progress(0.4, f"parsed {rows} rows").'
+            )
         self.progress = progress
         self.message = message
         self._send(signals.job_progress)
@@ -426,6 +441,17 @@ class Job:
         if event is not None:
             event.set()
 
+    def _make_public(
+        self, flags: int, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
+    ) -> None:
+        """Keep what the marks of the job's function (:data:`PUBLIC_ATTR`)
+        let the status URLs show. Called at submit, for marked functions only.
+        """
+        if flags & PUBLIC_ARGS:
+            self.public_args = public_args_copy(args, kwargs)
+        if flags & PUBLIC_RESULT:
+            self._public_result = True
+
     def _send(self, signal: t.Any) -> None:
         if not signal.receivers:
             return
@@ -438,25 +464,108 @@ class Job:
             )
 
 
-#: Set on a function whose jobs keep a copy of their arguments for display.
-PUBLIC_ARGS_ATTR = "__offload_public_args__"
+#: The attribute that :func:`flask_offload.dashboard.public_args` and
+#: :func:`~flask_offload.dashboard.public_result` set on a function: an int
+#: of :data:`PUBLIC_ARGS` and :data:`PUBLIC_RESULT` bits. One attribute, so
+#: that a submit looks it up once. Read from the function the job is
+#: submitted with, never by its name: another function may have the same.
+PUBLIC_ATTR = "__offload_public__"
+#: The job keeps a copy of its arguments for display.
+PUBLIC_ARGS = 1
+#: The job's result may be shown.
+PUBLIC_RESULT = 2
 _MAX_ARGS_JSON = 4096
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def public_args_copy(
     args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
 ) -> dict[str, t.Any]:
     """A JSON-safe copy of a job's arguments for display: values that are
-    not JSON are shown by their ``repr``, and a copy longer than 4 KiB as
-    JSON is cut to a note saying so.
+    not JSON (non-finite floats, keys that are not strings, cycles, other
+    types) are shown by their ``repr``, and a copy longer than 4 KiB as
+    JSON is cut to a note saying so. Never raises: it runs in the submit.
     """
     import json
 
-    text = json.dumps({"args": list(args), "kwargs": kwargs}, default=repr)
+    try:
+        # The common case, in C. It refuses NaN (not JSON: the page's
+        # JSON.parse would fail), keys JSON cannot have, and cycles.
+        text = json.dumps(
+            {"args": args, "kwargs": kwargs}, default=repr, allow_nan=False
+        )
+    except Exception:
+        try:
+            data = {
+                "args": _displayable(args, [_MAX_ARGS_JSON], set()),
+                "kwargs": _displayable(kwargs, [_MAX_ARGS_JSON], set()),
+            }
+            text = json.dumps(data, allow_nan=False)
+        except _TooLarge:
+            return {
+                "truncated": f"The arguments are more than {_MAX_ARGS_JSON} bytes"
+                " as JSON; not shown."
+            }
+        except Exception:  # a repr that recurses too deep, say
+            return {"truncated": "The arguments cannot be shown as JSON."}
     if len(text) > _MAX_ARGS_JSON:
         return {"truncated": f"The arguments are {len(text)} bytes as JSON; not shown."}
-    data: dict[str, t.Any] = json.loads(text)
-    return data
+    copy: dict[str, t.Any] = json.loads(text)
+    return copy
+
+
+def _displayable(value: t.Any, budget: list[int], active: set[int]) -> t.Any:
+    """``value`` made of JSON types, for :func:`public_args_copy`. Each value
+    takes at least one byte of JSON, so more than ``budget[0]`` of them are
+    too many to show: stop there rather than walk a huge structure.
+    """
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge
+    if value is None or isinstance(value, (str, int)):  # bool is an int
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (list, tuple, dict)):
+        if id(value) in active:  # a cycle, shown as repr shows it
+            return "{...}" if isinstance(value, dict) else "[...]"
+        active.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {
+                    _displayable_key(k): _displayable(v, budget, active)
+                    for k, v in value.items()
+                }
+            return [_displayable(v, budget, active) for v in value]
+        finally:
+            active.discard(id(value))
+    return _safe_repr(value)
+
+
+def _displayable_key(key: t.Any) -> str:
+    # The keys json.dumps accepts, as it writes them; repr for the others.
+    if isinstance(key, str):
+        return key
+    if (
+        key is None
+        or isinstance(key, int)
+        or isinstance(key, float)
+        and math.isfinite(key)
+    ):
+        import json
+
+        return json.dumps(key)
+    return _safe_repr(key)
+
+
+def _safe_repr(value: t.Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__qualname__} object (repr failed)>"
 
 
 _cv_job: ContextVar[Job] = ContextVar("flask_offload.job")

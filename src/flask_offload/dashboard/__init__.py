@@ -39,9 +39,10 @@ from werkzeug.exceptions import HTTPException
 
 from ..jobs import Job
 from ..jobs import JobState
-from ..jobs import PUBLIC_ARGS_ATTR
+from ..jobs import PUBLIC_ARGS
+from ..jobs import PUBLIC_ATTR
+from ..jobs import PUBLIC_RESULT
 from ..tasks import Task
-from ..tasks import task_name
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask.typing import ResponseReturnValue
@@ -69,8 +70,9 @@ MAX_PER_PAGE = 200
 #: A public result larger than this, as JSON, is left out of the status.
 MAX_RESULT_BYTES = 64 * 1024
 
-_PUBLIC_ATTR = "__offload_public_result__"
-_public_names: set[str] = set()
+#: Where the blueprint serves the page's script and style sheet, under the
+#: prefix: not ``/static``, which is the app's own with the prefix ``/``.
+STATIC_URL_PATH = "/offload-static"
 
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
@@ -98,19 +100,18 @@ def public_result(task: F) -> F:
     The result is shown once the job succeeded, if it is JSON-safe (made of
     dicts, lists, strings, numbers, booleans and ``None``) and at most 64
     KiB as JSON. String values under a key named ``url`` or ending in
-    ``_url`` that are absolute paths or ``http(s)`` URLs become links.
+    ``_url`` that are absolute paths or ``http(s)`` URLs, without spaces or
+    control characters, become links.
 
     Works above or below ``@offload.task``, and on plain functions given to
-    ``offload.submit``.
+    ``offload.submit``. The mark is on the function itself, not its name:
+    another function with the same name (a closure from the same factory, a
+    task of another app) keeps its result hidden. Mark the task before jobs
+    are submitted. With Celery, a job that another process submitted is
+    known here by its task's name only: its result is shown if the task of
+    that name declared on the ``Offload`` instance serving the URL is marked.
     """
-    target = task.fn if isinstance(task, Task) else task
-    name = task.name if isinstance(task, Task) else task_name(task)
-    try:
-        setattr(target, _PUBLIC_ATTR, True)
-    except (AttributeError, TypeError):  # pragma: no cover - builtins, slots
-        pass
-    _public_names.add(name)
-    return task
+    return _mark(task, PUBLIC_RESULT, "public_result")
 
 
 def public_args(task: F) -> F:
@@ -126,26 +127,43 @@ def public_args(task: F) -> F:
         def build_export(month):
             ...
 
-    The job keeps a JSON copy of its arguments taken at submit (values that
-    are not JSON shown by their ``repr``, at most 4 KiB). Works above or
+    The job keeps a JSON copy of its arguments taken at submit, at most 4
+    KiB: what JSON cannot hold (objects, bytes, ``nan`` and infinities, keys
+    that are not strings, a list that contains itself) is shown by its
+    ``repr``, and a copy never makes the submit fail. Works above or
     below ``@offload.task``, and on plain functions given to
     ``offload.submit``. Mark the task before jobs are submitted.
     """
+    return _mark(task, PUBLIC_ARGS, "public_args")
+
+
+def _mark(task: F, flag: int, decorator: str) -> F:
+    # The submit reads the mark from the function it runs (see PUBLIC_ATTR).
     target = task.fn if isinstance(task, Task) else task
     try:
-        setattr(target, PUBLIC_ARGS_ATTR, True)
+        setattr(target, PUBLIC_ATTR, getattr(target, PUBLIC_ATTR, 0) | flag)
     except (AttributeError, TypeError):  # pragma: no cover - builtins, slots
         raise TypeError(
-            f"Cannot mark {target!r} with public_args: wrap it in a function first."
+            f"Cannot mark {target!r} with {decorator}: wrap it in a function first."
         ) from None
     return task
 
 
 def _is_public(offload: Offload, job: Job) -> bool:
-    if job.name in _public_names:
+    # Recorded at submit from the function the job was submitted with.
+    if getattr(job, "_public_result", False):
         return True
+    _, state = offload._state()
+    if state.backend.name != "celery" or state.registry.get(job.id) is job:
+        return False
+    # A Celery job submitted by another process, read from the result
+    # backend, is known by its task's name only. Celery sends declared tasks
+    # only, whose names are unique on an Offload instance: look the name up
+    # on this one, never on other instances or apps.
     declared = offload.tasks.get(job.name)
-    return declared is not None and bool(getattr(declared.fn, _PUBLIC_ATTR, False))
+    return declared is not None and bool(
+        getattr(declared.fn, PUBLIC_ATTR, 0) & PUBLIC_RESULT
+    )
 
 
 def _public_value(offload: Offload, job: Job) -> tuple[bool, t.Any]:
@@ -171,6 +189,11 @@ def _result_links(result: t.Any) -> list[dict[str, str]]:
     links = []
     for key, value in result.items():
         if not (key == "url" or key.endswith("_url")) or not isinstance(value, str):
+            continue
+        # Browsers drop tabs and newlines anywhere in a URL and strip control
+        # characters and spaces at its ends: "/\t/evil.example" would lead to
+        # another host. No link is made of text with any of them.
+        if not value.isprintable() or " " in value:
             continue
         local = value.startswith("/") and not value.startswith(("//", "/\\"))
         if local or value.startswith(("http://", "https://")):
@@ -268,6 +291,24 @@ def _result_summary(job: dict[str, t.Any]) -> str:
     return _scalar(result)
 
 
+def _args_text(args: t.Any) -> str:
+    """The arguments as the page's script shows them, ``JSON.stringify``
+    (compact, not ASCII-escaped, whole floats without ``.0``); the template
+    escapes the text as HTML.
+    """
+    return json.dumps(_js_numbers(args), ensure_ascii=False, separators=(",", ":"))
+
+
+def _js_numbers(value: t.Any) -> t.Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    if isinstance(value, list):
+        return [_js_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _js_numbers(v) for k, v in value.items()}
+    return value
+
+
 def _scalar(value: t.Any) -> str:
     # As JavaScript's JSON.stringify shows it, for strings without quotes.
     if isinstance(value, str):
@@ -363,11 +404,14 @@ def create_blueprint(offload: Offload) -> Blueprint:
         __name__,
         template_folder="templates",
         static_folder="static",
-        static_url_path="/static",
+        static_url_path=STATIC_URL_PATH,
     )
 
+    @bp.before_request
     def require_callback() -> None:
-        if offload._authorize is None:
+        # First, before any job is looked up or a CSRF token checked: the
+        # answer is the same for every URL and says what to do.
+        if offload._authorize is None and request.endpoint != "offload.static":
             abort(
                 403,
                 "Nobody may see jobs until the app registers an"
@@ -383,7 +427,6 @@ def create_blueprint(offload: Offload) -> Blueprint:
         return job
 
     def list_data() -> dict[str, t.Any]:
-        require_callback()
         raw_state = request.args.get("state") or None
         state = None
         if raw_state is not None:
@@ -442,6 +485,7 @@ def create_blueprint(offload: Offload) -> Blueprint:
             percent=_percent,
             duration=_duration,
             result_summary=_result_summary,
+            args_text=_args_text,
             **data,
         )
         response = make_response(html)
