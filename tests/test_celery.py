@@ -297,9 +297,13 @@ def test_chain_and_celery_api_in_a_view(
     assert seen["previous"] == {"request": True, "app": capp.name}
     assert seen["user"] == "bob"
     assert seen["path"] == "/chain"
-    delayed = fetch(capp, server.post("/celery-delay").json()["id"]).result(0)
+    job = fetch(capp, server.post("/celery-delay").json()["id"])
+    delayed = job.result(0)
     assert delayed["label"] == "delay"
     assert delayed["user"] == "bob"
+    # Where the view called delay(), not inside Celery.
+    assert "celery_support/app.py" in job.submitted_from
+    assert "celery_delay" in job.submitted_from
 
 
 def _send(capp: Flask, args: tuple[t.Any, ...], token: str) -> str:

@@ -517,18 +517,23 @@ def prepare_app(app: Flask) -> None:
     compat.wrap_teardown_request(app, _release_request_data)
 
 
-def caller_site(frame: FrameType | None = None) -> SubmitSite | None:
+def caller_site(
+    frame: FrameType | None = None, skip: tuple[str, ...] = ()
+) -> SubmitSite | None:
     """The first frame outside this package, from ``frame`` (by default the
     caller's) outwards: where the user submitted.
 
     :param frame: Where to start; ``submit`` passes its caller's frame, so
         its own frame object is never created.
+    :param skip: Directories of other packages to look past (Celery's, for
+        a task sent with ``delay()``).
     """
     if frame is None:
         frame = sys._getframe(1)
+    skip = (_PKG_DIR, *skip)
     while frame is not None:
         code = frame.f_code
-        if not code.co_filename.startswith(_PKG_DIR):
+        if not code.co_filename.startswith(skip):
             return (code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return None

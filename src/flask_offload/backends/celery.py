@@ -46,6 +46,7 @@ import weakref
 from datetime import datetime
 from datetime import timezone
 
+import celery
 from celery import Celery
 from celery import signals
 from celery import Task as CeleryTask
@@ -110,6 +111,9 @@ CELERY_DEFAULTS: dict[str, t.Any] = {
     "result_extended": False,
     "broker_connection_retry_on_startup": True,
 }
+#: Where Celery's own modules live: a submit site is never inside them.
+_CELERY_DIRS = (os.path.dirname(os.path.abspath(celery.__file__)),)
+
 #: Transports that redeliver an unacknowledged message after a visibility
 #: timeout, with kombu's default timeout in seconds.
 _VISIBILITY_TIMEOUTS = {
@@ -448,7 +452,9 @@ class CeleryBackend(Backend):
         snapshot = capture(
             carry_g=settings.carry_g,
             max_body_size=settings.max_body_size,
-            site=caller_site(),
+            # Past Celery's delay(), apply_async() and signal dispatch: the
+            # view's line.
+            site=caller_site(skip=_CELERY_DIRS),
         )
         snapshot.acquire()
         try:
