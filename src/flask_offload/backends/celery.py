@@ -1148,6 +1148,16 @@ def _on_publish(
                     " Redis result backend for chords of jobs."
                 )
             wire = backend.capture_wire(backend.app, task_id, keys)
+            # As submit does: the web process knows the job's name and
+            # where it was sent from before a worker starts it.
+            backend._write_info(
+                task_id,
+                {
+                    "name": name,
+                    "submitted_at": wire["submitted_at"],
+                    "site": wire.get("site"),
+                },
+            )
         headers[HEADER] = backend.make_token(
             backend.app,
             wire,
