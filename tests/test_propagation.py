@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import multiprocessing.dummy
@@ -650,6 +651,55 @@ def test_carried_targets_are_not_wrapped_again(
     assert len(teardowns) == 3
 
 
+@pytest.mark.parametrize("block", [False, True], ids=["option", "block"])
+def test_patched_method_handed_to_a_patched_api(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer], block: bool
+) -> None:
+    """A patched method given as the function (``submit(pool.map, fn, ...)``)
+    is propagated like any other: the inner call captures again in the
+    replayed context. ``block`` hands it over inside a ``propagating()``
+    block, whose tasks are called through another frame.
+    """
+    col = Collector()
+    ex = ThreadPoolExecutor(2)
+    pool = ThreadPool(2)
+
+    def start() -> None:
+        col.waitables.append(ex.submit(pool.map, col.read, ["submit(pool.map)"]))
+        part = functools.partial(pool.starmap, col.read)
+        col.waitables.append(ex.submit(part, [("submit(partial(pool.starmap))",)]))
+        for target, tag in [(pool.map, "thread(pool.map)"), (carry(pool.map), "carry")]:
+            th = threading.Thread(target=target, args=(col.read, [tag]))
+            th.start()
+            col.threads.append(th)
+
+    @app.get("/")
+    def view() -> str:
+        with propagating() if block else contextlib.nullcontext():
+            start()
+        return "ok"
+
+    server = serve(app)
+    try:
+        assert server.get("/?doc_id=m&n=5", headers={"X-User": "max"}).ok
+        assert col.finish() == [
+            ("max", "m", "max", 5, tag)
+            for tag in sorted(
+                [
+                    "carry",
+                    "submit(partial(pool.starmap))",
+                    "submit(pool.map)",
+                    "thread(pool.map)",
+                ]
+            )
+        ]
+    finally:
+        col.release.set()
+        ex.shutdown(wait=True)
+        pool.close()
+        pool.join()
+
+
 def test_process_pools_never_patched(app: Flask, offload: Offload) -> None:
     assert propagation.installed()
     assert (
@@ -995,6 +1045,8 @@ GEVENT_POOL_SCRIPT = textwrap.dedent(
         waits.append(group.map_async(read, ["group.map_async"]))
         # The blocking map runs in a greenlet the view spawns, nested.
         waits.append(gevent.spawn(lambda: pool.map(read, ["pool.map"])))
+        # A patched method given as the function: its own call captures again.
+        waits.append(gevent.spawn(pool.map, read, ["spawn(pool.map)"]))
         # A full pool's apply_async hands func to a greenlet of its own.
         full = gevent.pool.Pool(1)
         full.spawn(release.wait, 10)
@@ -1033,6 +1085,7 @@ def test_gevent_pool_mapping_methods(tmp_path: t.Any) -> None:
             "pool.imap_unordered",
             "group.map_async",
             "pool.map",
+            "spawn(pool.map)",
             "full.apply_async",
         ]
     )

@@ -141,6 +141,10 @@ _SKIP_THREAD_CLASS_MODULES = tuple(
 # own (asgiref's loop and sync_to_async threads): a replay around them would
 # only add a teardown_appcontext in the wrong thread.
 _SKIP_CALLER_MODULES = ("asgiref.", "flask_offload.")
+# But a replay (and _forced_call) calls the function it was handed from
+# these: a patch called there was handed over by the user's code, as in
+# submit(pool.map, fn, items), and captures again for fn.
+_REPLAY_MODULES = ("flask_offload.snapshot", __name__)
 
 _lock = threading.RLock()
 _patched = False
@@ -276,10 +280,18 @@ def _make_carrier(fn: t.Callable[..., t.Any], app: Flask, forced: bool) -> _Carr
     )
 
 
-def _module_of(fn: t.Any) -> str:
+def _skip_callable(fn: t.Any, modules: tuple[str, ...]) -> bool:
+    """Whether ``fn`` (or the function a partial calls) comes from one of
+    ``modules``. Our own patches live in this module but stand for the
+    threading, pool or gevent method they replace, which is public API: they
+    are never skipped, so ``submit(pool.map, fn, items)`` carries the context
+    on to the inner call.
+    """
     while isinstance(fn, functools.partial):
         fn = fn.func
-    return getattr(fn, "__module__", None) or ""
+    module = getattr(fn, "__module__", None) or ""
+    # The mark is looked up only for the few callables that match.
+    return module.startswith(modules) and not getattr(fn, _PATCH_MARK, False)
 
 
 def _carries_itself(fn: t.Any) -> bool:
@@ -299,9 +311,9 @@ def _wrap_task(fn: t.Any, caller: str) -> t.Any:
     """``fn`` wrapped to replay the current context at each call, or ``fn``
     itself when propagation does not apply. Needs an app context.
     """
-    if caller.startswith(_SKIP_CALLER_MODULES) or _carries_itself(fn):
+    if caller.startswith(_SKIP_CALLER_MODULES) and caller not in _REPLAY_MODULES:
         return fn
-    if _module_of(fn).startswith(_SKIP_CALLER_MODULES):
+    if _carries_itself(fn) or _skip_callable(fn, _SKIP_CALLER_MODULES):
         return fn
     enabled = _enabled_app()
     if enabled is None:
@@ -353,7 +365,7 @@ def _skip_thread(thread: threading.Thread) -> bool:
     if type(thread).run in (threading.Thread.run, threading.Timer.run):
         if _carries_itself(target):
             return True
-    return _module_of(target).startswith(_SKIP_THREAD_MODULES)
+    return _skip_callable(target, _SKIP_THREAD_MODULES)
 
 
 def _prepare_thread(thread: threading.Thread) -> t.Any:

@@ -68,6 +68,8 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         "ctors",
         "decorators",
         "names",
+        "celery",
+        "celery_appctx",
     ],
 )
 def test_project_findings(name: str) -> None:
@@ -289,7 +291,7 @@ def test_finding_format() -> None:
 
 
 def test_messages_are_sentences_with_a_fix() -> None:
-    for name in ("entries", "misuse", "misc", "appctx"):
+    for name in ("entries", "misuse", "misc", "appctx", "celery", "celery_appctx"):
         for finding in check_paths([str(PROJECTS / name)]):
             assert finding.message.endswith(".")
             assert any(
@@ -329,3 +331,16 @@ def test_shared_wrapper_in_loop_message() -> None:
     assert (first.line, first.code) == (21, "OFF112")
     assert "'wrapped'" in first.message
     assert "executor.submit() on every pass" in first.message
+
+
+def test_celery_messages_suggest_an_offload_task() -> None:
+    findings = check_paths([str(PROJECTS / "celery")])
+    plain = next(f for f in findings if f.via == ("app.plain",))
+    assert "a Celery worker, where no request context exists" in plain.message
+    assert "@offload.task" in plain.message and "carry()" not in plain.message
+    (appctx,) = [
+        f for f in check_paths([str(PROJECTS / "celery_appctx")]) if f.code == "OFF101"
+    ]
+    assert "its task class gives it an application context but no request" in (
+        appctx.message
+    )

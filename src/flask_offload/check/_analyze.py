@@ -38,6 +38,7 @@ from ._model import TRY_NODES
 from ._model import Value
 from ._names import APP_HELPERS
 from ._names import APP_VARS
+from ._names import CELERY
 from ._names import COPY_CONTEXT
 from ._names import LOOP_FACTORIES
 from ._names import PARTIAL
@@ -322,7 +323,9 @@ class Analyzer:
 
     def decorator_kinds(self, func: FunctionInfo) -> frozenset[str]:
         """``copy``, ``carry`` and ``task`` for decorators that make a
-        function safe to run in the background (or not a plain function).
+        function safe to run in the background (or not a plain function),
+        ``celery`` for a Celery task: not a plain function either, but run
+        by a worker, so its body is an entry point.
         """
         key = id(func)
         cached = self._decorators.get(key)
@@ -339,10 +342,54 @@ class Analyzer:
             elif _is_carry(name):
                 kinds.add("carry")
             elif _last_identifier(expr) in ("task", "shared_task"):
-                kinds.add("task")
+                kinds.add("celery" if self.celery_task(expr, value, scope) else "task")
         result = frozenset(kinds)
         self._decorators[key] = result
         return result
+
+    def celery_task(self, expr: ast.expr, value: Value, scope: Scope) -> bool:
+        """Whether the decorator ``expr`` (resolved to ``value``) is Celery's
+        ``shared_task`` or the ``task`` method of a Celery app: an instance
+        of ``Celery`` or of a project subclass, also when a project factory
+        (``make_celery(app)``) returns it. A receiver the checker cannot
+        resolve is taken to be a Celery app if its name, or its key in
+        ``app.extensions``, contains ``celery``; ``@offload.task`` and
+        other libraries' tasks are not.
+        """
+        if isinstance(value, Ext) and value.name.startswith("celery."):
+            return True
+        if not isinstance(expr, ast.Attribute):
+            # A bare ``shared_task`` is Celery's unless known to be another.
+            return value is None and _last_identifier(expr) == "shared_task"
+        receiver = self.project.resolve(expr.value, scope)
+        if isinstance(receiver, Ext) and receiver.instance:
+            return receiver.name == CELERY
+        if isinstance(receiver, Inst):
+            return self.project.celery_base(receiver.cls)
+        if receiver is not None and not isinstance(receiver, Ext):
+            return False
+        # Unknown, or a name from a module outside the project.
+        key = _extension_key(expr.value)
+        name = key if key is not None else _last_identifier(expr.value)
+        return "celery" in name.lower()
+
+    def celery_app_context(self) -> bool:
+        """Whether the project's Celery tasks run in an app context: a
+        ``Task`` subclass whose ``__call__`` pushes one, as in Flask's
+        Celery guide (``with app.app_context(): return self.run(...)``).
+        """
+        for cls in self.project.classes:
+            call = cls.methods.get("__call__")
+            if call is None or isinstance(call.node, ast.Lambda):
+                continue
+            if not any("Task" in _last_identifier(b) for b in cls.node.bases):
+                continue
+            for node in ast.walk(call.node):
+                if isinstance(node, (ast.With, ast.AsyncWith)) and any(
+                    context_kind(item.context_expr)[0] for item in node.items
+                ):
+                    return True
+        return False
 
     def is_safe(self, func: FunctionInfo) -> bool:
         return bool(self.decorator_kinds(func))
@@ -489,10 +536,14 @@ class Analyzer:
                 self.summary(func)
         # A decorator's wrapper that starts the function it wraps in the
         # background, walked once for each function decorated with it.
+        # Celery tasks run in a worker, whoever calls them (or none).
+        celery_app = self.celery_app_context()
         for func in list(project.functions):
             if func.decorators:
                 with _analysing(func.module):
-                    self.decorated(func)
+                    called = self.decorated(func)
+                    if "celery" in self.decorator_kinds(func):
+                        self.entries.append(Entry(called, "celery", None, celery_app))
         for wrapper in list(self.wrappers):
             if id(wrapper.node) in spawning:
                 self.summary(wrapper)
@@ -1672,6 +1723,13 @@ _HANDS_OFF = frozenset(
 
 def _is_offload_extension(expr: ast.expr) -> bool:
     """``<app>.extensions["offload"]`` or ``<app>.extensions.get("offload")``."""
+    return _extension_key(expr) == "offload"
+
+
+def _extension_key(expr: ast.expr) -> str | None:
+    """``key`` for ``<app>.extensions[key]`` or ``<app>.extensions.get(key)``
+    with a constant string key, else ``None``.
+    """
     if isinstance(expr, ast.Subscript):
         mapping, key = expr.value, expr.slice
     elif (
@@ -1682,13 +1740,15 @@ def _is_offload_extension(expr: ast.expr) -> bool:
     ):
         mapping, key = expr.func.value, expr.args[0]
     else:
-        return False
-    return (
+        return None
+    if (
         isinstance(mapping, ast.Attribute)
         and mapping.attr == "extensions"
         and isinstance(key, ast.Constant)
-        and key.value == "offload"
-    )
+        and isinstance(key.value, str)
+    ):
+        return key.value
+    return None
 
 
 def _returned_function(project: Project, func: FunctionInfo) -> FunctionInfo | None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._names import canonical
+from ._names import CELERY
 from ._names import PARTIAL
 from ._names import POOL_CLASSES
 from ._names import PROTECTED_TOPS
@@ -275,6 +276,8 @@ class Project:
         self._memo: dict[int, object] = {}
         self._thread_base: dict[int, str | None] = {}
         self._pool_base: dict[int, str | None] = {}
+        self._celery_base: dict[int, str | None] = {}
+        self._returns: dict[int, Ext | None] = {}
 
     # -- loading -----------------------------------------------------------
 
@@ -496,6 +499,8 @@ class Project:
             callee = self.resolve(func, scope, local)
             if isinstance(callee, ClassInfo):
                 return Inst(callee)
+            if isinstance(callee, FunctionInfo):
+                return self.returned(callee)
             if isinstance(callee, Ext) and not callee.instance:
                 if callee.name == PARTIAL and len(expr.args) == 1:
                     # ``functools.partial(threading.Thread, daemon=True)``
@@ -505,6 +510,27 @@ class Project:
                         return inner
                 return Ext(callee.name, instance=True)
         return None
+
+    def returned(self, func: FunctionInfo) -> Ext | None:
+        """The library object a project function makes and returns, such as
+        the ``Celery(...)`` of a ``make_celery(app)`` factory, or ``None``.
+
+        Only instances of library classes are followed: what a call of the
+        project's own code returns stays unknown, as before.
+        """
+        key = id(func.node)
+        if key in self._returns:
+            return self._returns[key]
+        # Mark as in progress so recursive factories end.
+        self._returns[key] = None
+        found: Ext | None = None
+        for expr in _returned_exprs(func.node):
+            value = self.resolve(expr, func.scope)
+            if isinstance(value, Ext) and value.instance:
+                found = value
+                break
+        self._returns[key] = found
+        return found
 
     def enclosing_class(self, scope: Scope) -> ClassInfo | None:
         return scope.owner.cls if scope.owner is not None else None
@@ -579,6 +605,10 @@ class Project:
         """
         return self._external_base(cls, POOL_CLASSES, self._pool_base)
 
+    def celery_base(self, cls: ClassInfo) -> bool:
+        """Whether ``cls`` subclasses ``celery.Celery``."""
+        return self._external_base(cls, (CELERY,), self._celery_base) is not None
+
     def _external_base(
         self,
         cls: ClassInfo,
@@ -600,6 +630,25 @@ class Project:
                 break
         cache[key] = found
         return found
+
+
+def _returned_exprs(node: FunctionNode) -> Iterator[ast.expr]:
+    """The values a function's own ``return`` statements give, not those of
+    the functions and classes it defines.
+    """
+    if isinstance(node, ast.Lambda):
+        yield node.body
+        return
+    # Statements, and the handlers and cases holding them, in order.
+    blocks = (ast.stmt, ast.excepthandler, ast.match_case)
+    todo: list[ast.AST] = list(node.body)
+    while todo:
+        sub = todo.pop(0)
+        if isinstance(sub, ast.Return):
+            if sub.value is not None:
+                yield sub.value
+        elif not isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            todo.extend(c for c in ast.iter_child_nodes(sub) if isinstance(c, blocks))
 
 
 def _target_names(target: ast.expr) -> Iterable[ast.Name]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 PROTECTED_TOPS = frozenset(
     {
         "asyncio",
+        "celery",
         "concurrent",
         "eventlet",
         "flask",
@@ -41,6 +42,8 @@ _PREFIXES = (
     ("gevent.greenlet.", "gevent."),
     ("eventlet.greenthread.", "eventlet."),
     ("multiprocessing.context.", "multiprocessing."),
+    ("celery.app.base.", "celery."),
+    ("celery.app.shared_task", "celery.shared_task"),
 )
 
 
@@ -109,6 +112,8 @@ SPAWN_FUNCS = {
     "_thread.start_new_thread": ("thread", 0),
 }
 TASK_FUNCS = frozenset({"asyncio.create_task", "asyncio.ensure_future"})
+# Celery's app class: ``@<instance>.task`` makes a task run by a worker.
+CELERY = "celery.Celery"
 # Runs ``fn`` in a thread, in a copy of the caller's context: followed as a
 # call, not as background code.
 TO_THREAD = "asyncio.to_thread"

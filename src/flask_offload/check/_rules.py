@@ -25,9 +25,19 @@ _WHERE = {
     "greenlet": "a greenlet",
     "task": "an asyncio task the view does not await",
     "background task": "a background task",
+    "celery": "a Celery worker",
 }
 
 _CARRY = "wrap the target with flask_offload.carry()"
+# carry() cannot reach another process: a Flask-Offload task can.
+_OFFLOAD_TASK = (
+    "make it a Flask-Offload task (@offload.task), which replays the request"
+    " in the worker"
+)
+
+
+def _fix(kind: str) -> str:
+    return _OFFLOAD_TASK if kind == "celery" else _CARRY
 
 
 def where(kind: str) -> str:
@@ -36,26 +46,36 @@ def where(kind: str) -> str:
 
 
 def request_read(name: str, kind: str, app_context: bool, proxy: str = "") -> str:
+    fix = _fix(kind)
     if proxy == "flask_login.current_user":
         # Flask-Login does not raise there: it quietly gives None.
         return (
             f"'{name}' is read in code run by {where(kind)}, where there is no"
             " request, so Flask-Login's current_user is None there. Read what you"
-            f" need (such as current_user.id) in the view and pass it, or {_CARRY}."
+            f" need (such as current_user.id) in the view and pass it, or {fix}."
         )
     if app_context:
+        given = "its task class" if kind == "celery" else "'with app.app_context()'"
         return (
-            f"'{name}' is read in code run by {where(kind)}; 'with app.app_context()'"
-            " gives it an application context but no request context. Read it in"
-            f" the view and pass the value, or {_CARRY}."
+            f"'{name}' is read in code run by {where(kind)}; {given} gives it an"
+            " application context but no request context. Read it in the view and"
+            f" pass the value, or {fix}."
         )
     return (
         f"'{name}' is read in code run by {where(kind)}, where no request context"
-        f" exists. Read it in the view and pass the value, or {_CARRY}."
+        f" exists. Read it in the view and pass the value, or {fix}."
     )
 
 
 def app_read(name: str, kind: str) -> str:
+    if kind == "celery":
+        # The app cannot be passed to another process: the worker pushes it.
+        return (
+            f"'{name}' is used in code run by {where(kind)}, where no application"
+            " context exists. Pass the value itself, run the tasks under 'with"
+            " app.app_context():' in a Task class (as Flask's Celery guide does),"
+            f" or {_OFFLOAD_TASK}."
+        )
     return (
         f"'{name}' is used in code run by {where(kind)}, where no application"
         " context exists. Pass the app (current_app._get_current_object()) and use"
@@ -67,7 +87,7 @@ def helper_call(name: str, kind: str, needs_request: bool) -> str:
     needs = "a request context" if needs_request else "an application context"
     return (
         f"'{name}()' needs {needs} but is called in code run by {where(kind)}."
-        f" Call it in the view and pass the result, or {_CARRY}."
+        f" Call it in the view and pass the result, or {_fix(kind)}."
     )
 
 

@@ -9,12 +9,14 @@ from flask import request
 from .compat import Background
 from .compat import Later
 from .compat import Lock
+from .compat import make_crew
 from .compat import Reminder as Nudge
 from .compat import Workers
 
 app = Flask(__name__)
 After = threading.Timer
 Spawn = threading.Thread
+crew = make_crew()
 
 
 def remind():
@@ -43,6 +45,10 @@ def collect():
 
 def nudge():
     return request.referrer  # expect: OFF101
+
+
+def tally(item):
+    return request.data  # expect: OFF101
 
 
 def locked():
@@ -96,4 +102,10 @@ def schedule_nudge():
 def with_lock():
     with Lock():
         locked()
+    return "ok"
+
+
+@app.route("/tally")
+def start_tally():
+    crew.map(tally, [1, 2])
     return "ok"
