@@ -10,6 +10,7 @@ import threading
 import typing as t
 
 import pytest
+from flask import flash
 from flask import Flask
 from flask import g
 from flask import request
@@ -371,6 +372,26 @@ def test_session_change_in_job_warns_once(
     warnings = [r for r in caplog.records if "session" in r.getMessage()]
     assert len(warnings) == 1
     assert "never reach the client" in warnings[0].getMessage()
+
+
+def test_flash_in_job_warns(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A message flashed in a job is lost with the session: warned about."""
+
+    @app.post("/f")
+    def f() -> dict[str, str]:
+        return {"id": offload.submit(flash, "done").id}
+
+    server = serve(app)
+    with caplog.at_level("WARNING", logger="flask_offload"):
+        r = server.post("/f")
+        with app.app_context():
+            offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert "A job changed the session" in caplog.text
 
 
 def test_submit_does_not_add_vary_cookie(

@@ -176,6 +176,35 @@ def test_upload_closed_by_the_view_before_submit(
     assert "'o.csv' (field 'f') was closed in the view" in caplog.text
 
 
+def test_file_arguments_after_the_view_closed_another_upload(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """Each job gets the file it was passed, also when the view closed an
+    earlier upload between two submits (the request is captured once, at
+    the first submit).
+    """
+
+    def read(f: t.Any) -> tuple[str, str]:
+        return f.filename, f.read().decode()
+
+    @app.post("/loop")
+    def loop() -> dict[str, t.Any]:
+        ids = []
+        for f in request.files.getlist("docs"):
+            text = io.TextIOWrapper(f.stream, encoding="utf-8")
+            text.readline()  # peek at the header
+            ids.append(offload.submit(read, f).id)
+            text.close()  # closes the upload, as collecting the wrapper would
+        return {"ids": ids}
+
+    server = serve(app)
+    files = [("docs", (f"{n}.csv", f"h-{n}\nrow\n".encode())) for n in ("a", "b", "c")]
+    ids = server.post("/loop", files=files).json()["ids"]
+    with app.app_context():
+        got = [offload.get_job(i).result(10) for i in ids]  # type: ignore[union-attr]
+    assert got == [(f"{n}.csv", f"h-{n}\nrow\n") for n in ("a", "b", "c")]
+
+
 def test_view_file_passed_to_inline_backend_is_refused(
     app: Flask, serve: t.Callable[[Flask], LiveServer]
 ) -> None:

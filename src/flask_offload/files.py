@@ -250,19 +250,16 @@ class _UploadRef:
 
 
 def swap_uploads(
-    args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
+    sources: tuple[int, ...], args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
 ) -> tuple[tuple[t.Any, ...], dict[str, t.Any]] | None:
-    """If an argument is one of the current request's uploaded files (the
-    view's :class:`FileStorage`, which the server closes after the
-    response), the arguments with each such file replaced by a reference
-    that :class:`WithUploads` resolves to the job's own handle; else
-    ``None``. Only top-level arguments are looked at.
+    """If an argument is one of the view's uploaded files that the request's
+    capture handed off (``sources``: the ``id()`` of each, in order; the
+    view's :class:`FileStorage` is closed after the response), the arguments
+    with each such file replaced by a reference that :class:`WithUploads`
+    resolves to the job's own handle; else ``None``. Only top-level
+    arguments are looked at.
     """
-    from flask import request
-
-    positions = {
-        id(storage): i for i, (_, storage) in enumerate(open_uploads(request.files))
-    }
+    positions = {source: i for i, source in enumerate(sources)}
     found = False
 
     def swap(value: t.Any) -> t.Any:

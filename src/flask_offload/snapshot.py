@@ -221,6 +221,7 @@ class RequestData:
         "fields",
         "_form",
         "_replays",
+        "sources",
     )
 
     def __init__(
@@ -257,6 +258,9 @@ class RequestData:
         self._form: tuple[type[Request], t.Any] | None = None
         # Whether a request was made already (for sharing the parsed query string).
         self._replays = 0
+        #: ``id()`` of the view's ``FileStorage`` each of :attr:`files` was
+        #: taken from, in the capturing process (see :func:`.swap_uploads`).
+        self.sources: tuple[int, ...] = ()
 
     @classmethod
     def from_request(cls, req: Request, ctx: t.Any, max_body_size: int) -> RequestData:
@@ -266,14 +270,16 @@ class RequestData:
         environ = _string_environ(req.environ)
         if environ.get("CONTENT_TYPE") and req.mimetype in _FORM_TYPES:
             # Parse now: after the response the server discards an unread body.
+            uploads = open_uploads(req.files)
             data = cls(
                 environ,
                 tuple(req.form.items(multi=True)),
                 tuple(
                     UploadedFile.from_storage(name, storage)
-                    for name, storage in open_uploads(req.files)
+                    for name, storage in uploads
                 ),
             )
+            data.sources = tuple(id(storage) for _, storage in uploads)
         elif not environ.get("CONTENT_LENGTH") and "chunked" not in environ.get(
             "HTTP_TRANSFER_ENCODING", ""
         ):
@@ -700,15 +706,20 @@ def _replay(
                 )
 
 
+#: Session keys Flask-Login writes when it loads a user (from a remember-me
+#: cookie, or for session protection), which a job that only reads
+#: ``current_user`` does: its bookkeeping, not a change the app made.
+_LOGIN_KEYS = frozenset({"_user_id", "_fresh", "_id", "_remember", "_remember_seconds"})
+
+
 def _visible_change(sess: SessionMixin, before: dict[str, t.Any]) -> bool:
-    """Whether the job changed a session key of the app's own. Keys starting
-    with ``_`` are extensions' bookkeeping: Flask-Login writes ``_user_id``
-    and ``_fresh`` when it loads a user from a remember-me cookie, which a
-    job that only reads ``current_user`` does.
+    """Whether the job changed the session other than by Flask-Login's
+    bookkeeping (:data:`_LOGIN_KEYS`). ``flash()`` (``_flashes``) counts: the
+    message is lost too.
     """
     missing = object()
     return any(
-        not key.startswith("_") and sess.get(key, missing) != before.get(key, missing)
+        key not in _LOGIN_KEYS and sess.get(key, missing) != before.get(key, missing)
         for key in {*sess.keys(), *before.keys()}
     )
 

@@ -202,7 +202,11 @@ class ThreadBackend(Backend):
                         registry.queue_left(job)
                 del item, app, job, fn, args, kwargs, snapshot
                 # More tokens than workers would mean nothing: don't pile
-                # them up.
+                # them up. A token is given back even if a job waits and this
+                # worker goes straight on to it (then a submitter may count
+                # one job as handed off that waits for this worker): giving
+                # none would leave a worker idle without a token, and bursts
+                # would be refused while it waits.
                 if len(idle) < workers:
                     idle.append(None)
         finally:
