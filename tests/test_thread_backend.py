@@ -363,3 +363,92 @@ def test_forked_child_runs_its_own_jobs(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "child ran 1" in out.stdout
     assert "parent ok 0" in out.stdout
+
+
+FORK_THEN_GEVENT = """
+import os, signal
+from flask import Flask
+from flask_offload import Offload
+
+app = Flask("preload")
+offload = Offload(app)
+pid = os.fork()
+if pid == 0:
+    # gunicorn's gevent worker: the app was loaded before the fork, the
+    # worker patches after it.
+    from gevent import monkey
+    monkey.patch_all()
+    import gevent
+    signal.alarm(10)  # the event loop blocked: die instead of hanging
+    for n in range(3):
+        with app.test_request_context(f"/?n={n}"):
+            job = offload.submit(lambda: 1)
+        assert job.wait(5)
+        gevent.sleep(0)  # the loop still turns once a worker waits again
+    print("child ran 3", flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child status", status, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_gevent_worker_forked_after_loading_the_app(tmp_path: Path) -> None:
+    """gunicorn -k gevent --preload: the pool made at the fork is made again
+    from gevent's patched modules at the first submit, so a worker waiting
+    for jobs never blocks the event loop.
+    """
+    pytest.importorskip("gevent")
+    script = tmp_path / "fork_gevent.py"
+    script.write_text(FORK_THEN_GEVENT)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert "child ran 3" in out.stdout, out.stdout + out.stderr
+    assert "child status 0" in out.stdout
+
+
+GEVENT_SIGTERM = """
+from gevent import monkey
+monkey.patch_all()
+import time
+import gevent
+from flask import Flask
+from flask_offload import Offload
+
+app = Flask("gevent_term")
+offload = Offload(app)
+
+def job():
+    time.sleep(0.5)  # cooperative: gevent patched time
+    print("job finished", flush=True)
+
+with app.app_context():
+    offload.submit(job)
+print("ready", flush=True)
+gevent.sleep(30)  # the main greenlet waits in the hub, as serve_forever does
+print("not stopped", flush=True)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_sigterm_under_gevent_drains_from_a_greenlet(tmp_path: Path) -> None:
+    """Under gevent the SIGTERM handler runs in the hub, where it may not
+    wait: it drains in a greenlet and still ends the process by SIGTERM.
+    """
+    pytest.importorskip("gevent")
+    script = tmp_path / "gevent_term.py"
+    script.write_text(GEVENT_SIGTERM)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, out
+    assert "job finished" in out
+    assert "Error" not in out and "not stopped" not in out

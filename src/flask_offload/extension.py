@@ -698,6 +698,16 @@ def _install_sigterm() -> None:
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     logger.info("SIGTERM received: draining Flask-Offload jobs before exiting.")
+    gevent = sys.modules.get("gevent")
+    if gevent is not None and gevent.getcurrent() is gevent.get_hub():
+        # Under gevent the handler may run in the hub's loop, where waiting
+        # for the jobs is not allowed: drain in a greenlet of its own.
+        gevent.spawn(_drain_and_die)
+        return
+    _drain_and_die()
+
+
+def _drain_and_die() -> None:
     _shutdown_all()
     # Dying of a signal skips the flushing of normal exit: what the drained
     # jobs printed or logged would be lost in buffers.

@@ -626,6 +626,12 @@ class JobRegistry:
         # handler may drain while the main thread is inside a registry call.
         self._cond = threading.Condition(threading.RLock())
 
+    def after_fork_patch(self) -> None:
+        """Make the lock again, in a forked child whose threading module was
+        patched after the fork (gevent, eventlet), before its first job.
+        """
+        self._cond = threading.Condition(threading.RLock())
+
     def queue_left(self, job: Job) -> None:
         """A worker took ``job`` out of the queue without running it."""
         try:

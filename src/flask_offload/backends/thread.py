@@ -37,6 +37,12 @@ def _after_fork_in_child() -> None:
     # start from an empty pool, or new jobs would wait for dead workers.
     for backend in list(_backends):
         backend._reset()
+        # gunicorn's gevent and eventlet workers monkey-patch only after the
+        # fork: a queue and locks made now would block the event loop. Make
+        # them again at the first submit, from the patched modules; until
+        # then an instance attribute stands in for reserve() (no check on
+        # every submit).
+        backend.reserve = backend._reserve_after_fork  # type: ignore[method-assign]
 
 
 if hasattr(os, "register_at_fork"):
@@ -82,6 +88,14 @@ class ThreadBackend(Backend):
         # many, and the condition workers notify when they take a job.
         self._room = threading.Condition(threading.Lock())
         self._waiting = 0
+
+    def _reserve_after_fork(self) -> None:
+        del self.reserve
+        self._reset()
+        registry = self.registry
+        if registry is not None:
+            registry.after_fork_patch()
+        self.reserve()
 
     def _check_open(self) -> None:
         if self._closed:
