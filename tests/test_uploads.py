@@ -82,6 +82,13 @@ def test_job_reads_upload_after_response(
         result = offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
     assert result == f"{hashlib.sha256(payload).hexdigest()}|orders.csv|text/csv"
     server.wait_idle()
+    assert_nothing_left(fds_before, temp_before)
+
+
+def assert_nothing_left(fds_before: set[str], temp_before: set[str]) -> None:
+    """No temporary file and no descriptor opened since the baselines is
+    still open.
+    """
     assert deleted_files() - temp_before == set()
     # The client's socket may linger a moment; only our own files matter.
     leaked = {fd: _target(fd) for fd in open_fds() - fds_before if not _is_socket(fd)}
@@ -137,9 +144,7 @@ def test_view_file_passed_as_argument_is_the_jobs_own(
         f"x:b.bin:{hashlib.sha256(b).hexdigest()}",
     ]
     server.wait_idle()
-    assert deleted_files() - temp_before == set()
-    leaked = {fd: _target(fd) for fd in open_fds() - fds_before if not _is_socket(fd)}
-    assert leaked == {}
+    assert_nothing_left(fds_before, temp_before)
 
 
 @pytest.mark.parametrize("size", [SMALL, LARGE], ids=["10KiB-memory", "2MiB-spooled"])
@@ -386,6 +391,4 @@ def test_jobs_reading_in_lockstep_keep_their_own_offsets(
         results = [offload.get_job(i).result(20) for i in r.json()["ids"]]  # type: ignore[union-attr]
     assert results == [hashlib.sha256(payload).hexdigest()] * 2
     server.wait_idle()
-    assert deleted_files() - temp_before == set()
-    leaked = {fd: _target(fd) for fd in open_fds() - fds_before if not _is_socket(fd)}
-    assert leaked == {}
+    assert_nothing_left(fds_before, temp_before)

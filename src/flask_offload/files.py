@@ -236,8 +236,8 @@ def open_uploads(files: t.Any) -> list[tuple[str, FileStorage]]:
 
 class _UploadRef:
     """Stands in a job's arguments for one of the view's uploaded files: its
-    position in ``request.files.items(multi=True)``, the same in the view
-    and in the job's replayed request.
+    position among the files the request's capture handed off, which is its
+    position in the job's ``request.files.items(multi=True)``.
     """
 
     __slots__ = ("index",)

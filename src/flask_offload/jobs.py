@@ -632,8 +632,8 @@ class JobRegistry:
         """
         self._cond = threading.Condition(threading.RLock())
 
-    def queue_left(self, job: Job) -> None:
-        """A worker took ``job`` out of the queue without running it."""
+    def queue_left(self) -> None:
+        """A worker took a cancelled job out of the queue without running it."""
         try:
             self.queued_cancels.pop()
         except IndexError:

@@ -59,7 +59,7 @@ class ThreadBackend(Backend):
         self._closed = False
         self._prefix = f"flask-offload-{app_name}-{next(_counter)}"
         #: The app's job registry, set by the extension: it counts the
-        #: cancelled jobs still in the queue (see :meth:`_waiting`).
+        #: cancelled jobs still in the queue (see :meth:`_waiting_jobs`).
         self.registry: JobRegistry | None = None
         self._reset()
         _backends.add(self)
@@ -213,7 +213,7 @@ class ThreadBackend(Backend):
                     # Cancelled in the queue: it no longer takes a place.
                     registry = job._registry
                     if registry is not None:
-                        registry.queue_left(job)
+                        registry.queue_left()
                 del item, app, job, fn, args, kwargs, snapshot
                 # More tokens than workers would mean nothing: don't pile
                 # them up. A token is given back even if a job waits and this
