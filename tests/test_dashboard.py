@@ -1177,3 +1177,87 @@ def test_result_links_refuse_spaces_and_control_characters(
         ["http://ok.example/"],
         ["/ok/path"],
     ]
+
+
+@pytest.mark.parametrize("order", ["csrf first", "offload first"])
+def test_cancel_with_flask_wtf_csrf_protect(order: str, serve: t.Any) -> None:
+    """Flask-WTF's CSRFProtect checks every POST with its own token: the
+    dashboard's cancel URL, which checks a token of its own, is exempt,
+    whichever extension was set up first.
+    """
+    from flask_wtf.csrf import CSRFProtect
+
+    app = Flask("wtf_app")
+    app.config.update(SECRET_KEY="test secret", OFFLOAD_DASHBOARD=True)
+    if order == "csrf first":
+        CSRFProtect(app)
+    offload = Offload(app)
+    if order == "offload first":
+        CSRFProtect(app)
+    offload.authorize(lambda job: True)
+    release = threading.Event()
+
+    def held() -> str:
+        assert release.wait(WAIT)
+        return "done"
+
+    @app.get("/start")
+    def start() -> dict[str, str]:
+        return {"id": offload.submit(held).id}
+
+    @app.post("/form")
+    def form() -> str:
+        return "the app's own forms stay protected"
+
+    server = serve(app)
+    try:
+        job_id = server.get("/start").json()["id"]
+        assert server.post("/form").status_code == 400
+        cancel = server.post(
+            f"/offload/jobs/{job_id}/cancel",
+            headers={"X-CSRF-Token": csrf_from_page(server)},
+        )
+        assert cancel.status_code == 200, cancel.text
+        assert cancel.json()["cancel_requested"] is True
+    finally:
+        release.set()
+        with app.app_context():
+            assert offload.join(WAIT)
+            offload.shutdown()
+
+
+def test_exception_with_a_broken_str_keeps_the_lists_working(
+    app: Flask, offload: Offload, serve: t.Any, jobs: Jobs
+) -> None:
+    """One job's exception whose ``__str__`` fails, or whose message is
+    huge, must not break the status URLs of every job.
+    """
+
+    class Broken(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no message")
+
+    def broken() -> None:
+        raise Broken
+
+    def huge() -> None:
+        raise ValueError("x" * 1_000_000)
+
+    jobs.funcs.update(broken=broken, huge=huge)
+    server = serve(app)
+    login(server, "ann")
+    broken_id, huge_id = submit(server, "broken"), submit(server, "huge")
+    wait_done(app, offload, broken_id)
+    wait_done(app, offload, huge_id)
+    status = server.get(f"/offload/jobs/{broken_id}")
+    assert status.status_code == 200
+    assert status.json()["error"] == {
+        "type": "Broken",
+        "message": "<test_exception_with_a_broken_str_keeps_the_lists_working.<locals>"
+        ".Broken: str() failed>",
+    }
+    listing = server.get("/offload/jobs")
+    assert listing.status_code == 200
+    assert {j["id"] for j in listing.json()["jobs"]} == {broken_id, huge_id}
+    assert len(listing.text) < 20_000
+    assert server.get("/offload/").status_code == 200

@@ -664,3 +664,184 @@ def test_job_request_fields_match_werkzeug() -> None:
     assert dict(copy.headers) == dict(view_request.headers)
     assert copy.headers["Host"] == "shop.example.com:8443"
     assert copy.args.to_dict() == {"month": "2025-01"}
+
+
+def test_session_values_are_copied_whatever_they_hold(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """Session values holding tuples or datetimes are copied too: a job
+    changing its copy in place changes neither the view's session (and so
+    the client's cookie) nor what another job sees.
+    """
+    import datetime
+
+    def job(tag: str) -> list[t.Any]:
+        session["cart"].append(("job", tag))
+        session["prefs"]["theme"] = tag
+        return [list(item) for item in session["cart"]]
+
+    @app.post("/login")
+    def login() -> str:
+        session["cart"] = [("book", 1)]
+        session["prefs"] = {"theme": "light", "since": datetime.datetime(2024, 1, 1)}
+        return "ok"
+
+    @app.post("/go")
+    def go() -> dict[str, t.Any]:
+        first = offload.submit(job, "j1").result(10)
+        second = offload.submit(job, "j2").result(10)
+        session["visits"] = 1  # the view saves its session, as most do
+        return {"first": first, "second": second}
+
+    @app.get("/show")
+    def show() -> dict[str, t.Any]:
+        return {
+            "cart": [list(item) for item in session["cart"]],
+            "theme": session["prefs"]["theme"],
+        }
+
+    server = serve(app)
+    server.post("/login")
+    r = server.post("/go").json()
+    assert r["first"] == [["book", 1], ["job", "j1"]]
+    assert r["second"] == [["book", 1], ["job", "j2"]]
+    assert server.get("/show").json() == {"cart": [["book", 1]], "theme": "light"}
+
+
+def test_g_value_that_contains_itself_is_not_carried(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A tree with parent links on ``g`` is not a plain value: left out,
+    like other objects, instead of failing the submit.
+    """
+
+    @app.post("/tree")
+    def tree() -> dict[str, str]:
+        root: dict[str, t.Any] = {"name": "root", "children": []}
+        root["children"].append({"name": "leaf", "parent": root})
+        g.tree = root
+        deep: list[t.Any] = []
+        for _ in range(5000):
+            deep = [deep]
+        g.deep = deep
+        g.user = "ann"
+        return {"id": offload.submit(lambda: sorted(vars(g))).id}
+
+    server = serve(app)
+    r = server.post("/tree")
+    assert r.status_code == 200, r.text
+    with app.app_context():
+        assert offload.get_job(r.json()["id"]).result(10) == ["user"]  # type: ignore[union-attr]
+
+
+def test_submit_from_an_errorhandler_413(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A request over MAX_CONTENT_LENGTH: the app's 413 handler can still
+    submit a job, which gets the request without its body; reading the body
+    there says why it is missing.
+    """
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    seen: dict[str, t.Any] = {}
+
+    def audit() -> str:
+        seen["path"] = request.path
+        try:
+            request.get_data()
+        except SnapshotError as e:
+            seen["error"] = str(e)
+        return request.headers["X-Client"]
+
+    @app.post("/upload")
+    def upload() -> str:
+        return str(len(request.files))
+
+    @app.errorhandler(413)
+    def too_large(e: Exception) -> tuple[dict[str, str], int]:
+        return {"id": offload.submit(audit).id}, 413
+
+    server = serve(app)
+    for kwargs in (
+        {"files": {"f": ("big.bin", b"x" * 5000)}},
+        {
+            "data": b'{"a": "%s"}' % (b"x" * 5000),
+            "headers": {"Content-Type": "application/json"},
+        },
+    ):
+        headers = {"X-Client": "ann", **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+        r = server.post("/upload", headers=headers, **kwargs)  # type: ignore[arg-type]
+        assert r.status_code == 413, r.text
+        with app.app_context():
+            assert offload.get_job(r.json()["id"]).result(10) == "ann"  # type: ignore[union-attr]
+        assert seen["path"] == "/upload"
+        assert "refused it as too large" in seen.pop("error")
+
+
+@pytest.mark.parametrize("view_reads", ["before", "after", "never"])
+def test_urlencoded_body_readable_in_view_and_job(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    view_reads: str,
+) -> None:
+    """A webhook that checks a signature over its raw urlencoded body can
+    submit first: the view and the job both get the raw bytes, and the
+    form.
+    """
+    import hmac
+
+    def sign(body: bytes) -> str:
+        return hmac.new(b"hook key", body, "sha256").hexdigest()
+
+    def job() -> dict[str, t.Any]:
+        return {"raw": request.get_data().decode(), "event": request.form["event"]}
+
+    @app.post("/hook")
+    def hook() -> dict[str, t.Any]:
+        raw = request.get_data() if view_reads == "before" else None
+        job_id = offload.submit(job).id
+        if view_reads == "after":
+            raw = request.get_data()
+        ok = raw is None or hmac.compare_digest(
+            sign(raw), request.headers["X-Signature"]
+        )
+        return {"id": job_id, "ok": ok, "event": request.form["event"]}
+
+    body = b"event=paid&amount=42&note=caf%C3%A9"
+    server = serve(app)
+    r = server.post(
+        "/hook",
+        data=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Signature": sign(body),
+        },
+    )
+    assert r.json()["ok"] is True and r.json()["event"] == "paid"
+    with app.app_context():
+        got = offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+    assert got == {"raw": body.decode(), "event": "paid"}
+
+
+def test_body_the_view_read_up_is_empty_in_the_job(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """The view copied the stream away before submitting: the job finds the
+    body empty, as the view would, instead of a disconnected client.
+    """
+
+    def job() -> list[t.Any]:
+        return [request.get_data(), request.get_json(silent=True)]
+
+    @app.post("/copy")
+    def copy() -> dict[str, t.Any]:
+        sink = io.BytesIO()
+        while chunk := request.stream.read(4096):
+            sink.write(chunk)
+        return {"id": offload.submit(job).id, "copied": len(sink.getvalue())}
+
+    server = serve(app)
+    r = server.post("/copy", json={"rows": "x" * 100})
+    assert r.json()["copied"] > 100
+    with app.app_context():
+        assert offload.get_job(r.json()["id"]).result(10) == [b"", None]  # type: ignore[union-attr]

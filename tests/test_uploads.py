@@ -392,3 +392,39 @@ def test_jobs_reading_in_lockstep_keep_their_own_offsets(
     assert results == [hashlib.sha256(payload).hexdigest()] * 2
     server.wait_idle()
     assert_nothing_left(fds_before, temp_before)
+
+
+def test_capture_out_of_descriptors_leaves_nothing_open(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """The process runs out of descriptors halfway through handing off a
+    request's spooled uploads: the submit fails, and the files already
+    handed off are closed, not held until the process ends.
+    """
+    import resource
+
+    errors: list[OSError] = []
+
+    @app.post("/many")
+    def many() -> str:
+        count = len(request.files.getlist("f"))  # parsed: one descriptor each
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # Room for a few more descriptors only: the hand-off runs out.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(open_fds()) + 5, hard))
+        try:
+            offload.submit(lambda: None)
+        except OSError as e:
+            errors.append(e)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        return str(count)
+
+    server = serve(app)
+    fds_before = open_fds()
+    temp_before = deleted_files()
+    files = [("f", (f"part{i}.bin", b"x" * 600_000)) for i in range(20)]
+    r = server.post("/many", files=files)
+    assert r.text == "20"
+    assert len(errors) == 1 and errors[0].errno == 24  # EMFILE
+    server.wait_idle()
+    assert_nothing_left(fds_before, temp_before)

@@ -376,7 +376,7 @@ class Job:
         if self._exception is not None:
             error = {
                 "type": type(self._exception).__name__,
-                "message": str(self._exception),
+                "message": _error_message(self._exception),
             }
         return {
             "id": self.id,
@@ -475,6 +475,23 @@ PUBLIC_ARGS = 1
 #: The job's result may be shown.
 PUBLIC_RESULT = 2
 _MAX_ARGS_JSON = 4096
+#: The longest error message the status URLs show: a job's exception can
+#: hold a whole response body, sent again at every poll.
+_MAX_MESSAGE = 4096
+
+
+def _error_message(exc: BaseException) -> str:
+    """``str(exc)`` for the status URLs, at most :data:`_MAX_MESSAGE`
+    characters; never raises (one job's broken ``__str__`` must not break
+    every user's job list).
+    """
+    try:
+        message = str(exc)
+    except Exception:
+        return f"<{type(exc).__qualname__}: str() failed>"
+    if len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE] + " ... (cut)"
+    return message
 
 
 class _TooLarge(Exception):

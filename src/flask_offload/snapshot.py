@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import copy
 import io
 import json
 import logging
@@ -31,6 +32,7 @@ from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession
 from flask.sessions import SessionMixin
 from flask.wrappers import Request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import compat
 from .errors import SnapshotError
@@ -86,19 +88,26 @@ class _NotPrimitive(Exception):
     pass
 
 
-def _copy_primitive(value: t.Any) -> t.Any:
+#: Deeper lists and dicts (or ones that contain themselves) are not plain
+#: values: skipped or carried by reference, never a RecursionError at submit.
+_MAX_DEPTH = 100
+
+
+def _copy_primitive(value: t.Any, depth: int = 0) -> t.Any:
     """Copy str/int/float/bool/None and lists/dicts of them, by value."""
     kind = type(value)
     if kind in _PRIMITIVES:
         return value
+    if depth >= _MAX_DEPTH:
+        raise _NotPrimitive
     if kind is list:
-        return [_copy_primitive(v) for v in value]
+        return [_copy_primitive(v, depth + 1) for v in value]
     if kind is dict:
         out = {}
         for k, v in value.items():
             if type(k) is not str:
                 raise _NotPrimitive
-            out[k] = _copy_primitive(v)
+            out[k] = _copy_primitive(v, depth + 1)
         return out
     raise _NotPrimitive
 
@@ -108,6 +117,23 @@ def _copy_value(value: t.Any) -> t.Any:
     try:
         return _copy_primitive(value)
     except _NotPrimitive:
+        return value
+
+
+def _copy_session_value(value: t.Any) -> t.Any:
+    """Copy a session value whatever it holds: session values are data
+    (tuples, datetimes, bytes, UUIDs in lists and dicts), and a job must
+    never share a mutable one with the view's live session or another job.
+    A value ``deepcopy`` refuses (a custom session interface's object) is
+    carried by reference.
+    """
+    try:
+        return _copy_primitive(value)
+    except _NotPrimitive:
+        pass
+    try:
+        return copy.deepcopy(value)
+    except Exception:
         return value
 
 
@@ -172,6 +198,15 @@ class _OmittedBody(io.RawIOBase):
         return True
 
     def readinto(self, buffer: t.Any) -> int:
+        if 0 <= self.size <= self.limit:
+            # Within OFFLOAD_MAX_BODY_SIZE: the app's own limits refused it
+            # (a job submitted from an errorhandler(413)).
+            raise SnapshotError(
+                f"The request body ({self.size} bytes) was not carried into the"
+                " job because the app refused it as too large (413: over"
+                " MAX_CONTENT_LENGTH, MAX_FORM_MEMORY_SIZE or MAX_FORM_PARTS)."
+                " Raise the app's limit, or pass what the job needs as an argument."
+            )
         # -1: a chunked body, of which only the first limit + 1 bytes were read.
         size = (
             f"{self.size} bytes"
@@ -268,17 +303,54 @@ class RequestData:
         # Only string values: the CGI and HTTP_* variables. (This also leaves
         # out this library's own environ keys, none of which holds a string.)
         environ = _string_environ(req.environ)
+        try:
+            data = cls._with_body(req, environ, max_body_size)
+        except RequestEntityTooLarge:
+            # Over the app's MAX_CONTENT_LENGTH, MAX_FORM_MEMORY_SIZE or
+            # MAX_FORM_PARTS: submitted from an errorhandler(413), say. The
+            # job gets the request without its body; reading it raises.
+            data = cls(environ, body_size=req.content_length or -1)
+        data.args, shared, data.routing[0] = compat.view_state(req, ctx)
+        if shared is not None:
+            data.fields = (type(req), shared)
+        return data
+
+    @classmethod
+    def _with_body(
+        cls, req: Request, environ: dict[str, str], max_body_size: int
+    ) -> RequestData:
+        """The request data of ``req`` with its body (form, files or bytes)."""
         if environ.get("CONTENT_TYPE") and req.mimetype in _FORM_TYPES:
             # Parse now: after the response the server discards an unread body.
+            # The raw bytes too, where they are bounded: a body the view read
+            # already (cached), or a urlencoded one within both limits. Then
+            # get_data() in the view and in the job still gives them (a
+            # webhook's signature is computed over them), and the form is
+            # parsed from them.
+            raw = req.__dict__.get("_cached_data")  # get_data(cache=True)'s
+            if raw is None and req.mimetype == "application/x-www-form-urlencoded":
+                length = req.content_length
+                limit = req.max_form_memory_size
+                if (
+                    length is not None
+                    and length <= max_body_size
+                    and (limit is None or length <= limit)
+                ):
+                    raw = req.get_data(cache=True, parse_form_data=False)
+            if raw is not None and len(raw) > max_body_size:
+                raw = None
             uploads = open_uploads(req.files)
-            data = cls(
-                environ,
-                tuple(req.form.items(multi=True)),
-                tuple(
-                    UploadedFile.from_storage(name, storage)
-                    for name, storage in uploads
-                ),
-            )
+            handed: list[UploadedFile] = []
+            try:
+                for name, storage in uploads:
+                    handed.append(UploadedFile.from_storage(name, storage))
+            except BaseException:
+                # Out of descriptors, say: close the files handed off so
+                # far, which are closed by count, never by the collector.
+                for f in handed:
+                    f.close()
+                raise
+            data = cls(environ, tuple(req.form.items(multi=True)), tuple(handed), raw)
             data.sources = tuple(id(storage) for _, storage in uploads)
         elif not environ.get("CONTENT_LENGTH") and "chunked" not in environ.get(
             "HTTP_TRANSFER_ENCODING", ""
@@ -289,9 +361,6 @@ class RequestData:
         else:
             body, size = compat.read_body(req, max_body_size)
             data = cls(environ, body=body, body_size=size)
-        data.args, shared, data.routing[0] = compat.view_state(req, ctx)
-        if shared is not None:
-            data.fields = (type(req), shared)
         return data
 
     # Counted per file, so a snapshot rebuilt from JSON in this process
@@ -321,7 +390,7 @@ class RequestData:
         extra: dict[str, t.Any] | None = None
         stream: t.Any
         if self.form is not None:
-            stream = io.BytesIO()
+            stream = io.BytesIO(self.body or b"")
             form = self._form
             if form is None or form[0] is not cls:
                 form = self._form = (cls, cls.parameter_storage_class(self.form))
@@ -333,7 +402,9 @@ class RequestData:
             }
         elif self.body_size is not None:
             stream = io.BufferedReader(_OmittedBody(self.body_size, max_body_size))
-        elif self.body:
+        elif self.body is not None:
+            # Even an empty one: a body the view had read up before submit
+            # is empty in the job too, not cut short.
             stream = io.BytesIO(self.body)
         else:
             # No body (a GET, most often): no stream until the job reads it;
@@ -384,7 +455,9 @@ class RequestData:
             "environ": environ,
             "form": [list(p) for p in self.form] if self.form is not None else None,
             "files": [file_ref(f) for f in self.files],
-            "body": base64.b64encode(self.body).decode() if self.body else None,
+            "body": (
+                base64.b64encode(self.body).decode() if self.body is not None else None
+            ),
             "body_size": self.body_size,
         }
 
@@ -400,7 +473,7 @@ class RequestData:
             dict(data["environ"]),
             tuple((str(k), str(v)) for k, v in form) if form is not None else None,
             tuple(open_file(f) for f in data.get("files") or ()),
-            base64.b64decode(body) if body else None,
+            base64.b64decode(body) if body is not None else None,
             data.get("body_size"),
         )
 
@@ -570,7 +643,10 @@ def capture(
             environ[_OWNER_KEY] = True
             data.acquire()  # the request's own reference, until its teardown
     return Snapshot(
-        data, {k: _copy_value(v) for k, v in live.items()} if live else {}, g, site
+        data,
+        {k: _copy_session_value(v) for k, v in live.items()} if live else {},
+        g,
+        site,
     )
 
 
@@ -730,7 +806,7 @@ def _make_session(app: Flask, data: dict[str, t.Any]) -> SessionMixin:
     # Copied again for each replay: the calls of one carried function share
     # the captured session, and one call appending to a list in it must not
     # change what the others see.
-    data = {k: _copy_value(v) for k, v in data.items()}
+    data = {k: _copy_session_value(v) for k, v in data.items()}
     try:
         sess = cls(data)
     except TypeError:

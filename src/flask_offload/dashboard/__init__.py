@@ -407,6 +407,21 @@ def create_blueprint(offload: Offload) -> Blueprint:
         static_url_path=STATIC_URL_PATH,
     )
 
+    def exempt_from_app_csrf(app: t.Any) -> None:
+        # Flask-WTF's CSRFProtect checks every POST against its own token:
+        # the cancel URL, which checks a token of its own, would always
+        # answer 400 "The CSRF token is missing".
+        exempt = getattr(app.extensions.get("csrf"), "exempt", None)
+        if exempt is not None:
+            exempt(bp)
+
+    bp.record_once(lambda state: exempt_from_app_csrf(state.app))
+
+    @bp.before_app_request
+    def exempt_from_later_csrf() -> None:
+        # A CSRFProtect set up after Offload: its check runs after this one.
+        exempt_from_app_csrf(current_app)
+
     @bp.before_request
     def require_callback() -> None:
         # First, before any job is looked up or a CSRF token checked: the
