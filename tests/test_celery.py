@@ -518,18 +518,33 @@ def test_header_size_for_a_typical_request(capp: Flask) -> None:
     assert len(token) < 4096
 
 
-def test_sweep_removes_old_orphans(tmp_path: t.Any) -> None:
+def test_sweep_removes_old_orphans_and_nothing_else(tmp_path: t.Any) -> None:
+    """The sweep removes old objects of jobs, and leaves alone whatever else
+    the folder holds (it may be a shared volume), however old.
+    """
     from flask_offload.storage import LocalStorage
 
-    storage = LocalStorage(str(tmp_path))
-    for key in ("job1/0", "job2/0"):
+    root = str(tmp_path)
+    storage = LocalStorage(root)
+    old_job, new_job = "a" * 32, "0f3c1e2a-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
+    for key in (f"{old_job}/0", f"{old_job}/body", f"{new_job}/0"):
         with open(__file__, "rb") as f:
             storage.put(key, f)
-    old = os.path.join(str(tmp_path), "job1", "0")
-    os.utime(old, (0, 0))
-    assert storage.sweep(3600) == 1
-    assert not os.path.exists(os.path.dirname(old))
-    with storage.open("job2/0") as f:
+    foreign = [
+        os.path.join(root, "customer-export.csv"),
+        os.path.join(root, "reports", "2024", "q1.pdf"),
+        os.path.join(root, "b" * 32, "notes.txt"),  # a job-like folder, not our name
+    ]
+    for path in foreign:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as out:
+            out.write("not Flask-Offload's")
+    for path in [*foreign, *(os.path.join(root, old_job, n) for n in ("0", "body"))]:
+        os.utime(path, (0, 0))
+    assert storage.sweep(3600) == 2
+    assert not os.path.exists(os.path.join(root, old_job))
+    assert all(os.path.exists(path) for path in foreign)
+    with storage.open(f"{new_job}/0") as f:
         assert f.read(3)
     with pytest.raises(ValueError):
         storage.open("../etc/passwd")

@@ -112,10 +112,17 @@ def test_s3_sweep_and_missing_objects(s3_env: dict[str, str]) -> None:
     app = Flask(__name__)
     storage = storage_for(app, f"s3://{BUCKET}/sweep")
     assert isinstance(storage, S3Storage)
-    storage.put("job/0", io.BytesIO(b"orphan"))
-    with storage.open("job/0") as f:
+    key = "a" * 32 + "/0"
+    storage.put(key, io.BytesIO(b"orphan"))
+    with storage.open(key) as f:
         assert f.read() == b"orphan"
+    # Other data in the bucket, under the prefix or not, is never swept.
+    client = storage.client
+    for other in ("sweep/invoices/2024.pdf", "backups/db.dump", "sweep/x/0"):
+        client.put_object(Bucket=BUCKET, Key=other, Body=b"not ours")
     assert storage.sweep(3600) == 0  # too recent
     assert storage.sweep(-60) == 1  # everything is "older" than the future
     with pytest.raises(FileNotFoundError):
-        storage.open("job/0")
+        storage.open(key)
+    left = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert {"sweep/invoices/2024.pdf", "backups/db.dump", "sweep/x/0"} <= left

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -32,6 +33,24 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
 
 _CHUNK = 1 << 20
+
+# What this library stores: "<job id>/<n>" and "<job id>/body", where a job
+# id is a Celery task id (a UUID, with or without dashes). A sweep removes
+# nothing else: the folder or bucket may hold other files.
+_JOB_ID = re.compile(
+    r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}"
+)
+_NAME = re.compile(r"[0-9]+|body")
+# LocalStorage.put's partial files, left by a process killed mid-write.
+_PART = re.compile(r"\.part-[A-Za-z0-9_]+")
+
+
+def is_job_key(key: str) -> bool:
+    """Whether ``key`` is one this library writes: ``"<job id>/<n>"`` or
+    ``"<job id>/body"``.
+    """
+    job_id, _, name = key.partition("/")
+    return bool(_JOB_ID.fullmatch(job_id) and _NAME.fullmatch(name))
 
 
 class Storage(t.Protocol):
@@ -50,7 +69,8 @@ class Storage(t.Protocol):
         """Delete the object if it exists."""
 
     def sweep(self, older_than: float) -> int:
-        """Delete objects stored more than ``older_than`` seconds ago.
+        """Delete this library's objects (see :func:`is_job_key`) stored more
+        than ``older_than`` seconds ago, and nothing else.
 
         :return: How many were deleted.
         """
@@ -126,10 +146,23 @@ class LocalStorage:
     def sweep(self, older_than: float) -> int:
         limit = time.time() - older_than
         removed = 0
-        if not os.path.isdir(self.root):
+        try:
+            folders = os.listdir(self.root)
+        except FileNotFoundError:
             return 0
-        for folder, _dirs, files in os.walk(self.root, topdown=False):
-            for name in files:
+        # Only job folders, one level deep: the root may be a shared volume
+        # with other files in it.
+        for job_id in folders:
+            folder = os.path.join(self.root, job_id)
+            if not _JOB_ID.fullmatch(job_id) or not os.path.isdir(folder):
+                continue
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
+                if not (_NAME.fullmatch(name) or _PART.fullmatch(name)):
+                    continue
                 path = os.path.join(folder, name)
                 try:
                     if os.stat(path).st_mtime < limit:
@@ -137,11 +170,10 @@ class LocalStorage:
                         removed += 1
                 except FileNotFoundError:
                     pass
-            if folder != self.root:
-                try:
-                    os.rmdir(folder)
-                except OSError:
-                    pass
+            try:
+                os.rmdir(folder)  # once empty
+            except OSError:
+                pass
         return removed
 
 
@@ -194,7 +226,10 @@ class S3Storage:
         old: list[dict[str, str]] = []
         for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", ()):
-                if obj["LastModified"].timestamp() < limit:
+                # Only this library's keys: the bucket may hold other data.
+                if is_job_key(obj["Key"][len(prefix) :]) and (
+                    obj["LastModified"].timestamp() < limit
+                ):
                     old.append({"Key": obj["Key"]})
         for start in range(0, len(old), 1000):
             self.client.delete_objects(
