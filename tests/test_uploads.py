@@ -428,3 +428,45 @@ def test_capture_out_of_descriptors_leaves_nothing_open(
     assert len(errors) == 1 and errors[0].errno == 24  # EMFILE
     server.wait_idle()
     assert_nothing_left(fds_before, temp_before)
+
+
+def test_job_passes_its_own_upload_to_a_follow_up_job(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A job hands ``request.files[...]`` to a job of its own: the
+    follow-up job gets its own handle too, readable after the first job
+    ended and closed its files.
+    """
+    from flask_offload import current_job
+
+    follow_ups: list[str] = []
+
+    def scan(first: t.Any, *, other: t.Any) -> list[str]:
+        return [
+            f"{f.filename}:{hashlib.sha256(f.read()).hexdigest()}"
+            for f in (first, other)
+        ]
+
+    def triage() -> str:
+        job = offload.submit(scan, request.files["a"], other=request.files["b"])
+        follow_ups.append(job.id)
+        return current_job.id
+
+    @app.post("/upload")
+    def upload() -> dict[str, str]:
+        return {"id": offload.submit(triage).id}
+
+    server = serve(app)
+    a, b = os.urandom(LARGE), os.urandom(SMALL)
+    fds_before = open_fds()
+    temp_before = deleted_files()
+    r = server.post("/upload", files={"a": ("a.bin", a), "b": ("b.bin", b)})
+    with app.app_context():
+        offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
+        result = offload.get_job(follow_ups[0]).result(10)  # type: ignore[union-attr]
+    assert result == [
+        f"a.bin:{hashlib.sha256(a).hexdigest()}",
+        f"b.bin:{hashlib.sha256(b).hexdigest()}",
+    ]
+    server.wait_idle()
+    assert_nothing_left(fds_before, temp_before)

@@ -468,7 +468,7 @@ class Offload:
                 job._make_public(public, args, kwargs)
             data = snapshot.request
             if data is not None and data.files and (args or kwargs):
-                swapped = swap_uploads(data.sources, args, kwargs)
+                swapped = swap_uploads(data, args, kwargs)
                 if swapped is not None:
                     if backend.name != "thread":
                         raise TypeError(

@@ -249,24 +249,39 @@ class _UploadRef:
         return f"<uploaded file #{self.index}>"
 
 
-def swap_uploads(
-    sources: tuple[int, ...], args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
-) -> tuple[tuple[t.Any, ...], dict[str, t.Any]] | None:
-    """If an argument is one of the view's uploaded files that the request's
-    capture handed off (``sources``: the ``id()`` of each, in order; the
-    view's :class:`FileStorage` is closed after the response), the arguments
-    with each such file replaced by a reference that :class:`WithUploads`
-    resolves to the job's own handle; else ``None``. Only top-level
-    arguments are looked at.
+#: The attribute that marks a request's ``FileStorage`` (the view's, or a
+#: job's own) with the captured request data and its position there.
+_MARK = "_flask_offload_upload"
+
+
+def mark_upload(storage: FileStorage, data: object, index: int) -> FileStorage:
+    """Mark ``storage`` as the upload at ``index`` of the captured request
+    ``data``, so that :func:`swap_uploads` recognises it as an argument.
     """
-    positions = {source: i for i, source in enumerate(sources)}
+    setattr(storage, _MARK, (data, index))
+    return storage
+
+
+def swap_uploads(
+    data: object, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
+) -> tuple[tuple[t.Any, ...], dict[str, t.Any]] | None:
+    """If an argument is one of the uploaded files of the request whose
+    captured data is ``data`` (the view's, closed after the response, or a
+    job's own, closed when that job ends; see :func:`mark_upload`), the
+    arguments with each such file replaced by a reference that
+    :class:`WithUploads` resolves to the new job's own handle; else ``None``.
+    Only top-level arguments are looked at.
+    """
     found = False
 
     def swap(value: t.Any) -> t.Any:
         nonlocal found
-        if isinstance(value, FileStorage) and id(value) in positions:
-            found = True
-            return _UploadRef(positions[id(value)])
+        if isinstance(value, FileStorage):
+            # Through __dict__: FileStorage passes other attributes to its stream.
+            mark = value.__dict__.get(_MARK)
+            if mark is not None and mark[0] is data:
+                found = True
+                return _UploadRef(mark[1])
         return value
 
     new_args = tuple(swap(a) for a in args)

@@ -36,6 +36,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import compat
 from .errors import SnapshotError
+from .files import mark_upload
 from .files import open_uploads
 from .files import UploadedFile
 from .jobs import _cv_job
@@ -256,7 +257,6 @@ class RequestData:
         "fields",
         "_form",
         "_replays",
-        "sources",
     )
 
     def __init__(
@@ -293,9 +293,6 @@ class RequestData:
         self._form: tuple[type[Request], t.Any] | None = None
         # Whether a request was made already (for sharing the parsed query string).
         self._replays = 0
-        #: ``id()`` of the view's ``FileStorage`` each of :attr:`files` was
-        #: taken from, in the capturing process (see :func:`.swap_uploads`).
-        self.sources: tuple[int, ...] = ()
 
     @classmethod
     def from_request(cls, req: Request, ctx: t.Any, max_body_size: int) -> RequestData:
@@ -351,7 +348,8 @@ class RequestData:
                     f.close()
                 raise
             data = cls(environ, tuple(req.form.items(multi=True)), tuple(handed), raw)
-            data.sources = tuple(id(storage) for _, storage in uploads)
+            for index, (_, storage) in enumerate(uploads):
+                mark_upload(storage, data, index)
         elif not environ.get("CONTENT_LENGTH") and "chunked" not in environ.get(
             "HTTP_TRANSFER_ENCODING", ""
         ):
@@ -397,7 +395,10 @@ class RequestData:
             extra = {
                 "form": form[1],
                 "files": cls.parameter_storage_class(
-                    [(f.field, f.open()) for f in self.files]
+                    [
+                        (f.field, mark_upload(f.open(), self, i))
+                        for i, f in enumerate(self.files)
+                    ]
                 ),
             }
         elif self.body_size is not None:
