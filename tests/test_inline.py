@@ -145,3 +145,72 @@ def test_offload_inline_fixture_uses_app_config(
         # The job ran inline (in this thread) and ran teardown_request, as
         # the app's config asks; the test's own context is still pushed.
         assert threads == [threading.current_thread().name]
+
+
+def test_task_arguments_arrive_as_a_celery_worker_gets_them(
+    inline_app: Flask, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A declared task's arguments go through JSON as on Celery, so a test
+    sees what a worker would: tuples as lists, int keys as strings,
+    datetimes kept, and a set refused at submit. A plain function, which
+    only runs in this process, gets its arguments as they are.
+    """
+    import datetime
+
+    app = inline_app
+    offload = Offload(app)
+    when = datetime.datetime(2025, 1, 31, 12, 0)
+
+    @offload.task
+    def export(rows: t.Any, index: t.Any, *, since: t.Any) -> list[str]:
+        return [type(rows).__name__, repr(index), repr(since)]
+
+    def local(items: t.Any) -> str:
+        return type(items).__name__
+
+    @app.post("/export")
+    def view() -> dict[str, t.Any]:
+        out: dict[str, t.Any] = {
+            "task": export.submit((1, 2), {9: "x"}, since=when).result(),
+            "plain": offload.submit(local, {1, 2}).result(),
+        }
+        try:
+            export.submit({1, 2}, {}, since=when)
+        except SnapshotError as e:
+            out["refused"] = str(e)
+        out["failed"] = [j.state.value for j in offload.jobs()]
+        return out
+
+    r = serve(app).post("/export").json()
+    assert r["task"] == ["list", "{'9': 'x'}", repr(when)]
+    assert r["plain"] == "set"
+    assert "cannot be sent as JSON" in r["refused"]
+    assert r["failed"][0] == "FAILED"  # the refused job ended, it was not lost
+
+
+def test_arguments_without_kombu_match_celerys_json() -> None:
+    """Without the celery extra, arguments are normalised to what kombu's
+    JSON round trip gives.
+    """
+    import datetime
+    import decimal
+    import uuid
+
+    from kombu.utils import json as kombu_json
+
+    values = [
+        (1, (2, 3)),
+        {9: 1, 1.5: [2], True: "t", None: 0, "s": {"n": (None,)}},
+        datetime.datetime(2025, 1, 31, 12, 0, 1),
+        datetime.date(2025, 1, 31),
+        uuid.UUID("0f3c1e2a-5b7d-4e8f-9a0b-1c2d3e4f5a6b"),
+        decimal.Decimal("1.25"),
+        b"bytes",
+    ]
+    for value in values:
+        assert signing._sent(value) == kombu_json.loads(kombu_json.dumps(value))
+    for bad in ({1, 2}, object(), {(1, 2): 3}):
+        with pytest.raises(TypeError):
+            signing._sent(bad)
+        with pytest.raises(TypeError):
+            kombu_json.dumps(bad)

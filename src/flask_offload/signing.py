@@ -8,10 +8,13 @@ session cookie is never accepted as a snapshot and the other way round.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import secrets
 import typing as t
+import uuid
+from decimal import Decimal
 
 from flask import Flask
 from itsdangerous import BadSignature
@@ -67,6 +70,68 @@ def _wire_normal(value: t.Any) -> t.Any:
     except ImportError:  # pragma: no cover - Celery brings kombu
         dumps = json.dumps
     return json.loads(dumps(value))
+
+
+_KEPT_TYPES = (
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    uuid.UUID,
+    Decimal,
+    bytes,
+)
+
+
+def _sent(value: t.Any) -> t.Any:
+    """``value`` as Celery's JSON serializer delivers it, without kombu:
+    tuples become lists, mapping keys strings (as ``json`` writes them), and
+    datetimes, UUIDs, decimals and bytes (which kombu marks) stay.
+
+    :raises TypeError: Something in ``value`` is not JSON.
+    """
+    if value is None or isinstance(value, (str, int, float, *_KEPT_TYPES)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_sent(v) for v in value]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not (k is None or isinstance(k, (str, int, float))):
+                raise TypeError(
+                    f"keys must be str, int, float, bool or None, not {k!r}"
+                )
+            out[k if isinstance(k, str) else json.dumps(k)] = _sent(v)
+        return out
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def as_sent(
+    args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
+) -> tuple[tuple[t.Any, ...], dict[str, t.Any]]:
+    """The arguments as a Celery worker gets them through Celery's JSON
+    serializer (the inline backend gives them to the job so): ``(1, 2)``
+    arrives as ``[1, 2]``, ``{9: 1}`` as ``{"9": 1}``.
+
+    :raises SnapshotError: An argument is not JSON, as Celery would refuse.
+    """
+    try:
+        try:
+            from kombu.utils import json as kombu_json
+        except ImportError:  # pragma: no cover - without the celery extra
+            sent_args, sent_kwargs = _sent([list(args), kwargs])
+        else:
+            loads: t.Callable[[str], t.Any] = kombu_json.loads
+            dumps: t.Callable[[t.Any], str] = kombu_json.dumps
+            sent_args, sent_kwargs = loads(dumps([list(args), kwargs]))
+    except (TypeError, ValueError) as e:
+        raise SnapshotError(
+            f"The job's arguments cannot be sent as JSON: {e}. A job sent to"
+            " Celery workers takes arguments that Celery's JSON serializer"
+            " carries (str, int, float, bool, None, lists, dicts, datetimes,"
+            " UUIDs, decimals, bytes). Pass an id or a dict of plain values"
+            " instead."
+        ) from None
+    return tuple(sent_args), sent_kwargs
 
 
 def _digest(value: t.Any) -> str:

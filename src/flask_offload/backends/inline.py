@@ -73,6 +73,11 @@ class InlineBackend(Backend):
                 require_key=False,
             )
             replayed = Snapshot.from_dict(app, payload["snap"], open_file=_open_file)
+            if _declared(app, job.name, fn):
+                # A task Celery could send: its arguments as a worker decodes
+                # them from its message. A plain function runs only in this
+                # process (the thread backend), with its arguments as they are.
+                args, kwargs = signing.as_sent(args, kwargs)
         except Exception as e:
             # The job must end, never stay pending; the caller sees the error.
             job._finish(JobState.FAILED, exc=e)
@@ -89,6 +94,13 @@ class InlineBackend(Backend):
             runner.join()
         else:
             run_job(app, job, replayed, fn, args, kwargs, self.settings)
+
+
+def _declared(app: Flask, name: str, fn: t.Callable[..., t.Any]) -> bool:
+    """Whether ``fn`` is the function of the task declared as ``name``."""
+    offload = app.extensions.get("offload")
+    task = getattr(offload, "tasks", {}).get(name)
+    return task is not None and task.fn is fn
 
 
 def _loop_running() -> bool:
