@@ -70,6 +70,11 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         "names",
         "celery",
         "celery_appctx",
+        "defaults",
+        "mail",
+        "kept",
+        "celery_stack",
+        "propagating",
     ],
 )
 def test_project_findings(name: str) -> None:

@@ -37,6 +37,8 @@ from ._model import Super
 from ._model import TRY_NODES
 from ._model import Value
 from ._names import APP_HELPERS
+from ._names import APP_METHOD_NAMES
+from ._names import APP_METHODS
 from ._names import APP_VARS
 from ._names import CELERY
 from ._names import COPY_CONTEXT
@@ -44,6 +46,8 @@ from ._names import LOOP_FACTORIES
 from ._names import PARTIAL
 from ._names import POOL_CLASSES
 from ._names import POOL_METHODS
+from ._names import PROPAGATED_POOLS
+from ._names import PROPAGATING
 from ._names import PROTECTED_TOPS
 from ._names import REQUEST_HELPERS
 from ._names import REQUEST_VARS
@@ -72,7 +76,8 @@ class Access:
     line: int
     col: int
     name: str
-    # "request", "app", "helper_request" or "helper_app".
+    # "request", "app", "helper_request", "helper_app" or "method_app" (a
+    # library method needing an app context, such as Flask-Mail's send).
     category: str
     files: bool
     app: bool
@@ -376,7 +381,8 @@ class Analyzer:
     def celery_app_context(self) -> bool:
         """Whether the project's Celery tasks run in an app context: a
         ``Task`` subclass whose ``__call__`` pushes one, as in Flask's
-        Celery guide (``with app.app_context(): return self.run(...)``).
+        Celery guide (``with app.app_context(): return self.run(...)``), or
+        enters it on an ``ExitStack`` or pushes it.
         """
         for cls in self.project.classes:
             call = cls.methods.get("__call__")
@@ -389,7 +395,53 @@ class Analyzer:
                     context_kind(item.context_expr)[0] for item in node.items
                 ):
                     return True
+                # ``stack.enter_context(app.app_context())`` (an ExitStack)
+                # or ``app.app_context().push()``.
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    attr = node.func.attr
+                    if attr == "enter_context" and node.args:
+                        if context_kind(node.args[0])[0]:
+                            return True
+                    elif attr == "push" and context_kind(node.func.value)[0]:
+                        return True
         return False
+
+    def celery_request_flags(self) -> set[str]:
+        """Task options under which the project's ``Task`` subclass pushes a
+        request context, as Indico's does for ``@celery.task(request_context=
+        True)``: ``if getattr(self, "request_context", False):`` (or ``if
+        self.request_context:``) around ``app.test_request_context()``.
+        """
+        flags: set[str] = set()
+        for cls in self.project.classes:
+            call = cls.methods.get("__call__")
+            if call is None or isinstance(call.node, ast.Lambda):
+                continue
+            if not any("Task" in _last_identifier(b) for b in cls.node.bases):
+                continue
+            for node in ast.walk(call.node):
+                if not isinstance(node, ast.If):
+                    continue
+                test = node.test
+                name: str | None = None
+                if (
+                    isinstance(test, ast.Call)
+                    and isinstance(test.func, ast.Name)
+                    and test.func.id == "getattr"
+                    and len(test.args) >= 2
+                    and isinstance(test.args[1], ast.Constant)
+                    and isinstance(test.args[1].value, str)
+                ):
+                    name = test.args[1].value
+                elif isinstance(test, ast.Attribute):
+                    name = test.attr
+                if name is not None and any(
+                    isinstance(sub, ast.Call) and context_kind(sub)[1]
+                    for stmt in node.body
+                    for sub in ast.walk(stmt)
+                ):
+                    flags.add(name)
+        return flags
 
     def is_safe(self, func: FunctionInfo) -> bool:
         return bool(self.decorator_kinds(func))
@@ -538,12 +590,15 @@ class Analyzer:
         # background, walked once for each function decorated with it.
         # Celery tasks run in a worker, whoever calls them (or none).
         celery_app = self.celery_app_context()
+        flags = self.celery_request_flags()
         for func in list(project.functions):
             if func.decorators:
                 with _analysing(func.module):
                     called = self.decorated(func)
                     if "celery" in self.decorator_kinds(func):
-                        self.entries.append(Entry(called, "celery", None, celery_app))
+                        req = bool(flags) and _task_options(func) & flags
+                        entry = Entry(called, "celery", None, celery_app, bool(req))
+                        self.entries.append(entry)
         for wrapper in list(self.wrappers):
             if id(wrapper.node) in spawning:
                 self.summary(wrapper)
@@ -625,8 +680,10 @@ class Analyzer:
             )
         if category == "app":
             return None if app else ("OFF102", _rules.app_read(access.name, entry.kind))
-        if category == "helper_app" and app:
+        if category in ("helper_app", "method_app") and app:
             return None
+        if category == "method_app":
+            return "OFF103", _rules.method_call(access.name, entry.kind)
         return "OFF103", _rules.helper_call(
             access.name, entry.kind, category == "helper_request"
         )
@@ -680,6 +737,9 @@ class _Walker:
         self._awaited: set[str] | None = None
         self.guards: frozenset[str] = frozenset()
         self.params: frozenset[str] = frozenset()
+        # Inside ``with propagating():``: threads, thread pools and gevent
+        # greenlets started here carry the context (docs/propagation.rst).
+        self.propagating = False
         # Local names bound more than once, whose value depends on where in
         # the body they are read, and their value at the current point.
         # Globals the function binds are too: until then, the module's.
@@ -820,16 +880,21 @@ class _Walker:
                 )
             return
         if isinstance(node, (ast.With, ast.AsyncWith)):
+            saved_propagating = self.propagating
             saved = self.app, self.req
             for item in node.items:
                 self.expr(item.context_expr)
                 app, req = self.context_of(item.context_expr)
                 self.app = self.app or app
                 self.req = self.req or req
+                self.propagating = self.propagating or self.turns_on_propagation(
+                    item.context_expr
+                )
                 if item.optional_vars is not None and self.tracked:
                     self.rebind(item.optional_vars, item.context_expr)
             self.stmts(node.body)
             self.app, self.req = saved
+            self.propagating = saved_propagating
             return
         if isinstance(node, ast.If):
             self.branch(node)
@@ -962,10 +1027,18 @@ class _Walker:
                 for part in parts[1:]:
                     result = result & part
             return result
+        if isinstance(test, ast.Name) and test.id in self.params:
+            # ``"!name"``: the parameter was false (or ``None``); a call
+            # giving it a value makes what this guards unreachable.
+            return Known(params=frozenset({test.id if truth else f"!{test.id}"}))
+        if isinstance(test, ast.Compare):
+            name = _none_test(test)
+            if name is not None and name[0] in self.params and name[1] == truth:
+                # ``param is None`` was true, or ``param is not None`` false.
+                return Known(params=frozenset({f"!{name[0]}"}))
+            return Known()
         if not truth:
             return Known()
-        if isinstance(test, ast.Name) and test.id in self.params:
-            return Known(params=frozenset({test.id}))
         app, req = self.has_context(test)
         return Known(app, req)
 
@@ -1038,6 +1111,21 @@ class _Walker:
             self.merge(*ends, self.local)
         # ``if not has_request_context(): return`` guards the rest.
         self.assume(after)
+
+    def turns_on_propagation(self, expr: ast.expr) -> bool:
+        """Whether ``with expr:`` is ``with propagating():`` (not
+        ``propagating(False)``).
+        """
+        if not isinstance(expr, ast.Call):
+            return False
+        value = self.resolve(expr.func)
+        if not (isinstance(value, Ext) and value.name in PROPAGATING):
+            return False
+        enabled = expr.args[0] if expr.args else None
+        for kw in expr.keywords:
+            if kw.arg == "enabled":
+                enabled = kw.value
+        return enabled is None or not _is_falsy(enabled)
 
     def context_of(self, expr: ast.expr) -> tuple[bool, bool]:
         found = context_kind(expr)
@@ -1251,11 +1339,30 @@ class _Walker:
                 self.edge(init, node)
             if self.project.thread_base(callee):
                 self.thread_subclass(node, callee)
+                if isinstance(init, FunctionInfo):
+                    self.kept_proxies(node, callee, init)
         elif isinstance(callee, Inst):
             method = self.project.class_member(callee.cls, "__call__")
             if isinstance(method, FunctionInfo):
                 self.edge(method, node)
         if isinstance(func, ast.Attribute):
+            if (
+                callee is None
+                and func.attr in APP_METHOD_NAMES
+                and self.app_method(func)
+            ):
+                self.summary.accesses.append(
+                    Access(
+                        node.lineno,
+                        node.col_offset + 1,
+                        dotted(func),
+                        "method_app",
+                        False,
+                        self.app,
+                        self.req,
+                        self.guards,
+                    )
+                )
             if func.attr in _WAITS and isinstance(func.value, ast.Call):
                 # ``executor.submit(fn).result()`` waits for the task.
                 self.waited.add(id(func.value))
@@ -1279,6 +1386,17 @@ class _Walker:
             self.expr(kw.value)
         self.parent_call = saved
 
+    def app_method(self, func: ast.Attribute) -> bool:
+        """Whether ``func`` is a library method that needs an app context,
+        such as ``mail.send`` on a Flask-Mail ``Mail``.
+        """
+        receiver = self.resolve(func.value)
+        return (
+            isinstance(receiver, Ext)
+            and receiver.instance
+            and func.attr in APP_METHODS.get(receiver.name, ())
+        )
+
     def edge(
         self,
         callee: FunctionInfo,
@@ -1290,16 +1408,31 @@ class _Walker:
         :param signature: The function whose parameters the call's arguments
             are, if not ``callee`` (which may be a decorator's wrapper).
         """
-        falsy = {kw.arg for kw in node.keywords if kw.arg and _is_falsy(kw.value)}
-        if any(_is_falsy(arg) for arg in node.args) and not isinstance(
-            (signature or callee).node, ast.Lambda
-        ):
-            names = parameters(signature or callee)
-            for name, arg in zip(names, node.args, strict=False):
+        # Guards known false in ``callee``: parameters given a constant
+        # false value, and ``"!name"`` for those given a value (see known()).
+        falsy: set[str] = set()
+        for kw in node.keywords:
+            if kw.arg:
+                if _is_falsy(kw.value):
+                    falsy.add(kw.arg)
+                elif self.given(kw.value):
+                    falsy.add(f"!{kw.arg}")
+        if node.args and not isinstance((signature or callee).node, ast.Lambda):
+            names: list[str] | None = None
+            for i, arg in enumerate(node.args):
                 if isinstance(arg, ast.Starred):
                     break
                 if _is_falsy(arg):
-                    falsy.add(name)
+                    key = ""
+                elif self.given(arg):
+                    key = "!"
+                else:
+                    continue
+                if names is None:
+                    names = parameters(signature or callee)
+                if i >= len(names):
+                    break
+                falsy.add(key + names[i])
         self.summary.edges.append(
             Edge(
                 callee,
@@ -1310,6 +1443,44 @@ class _Walker:
                 self.forwards(node),
             )
         )
+
+    def given(self, expr: ast.expr) -> bool:
+        """Whether an argument is surely a value, not ``None``: a true
+        constant, an attribute, a call (other than ``.get()``), or a name
+        that is not a parameter (which may pass on a ``None`` it was given)
+        nor ever bound to a false constant here.
+        """
+        if isinstance(expr, ast.Constant):
+            return bool(expr.value)
+        if isinstance(expr, ast.Attribute):
+            return True
+        if isinstance(expr, ast.Call):
+            return _last_identifier(expr.func) not in ("get", "pop", "getattr")
+        if not isinstance(expr, ast.Name):
+            return False
+        name = expr.id
+        if name in self.params or self.shadowed(name):
+            return False
+        func = self.func
+        if func is not None and not isinstance(func.node, ast.Lambda):
+            args = func.node.args
+            if any(a is not None and a.arg == name for a in (args.vararg, args.kwarg)):
+                return False
+        scope: Scope | None = self.scope
+        while scope is not None:
+            bindings = scope.bindings.get(name)
+            if bindings is not None:
+                return not any(
+                    isinstance(b, AssignBinding)
+                    and _is_falsy(b.value)
+                    or isinstance(b, FixedBinding)
+                    and b.value is None
+                    and scope.owner is not None
+                    and name in _param_names(scope.owner)
+                    for b in bindings
+                )
+            scope = scope.parent
+        return True
 
     def forwards(self, node: ast.Call) -> bool:
         """Whether this is ``f(*args, **kwargs)`` in a function taking only
@@ -1355,14 +1526,16 @@ class _Walker:
             target = _argument(node, pos, key)
             args = _argument(node, args_pos, args_key)
             extra = list(args.elts) if isinstance(args, (ast.Tuple, ast.List)) else []
-            self.spawn(node, kind, target, extra, many=False)
+            carried = self.propagating and kind in ("thread", "timer")
+            self.spawn(node, kind, target, extra, many=False, app=carried, req=carried)
         elif name in SPAWN_FUNCS:
             kind, pos = SPAWN_FUNCS[name]
+            carried = self.propagating and name.startswith("gevent.")
             if len(node.args) > pos:
-                target = node.args[pos]
-                self.spawn(node, kind, target, node.args[pos + 1 :], many=False)
+                target, extra = node.args[pos], node.args[pos + 1 :]
             else:
-                self.spawn(node, kind, _argument(node, -1, "run"), [], many=False)
+                target, extra = _argument(node, -1, "run"), []
+            self.spawn(node, kind, target, extra, many=False, app=carried, req=carried)
         elif name in TASK_FUNCS:
             self.task(node)
         elif name == TO_THREAD and node.args:
@@ -1376,6 +1549,39 @@ class _Walker:
         if isinstance(callee, FunctionInfo) and not self.analyzer.is_safe(callee):
             call = ast.Call(node.args[0], node.args[1:], node.keywords)
             self.edge(self.analyzer.decorated(callee), call, callee)
+
+    def kept_proxies(self, node: ast.Call, cls: ClassInfo, init: FunctionInfo) -> None:
+        """OFF104 for a proxy given to a ``Thread`` subclass whose
+        ``__init__`` keeps it on the thread (``self.req = req``), to be
+        looked up when ``run()`` uses it.
+        """
+        if isinstance(init.node, ast.Lambda):
+            return
+        given: list[tuple[str, ast.expr]] = []
+        names: list[str] | None = None
+        for i, arg in enumerate(node.args):
+            if isinstance(arg, ast.Starred):
+                break
+            if isinstance(arg, (ast.Name, ast.Attribute)) and _is_proxy(
+                self.resolve(arg)
+            ):
+                names = parameters(init) if names is None else names
+                if i < len(names):
+                    given.append((names[i], arg))
+        for kw in node.keywords:
+            value = kw.value
+            if kw.arg and isinstance(value, (ast.Name, ast.Attribute)):
+                if _is_proxy(self.resolve(value)):
+                    given.append((kw.arg, value))
+        if not given:
+            return
+        kept = _kept_params(init.node)
+        kind = THREAD_LIKE[self.project.thread_base(cls) or "threading.Thread"][0]
+        for param, arg in given:
+            if param in kept:
+                self.analyzer.add(
+                    self.module, arg, "OFF104", _rules.proxy_passed(dotted(arg), kind)
+                )
 
     def thread_subclass(
         self,
@@ -1413,6 +1619,8 @@ class _Walker:
                     for item in sub.items:
                         a, r = context_kind(item.context_expr)
                         app, req = app or a, req or r
+        if self.propagating and kind in ("thread", "timer"):
+            app = req = True
         self.spawn(node, kind, target, extra, many=False, app=app, req=req)
 
     def base_init(self, node: ast.Call, func: ast.Attribute, callee: Value) -> None:
@@ -1466,12 +1674,25 @@ class _Walker:
             and receiver.name in POOL_CLASSES
         )
         args = node.args
+        carried = (
+            self.propagating
+            and isinstance(receiver, Ext)
+            and receiver.name in PROPAGATED_POOLS
+        )
         if attr == "submit":
             # The name only tells what a receiver is when nothing else does:
             # ``offload_pool = ThreadPoolExecutor()`` carries no context.
             if safe or ("offload" in ident and not known) or not args:
                 return
-            self.spawn(node, "executor", args[0], args[1:], many=False)
+            self.spawn(
+                node,
+                "executor",
+                args[0],
+                args[1:],
+                many=False,
+                app=carried,
+                req=carried,
+            )
         elif attr in POOL_METHODS:
             if safe or not (known or "pool" in ident or "executor" in ident):
                 return
@@ -1489,7 +1710,16 @@ class _Walker:
             kind = "executor" if is_executor else "pool"
             if attr == "spawn":
                 kind = "greenlet"
-            self.spawn(node, kind, target, extra, many=many, method=attr)
+            self.spawn(
+                node,
+                kind,
+                target,
+                extra,
+                many=many,
+                method=attr,
+                app=carried,
+                req=carried,
+            )
         elif attr == "run_in_executor":
             target = _argument(node, 1, "func")
             self.spawn(node, "executor", target, args[2:], many=False)
@@ -1625,6 +1855,24 @@ class _Walker:
             self.analyzer.entries.append(Entry(func, kind, self.spawner, app, req))
             return
         value = self.resolve(expr)
+        if (
+            value is None
+            and not given
+            and not app
+            and not req
+            and isinstance(expr, ast.Attribute)
+            and expr.attr in APP_METHOD_NAMES
+            and self.app_method(expr)
+        ):
+            # ``Thread(target=mail.send, args=(msg,))``.
+            self.analyzer.add(
+                self.module,
+                node,
+                "OFF103",
+                _rules.method_call(dotted(expr), kind),
+                (self.spawner,),
+            )
+            return
         if isinstance(value, Ext):
             if value.name == COPY_CONTEXT:
                 if many:
@@ -1690,6 +1938,71 @@ class _Walker:
         self.analyzer.add(
             self.module, node, "OFF112", _rules.shared_wrapper(dotted(expr), call)
         )
+
+
+def _kept_params(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """Names a method stores on its first argument: ``self.req = req``."""
+    args = [*node.args.posonlyargs, *node.args.args]
+    if not args:
+        return set()
+    self_name = args[0].arg
+    kept = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Assign) and isinstance(sub.value, ast.Name):
+            for target in sub.targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == self_name
+                ):
+                    kept.add(sub.value.id)
+    return kept
+
+
+def _task_options(func: FunctionInfo) -> set[str]:
+    """Options a task decorator sets to a true constant:
+    ``@celery.task(request_context=True)`` gives ``{"request_context"}``.
+    """
+    return {
+        kw.arg
+        for dec in func.decorators
+        if isinstance(dec, ast.Call)
+        for kw in dec.keywords
+        if kw.arg and isinstance(kw.value, ast.Constant) and kw.value.value
+    }
+
+
+def _param_names(func: FunctionInfo) -> set[str]:
+    node = func.node
+    args = node.args
+    return {
+        a.arg
+        for a in [
+            *args.posonlyargs,
+            *args.args,
+            *args.kwonlyargs,
+            args.vararg,
+            args.kwarg,
+        ]
+        if a is not None
+    }
+
+
+def _none_test(test: ast.Compare) -> tuple[str, bool] | None:
+    """For ``name is None`` (or ``==``): ``(name, True)``; for ``name is not
+    None`` (or ``!=``): ``(name, False)``; else ``None``.
+    """
+    if len(test.ops) != 1 or not isinstance(test.left, ast.Name):
+        return None
+    right = test.comparators[0]
+    if not (isinstance(right, ast.Constant) and right.value is None):
+        return None
+    op = test.ops[0]
+    if isinstance(op, (ast.Is, ast.Eq)):
+        return test.left.id, True
+    if isinstance(op, (ast.IsNot, ast.NotEq)):
+        return test.left.id, False
+    return None
 
 
 def _waits_for(loop: ast.AST, name: str) -> bool:

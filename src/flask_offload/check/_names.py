@@ -89,6 +89,12 @@ APP_HELPERS = frozenset(
     }
 )
 
+# Methods of library objects that look up ``current_app`` when called:
+# Flask-Mail's ``Mail.send`` does, to send its ``email_dispatched`` signal,
+# so ``Thread(target=mail.send, args=(msg,))`` fails.
+APP_METHODS = {"flask_mail.Mail": frozenset({"send", "send_message"})}
+APP_METHOD_NAMES = frozenset(name for names in APP_METHODS.values() for name in names)
+
 COPY_CONTEXT = "flask.copy_current_request_context"
 PARTIAL = "functools.partial"
 
@@ -134,6 +140,20 @@ POOL_CLASSES = frozenset(
         "gevent.pool.Group",
         "gevent.threadpool.ThreadPool",
     }
+)
+# ``with propagating():`` makes what these pools run carry the context
+# (process pools cannot: they pickle the function).
+PROPAGATED_POOLS = frozenset(
+    {
+        "concurrent.futures.ThreadPoolExecutor",
+        "multiprocessing.pool.ThreadPool",
+        "multiprocessing.dummy.Pool",
+        "gevent.pool.Pool",
+        "gevent.pool.Group",
+    }
+)
+PROPAGATING = frozenset(
+    {"flask_offload.propagating", "flask_offload.propagation.propagating"}
 )
 # Method name -> (position of the callable, whether it runs it for many items).
 POOL_METHODS = {

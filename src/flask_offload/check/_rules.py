@@ -91,6 +91,24 @@ def helper_call(name: str, kind: str, needs_request: bool) -> str:
     )
 
 
+def method_call(name: str, kind: str) -> str:
+    if kind == "celery":
+        how = (
+            "run the tasks under 'with app.app_context():' in a Task class (as"
+            f" Flask's Celery guide does), or {_OFFLOAD_TASK}"
+        )
+    else:
+        how = (
+            "pass the app (current_app._get_current_object()) and call it under"
+            f" 'with app.app_context():', or {_CARRY}"
+        )
+    return (
+        f"'{name}()' looks up current_app (Flask-Mail sends a signal with it) but"
+        f" is called in code run by {where(kind)}, where no application context"
+        f" exists: {how}."
+    )
+
+
 def proxy_passed(name: str, kind: str) -> str:
     return (
         f"The '{name}' proxy itself is passed to code run by {where(kind)}; it is"
