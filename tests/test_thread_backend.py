@@ -452,3 +452,47 @@ def test_sigterm_under_gevent_drains_from_a_greenlet(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGTERM, out
     assert "job finished" in out
     assert "Error" not in out and "not stopped" not in out
+
+
+def test_shutdown_of_several_apps_closes_all_before_draining() -> None:
+    """One Offload for two apps: a shutdown outside any app context stops
+    both from accepting jobs before it waits for either, so the drain takes
+    one timeout, not one per app, and no job submitted meanwhile is
+    abandoned later.
+    """
+    offload = Offload()
+    apps = [Flask(f"app{i}") for i in range(2)]
+    release = threading.Event()
+    started = threading.Event()
+
+    def held() -> str:
+        started.set()
+        assert release.wait(10)
+        return "done"
+
+    for app in apps:
+        offload.init_app(app)
+    with apps[0].app_context():
+        first = offload.submit(held)
+    assert started.wait(10)
+    drain = threading.Thread(target=offload.shutdown)
+    drain.start()
+
+    def refused(app: Flask) -> bool:
+        with app.app_context():
+            try:
+                offload.submit(int)
+            except RuntimeError:
+                return True
+        return False
+
+    try:
+        deadline = time.monotonic() + 10
+        while not refused(apps[0]):  # the drain has begun
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert refused(apps[1])  # the other app closed too, before any wait
+    finally:
+        release.set()
+        drain.join(10)
+    assert first.result(0) == "done"

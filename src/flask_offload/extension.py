@@ -95,11 +95,13 @@ def _seconds(key: str, value: t.Any, minimum: float = 0.0) -> float:
         except (TypeError, ValueError):
             pass
         else:
-            if number >= minimum and number == number:  # not NaN
+            # Not NaN, and not infinite: threading's waits refuse more.
+            if minimum <= number <= threading.TIMEOUT_MAX:
                 return number
     limit = "more than 0" if minimum else "0 or more"
     raise ValueError(
-        f"{key} must be a number of seconds, {limit}, like 30 or 0.5, not {value!r}."
+        f"{key} must be a finite number of seconds, {limit}, like 30 or 0.5,"
+        f" not {value!r}."
     )
 
 
@@ -603,8 +605,7 @@ class Offload:
         default). Every job still unfinished then is abandoned and logged with
         its id; pending ones end ``CANCELLED``.
         """
-        for state in self._states_here():
-            _shutdown_state(state, wait, timeout)
+        _shutdown_states(self._states_here(), wait, timeout)
 
 
 def join_states(states: t.Iterable[_AppState], timeout: float | None) -> bool:
@@ -627,33 +628,49 @@ def join_states(states: t.Iterable[_AppState], timeout: float | None) -> bool:
     return True
 
 
-def _shutdown_state(state: _AppState, wait: bool, timeout: float | None) -> None:
-    backend = state.backend
-    backend.close()
+def _shutdown_states(
+    states: t.Sequence[_AppState], wait: bool, timeout: float | None
+) -> None:
+    """Shut down several apps' backends at once: every one stops accepting
+    jobs first, then each waits for its jobs up to its own timeout counted
+    from now (not after the others'), so a drain takes the longest timeout,
+    not their sum.
+    """
+    for state in states:
+        state.backend.close()
     if not wait:
         return
-    if timeout is None:
-        timeout = state.settings.shutdown_timeout
-    if not state.registry.join(timeout):
-        for job in state.registry.unfinished():
-            if job.cancel():
-                logger.error(
-                    "Job %s (%s) submitted from %s was abandoned at shutdown before"
-                    " it started.",
-                    job.id,
-                    job.name,
-                    job.submitted_from,
-                )
-            elif not job.done():
-                logger.error(
-                    "Job %s (%s) submitted from %s was still running when shutdown"
-                    " gave up after %s seconds; it was abandoned.",
-                    job.id,
-                    job.name,
-                    job.submitted_from,
-                    timeout,
-                )
-    backend.stop()
+    start = time.monotonic()
+    for state in states:
+        limit = state.settings.shutdown_timeout if timeout is None else timeout
+        if not state.registry.join(max(0.0, start + limit - time.monotonic())):
+            _abandon(state, limit)
+    for state in states:
+        state.backend.stop()
+
+
+def _abandon(state: _AppState, timeout: float) -> None:
+    """Log each job of ``state`` left unfinished by a shutdown; cancel those
+    that did not start.
+    """
+    for job in state.registry.unfinished():
+        if job.cancel():
+            logger.error(
+                "Job %s (%s) submitted from %s was abandoned at shutdown before"
+                " it started.",
+                job.id,
+                job.name,
+                job.submitted_from,
+            )
+        elif not job.done():
+            logger.error(
+                "Job %s (%s) submitted from %s was still running when shutdown"
+                " gave up after %s seconds; it was abandoned.",
+                job.id,
+                job.name,
+                job.submitted_from,
+                timeout,
+            )
 
 
 def _app_gone(states: dict[int, _AppState], app_id: int) -> None:
@@ -666,8 +683,7 @@ def _app_gone(states: dict[int, _AppState], app_id: int) -> None:
 
 
 def _shutdown_all() -> None:
-    for state in list(_live_states):
-        _shutdown_state(state, True, None)
+    _shutdown_states(list(_live_states), True, None)
 
 
 atexit.register(_shutdown_all)
