@@ -845,3 +845,34 @@ def test_body_the_view_read_up_is_empty_in_the_job(
     assert r.json()["copied"] > 100
     with app.app_context():
         assert offload.get_job(r.json()["id"]).result(10) == [b"", None]  # type: ignore[union-attr]
+
+
+def test_messages_flashed_for_the_next_page_are_not_the_jobs(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job rendering the site's layout (which shows flashed messages) does
+    not show the user's pending messages, and changes no session.
+    """
+    from flask import render_template_string
+
+    layout = "{% for m in get_flashed_messages() %}[{{ m }}]{% endfor %}report"
+
+    @app.post("/save")
+    def save() -> dict[str, str]:
+        flash("Saved!")  # for the user's next page
+        return {"id": offload.submit(render_template_string, layout).id}
+
+    @app.get("/next")
+    def next_page() -> str:
+        return render_template_string(layout)
+
+    server = serve(app)
+    with caplog.at_level("WARNING", logger="flask_offload"):
+        r = server.post("/save")
+        with app.app_context():
+            assert offload.get_job(r.json()["id"]).result(10) == "report"  # type: ignore[union-attr]
+    assert "changed the session" not in caplog.text
+    assert server.get("/next").text == "[Saved!]report"

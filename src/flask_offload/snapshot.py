@@ -645,7 +645,11 @@ def capture(
             data.acquire()  # the request's own reference, until its teardown
     return Snapshot(
         data,
-        {k: _copy_session_value(v) for k, v in live.items()} if live else {},
+        # Messages flashed for the user's next page are not the job's: a job
+        # rendering the site's layout would show (and consume) them.
+        {k: _copy_session_value(v) for k, v in live.items() if k != "_flashes"}
+        if live
+        else {},
         g,
         site,
     )
