@@ -919,3 +919,153 @@ def test_task_sent_by_a_celery_task_that_is_not_a_job_does_not_run(
     error = job.to_dict()["error"]
     assert error["type"] == "SnapshotError"
     assert "celery.accumulate, which is not a Flask-Offload job" in error["message"]
+
+
+def test_chain_step_after_a_job_with_an_upload_reads_it(
+    capp: Flask, config: dict[str, t.Any], worker: Worker, serve: t.Any
+) -> None:
+    """Celery sends a chain's next step after the first one returns: the
+    stored upload and body are still there for it to copy, and both are
+    deleted once every step has ended.
+    """
+    data = os.urandom(700 * 1024)
+    note = "n" * 5000  # a body over the inline size: stored too
+    r = serve(capp).post(
+        "/chain-upload", data={"note": note}, files={"f": ("f.bin", data)}
+    )
+    last = fetch(capp, r.json()["id"], timeout=30)
+    digest = hashlib.sha256(data).hexdigest()
+    assert last.result(0) == {
+        "previous": {"previous": None, "sha256": digest, "note": note},
+        "sha256": digest,
+        "note": note,
+    }
+    wait_for(lambda: uploads_left(config) == [], what="the uploads to be deleted")
+
+
+def test_stored_body_is_encrypted(
+    config: dict[str, t.Any], other_app: Flask, worker: Worker, serve: t.Any
+) -> None:
+    """A form body too large for the message goes to storage encrypted, as
+    the snapshot is: its password is not in the storage in clear text.
+    """
+    held = _held_app(config, "stored-body")
+    password = "hunter2-FORM-PASSWORD"
+    r = serve(held).post(
+        "/submit-form",
+        data={"password": password, "padding": "p" * 6000},
+    )
+    assert r.status_code == 200, r.text
+    stored = uploads_left(config)
+    assert stored, "the body was not stored"
+    for path in stored:
+        with open(path, "rb") as f:
+            content = f.read()
+        assert password.encode() not in content and b"padding" not in content
+    _move_to(
+        config,
+        held.config["OFFLOAD_CELERY"]["task_default_queue"],
+        config["OFFLOAD_CELERY"]["task_default_queue"],
+    )
+    job = fetch(other_app, r.json()["id"])
+    assert job.result(0) == {"password": password, "padding": 6000}
+    wait_for(lambda: uploads_left(config) == [], what="the body to be deleted")
+
+
+def test_cancel_while_no_worker_runs(
+    config: dict[str, t.Any], other_app: Flask
+) -> None:
+    """A job cancelled while no worker is running (a deploy): the revoke
+    reaches nobody, but the worker that takes the job later skips it.
+    """
+    celery_conf = config["OFFLOAD_CELERY"]
+    queue = f"{celery_conf['task_default_queue']}-no-worker"
+    held_config = {
+        **config,
+        "OFFLOAD_CELERY": {**celery_conf, "task_default_queue": queue},
+    }
+    held = support.create_app(held_config)
+    with held.app_context():
+        job = support.touch.submit("cancelled-while-down")
+        assert job.cancel() is True
+    late = Worker(held_config, pool="solo")
+    try:
+        late.wait_ready()
+        late.wait_output(f"Job {job.id} ({NAME}touch) was cancelled before it started.")
+        late.wait_output(f"Task {NAME}touch[{job.id}] ignored")
+    finally:
+        late.kill()
+    assert fetch(other_app, job.id).state is JobState.CANCELLED
+    folder = other_app.config["OFFLOAD_TEST_DIR"]
+    assert not os.path.exists(os.path.join(folder, "cancelled-while-down"))
+
+
+def test_the_first_failed_status_has_the_error(capp: Flask, worker: Worker) -> None:
+    """Polling a job's status: the summary that first says FAILED has the
+    error and the end time, as a page that stops polling then needs.
+    """
+    with capp.app_context():
+        job = support.fail.submit("no such order")
+        seen = wait_for(
+            lambda: (d := job.to_dict())["state"] == "FAILED" and d,
+            what="the job to fail",
+        )
+    assert seen["error"] == {"type": "ValueError", "message": "no such order"}
+    assert seen["finished_at"] is not None
+
+
+def test_a_task_name_taken_by_another_celery_task_is_refused(capp: Flask) -> None:
+    """A Celery task already registered under a declared task's name would
+    run instead of it: submit refuses, naming the fix.
+    """
+    celery_app = backend_of(capp).celery
+
+    @celery_app.task(name="tests.celery_support.app.clash", lazy=False)
+    def other() -> str:
+        return "the other one"
+
+    def clash() -> str:
+        return "declared"
+
+    declared = support.offload.task(name="tests.celery_support.app.clash")(clash)
+    try:
+        from celery.exceptions import DuplicateTaskNameWarning
+
+        with capp.app_context(), pytest.warns(DuplicateTaskNameWarning):
+            with pytest.raises(NotRegistered, match="another name"):
+                declared.submit()
+    finally:
+        del support.offload.tasks["tests.celery_support.app.clash"]
+
+
+def test_a_job_replaced_with_celerys_task_replace(
+    capp: Flask, config: dict[str, t.Any], worker: Worker, serve: t.Any
+) -> None:
+    """``task.replace()`` in a job: the replacement runs with the request and
+    its upload, and the replaced job is not logged as failed.
+    """
+    data = os.urandom(700 * 1024)
+    r = serve(capp).post(
+        "/replace-upload", data={"note": "n"}, files={"f": ("f.bin", data)}
+    )
+    job = fetch(capp, r.json()["id"], timeout=30)
+    assert job.result(0) == {
+        "previous": None,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "note": "n",
+    }
+    assert f"Job {job.id} ({NAME}replaced)" not in worker.output
+    wait_for(lambda: uploads_left(config) == [], what="the uploads to be deleted")
+
+
+def test_a_cancel_request_outlives_a_retry(capp: Flask, worker: Worker) -> None:
+    """A job asked to stop, which then retries: the next attempt does not
+    run, and the job ends cancelled.
+    """
+    with capp.app_context():
+        job = support.retried_after_cancel.submit()
+        wait_for(lambda: job.state is JobState.RUNNING, what="the job to start")
+        assert job.cancel() is False  # running: asked to stop
+        with pytest.raises(JobCancelled, match="was cancelled"):
+            job.result(30)
+        assert job.state is JobState.CANCELLED

@@ -368,6 +368,8 @@ class Job:
 
     def to_dict(self) -> dict[str, t.Any]:
         """A JSON-safe summary, without arguments, headers or results."""
+        # First: for a Celery job, reading the state fetches the rest.
+        state = self.state
         started, finished = self._started, self._finished
         duration = None
         if started is not None:
@@ -381,7 +383,7 @@ class Job:
         return {
             "id": self.id,
             "name": self.name,
-            "state": self.state.value,
+            "state": state.value,
             "progress": self.progress,
             "message": self.message,
             "submitted_at": _dt(self._submitted).isoformat(),

@@ -185,6 +185,49 @@ def chained(previous: t.Any) -> dict[str, t.Any]:
     return {"previous": previous, "user": current_user.name, "path": request.path}
 
 
+@offload.task
+def file_digest(previous: t.Any = None) -> dict[str, t.Any]:
+    """A chain step reading the request's upload and body."""
+    f = request.files["f"]
+    return {
+        "previous": previous,
+        "sha256": hashlib.sha256(f.read()).hexdigest(),
+        "note": request.form["note"],
+    }
+
+
+@offload.task
+def retried_after_cancel() -> bool:
+    """Retries once a cancel is requested: the next attempt must not run."""
+    import time
+
+    from celery import current_task
+
+    if current_task.request.retries:
+        return current_job.cancel_requested
+    deadline = time.monotonic() + 20
+    while not current_job.cancel_requested and time.monotonic() < deadline:
+        time.sleep(0.05)
+    raise current_task.retry(countdown=0.1)
+
+
+@offload.task
+def replaced() -> None:
+    """Replaced by ``file_digest`` with Celery's ``task.replace``."""
+    from celery import current_task
+
+    raise current_task.replace(offload.celery.tasks[f"{__name__}.file_digest"].s())
+
+
+@offload.task
+def observe_form() -> dict[str, t.Any]:
+    """The form a job was submitted with (its body stored, if large)."""
+    return {
+        "password": request.form["password"],
+        "padding": len(request.form["padding"]),
+    }
+
+
 def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     if config is None:
         config = json.loads(os.environ.get("OFFLOAD_TEST_CONFIG") or "{}")
@@ -262,6 +305,22 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
             tasks[f"{__name__}.observe"].s("g1"), tasks[f"{__name__}.observe"].s("g2")
         ).apply_async()
         return {"callback": callback.id, "group": [r.id for r in grouped.results]}
+
+    @app.post("/submit-form")
+    def submit_form() -> dict[str, t.Any]:
+        return {"id": observe_form.submit().id}
+
+    @app.post("/replace-upload")
+    def replace_upload() -> dict[str, t.Any]:
+        return {"id": replaced.submit().id}
+
+    @app.post("/chain-upload")
+    def chain_upload() -> dict[str, t.Any]:
+        from celery import chain as celery_chain
+
+        step = offload.celery.tasks[f"{__name__}.file_digest"]
+        result = celery_chain(step.s(), step.s()).apply_async()
+        return {"id": result.id}
 
     @app.post("/chord")
     def chord() -> dict[str, t.Any]:

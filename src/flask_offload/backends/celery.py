@@ -53,6 +53,7 @@ from celery import Task as CeleryTask
 from celery._state import get_current_worker_task
 from celery.backends.base import BaseKeyValueStoreBackend
 from celery.backends.base import DisabledBackend
+from celery.exceptions import Ignore
 from celery.exceptions import Reject
 from celery.exceptions import Retry
 from flask import current_app
@@ -293,6 +294,12 @@ class CeleryBackend(Backend):
             raise NotRegistered(
                 f"{name} is not a declared task. Decorate it with '@offload.task'."
             )
+        if not isinstance(task, self._task_base):
+            raise NotRegistered(
+                f"The Celery app already has a task named {name!r} that is not"
+                " this '@offload.task', and it would run instead. Give one of"
+                " them another name, with '@offload.task(name=...)'."
+            )
         return task
 
     # -- sending ---------------------------------------------------------
@@ -381,7 +388,9 @@ class CeleryBackend(Backend):
         req = data.get("request")
         body = req.get("body") if req else None
         if req and body and len(body) > INLINE_BODY_SIZE:
-            raw = base64.b64decode(body)
+            # Encrypted like the snapshot: a form's password or a JSON
+            # body's token must not sit in the storage in clear text.
+            raw = signing.encrypt(app, base64.b64decode(body)).encode("ascii")
             key = f"{job_id}/body"
             self.storage.put(key, io.BytesIO(raw))
             keys.append(key)
@@ -390,6 +399,7 @@ class CeleryBackend(Backend):
                 "key": key,
                 "size": len(raw),
                 "sha256": hashlib.sha256(raw).hexdigest(),
+                "encrypted": True,
             }
         return data
 
@@ -604,6 +614,13 @@ class CeleryBackend(Backend):
             self._write_info(job_id, {"name": name, "finished_at": _iso(_now())})
             raise
         _worker.current = (self, job_id, wire)
+        # A cancel made while the job waited, which a revoke may not have
+        # reached (no worker was running then): looked for before STARTED is
+        # written, and again after, as CeleryJob.cancel() records its request
+        # before it reads the state: one of the two always sees the other.
+        if not self._cancelled_before_start(task, request, job_id, name, wire):
+            task.update_state(task_id=job_id, state="STARTED", meta={})
+            self._cancelled_before_start(task, request, job_id, name, wire)
         final = True
         job: WorkerJob | None = None
         info: dict[str, t.Any] = {"name": name}
@@ -647,7 +664,9 @@ class CeleryBackend(Backend):
                     teardown_request=self.settings.job_teardown_request,
                     max_body_size=self.settings.max_body_size,
                 )
-            except (Retry, Reject):
+            except (Retry, Reject, Ignore):
+                # Retried, rejected, or replaced (task.replace raises Ignore):
+                # not the end of the job, nor a failure.
                 final = False
                 job._release()
                 raise
@@ -669,9 +688,41 @@ class CeleryBackend(Backend):
                 )
             if final:
                 info["finished_at"] = _iso(_now())
-                for key in _storage_keys(wire):
-                    self._delete_quietly(key)
+                self._delete_after(request, _storage_keys(wire))
+            elif (self._read_info(job_id) or {}).get("cancel_requested"):
+                info["cancel_requested"] = True  # the next attempt sees it
             self._write_info(job_id, info)
+
+    def _cancelled_before_start(
+        self,
+        task: t.Any,
+        request: t.Any,
+        job_id: str,
+        name: str,
+        wire: dict[str, t.Any],
+    ) -> bool:
+        """``False`` if nobody asked to cancel the job; else end it REVOKED,
+        without running it, and raise :exc:`~celery.exceptions.Ignore`.
+        """
+        if not (self._read_info(job_id) or {}).get("cancel_requested"):
+            return False
+        self._write_info(job_id, {"name": name, "finished_at": _iso(_now())})
+        self._delete_after(request, _storage_keys(wire))
+        self.celery.backend.mark_as_revoked(job_id, "cancelled", request=request)
+        logger.info("Job %s (%s) was cancelled before it started.", job_id, name)
+        raise Ignore()
+
+    def _delete_after(self, request: t.Any, keys: list[str]) -> None:
+        """Delete the job's stored objects once the task is over: Celery
+        sends its callbacks, the rest of its chain and its chord's callback
+        after the body returns, and they copy them (see :meth:`copy_uploads`).
+        At once for a task called as a function, which no task_postrun ends.
+        """
+        if request.called_directly:
+            for key in keys:
+                self._delete_quietly(key)
+        else:
+            _worker.cleanup = (self, request.id, keys)
 
     def _rebuild(self, app: Flask, wire: dict[str, t.Any]) -> Snapshot:
         opened: list[UploadedFile] = []
@@ -680,7 +731,10 @@ class CeleryBackend(Backend):
         if req and req.get("body_ref"):
             # In memory whatever its size, as in the web process that read it
             # (OFFLOAD_MAX_BODY_SIZE bounds it): the job parses it from bytes.
-            body = self._download(req["body_ref"], "the request body", spool=False)
+            ref = req["body_ref"]
+            body = self._download(ref, "the request body", spool=False)
+            if ref.get("encrypted"):
+                body = signing.decrypt(app, body.decode("ascii"))
             wire = {**wire, "request": {**req, "body": None, "body_ref": None}}
 
         def open_file(ref: dict[str, t.Any]) -> UploadedFile:
@@ -1018,9 +1072,19 @@ class CeleryJob(Job):
         backend = self._backend()
         if backend is None:
             return False
+        # Recorded before the state is read again: a worker that took the
+        # message meanwhile, or starts later without having heard the
+        # revoke, sees it before it runs the job (CeleryBackend._execute).
+        backend._write_info(self.id, {"cancel_requested": True})
+        self.cancel_requested = True
+        self.refresh()
+        state = _STATE.__get__(self, Job)
+        if state.finished:
+            return state is JobState.CANCELLED
+        if state is JobState.RUNNING:
+            return False  # started first: it sees the request as it runs
         backend.celery.control.revoke(self.id)
         backend.celery.backend.mark_as_revoked(self.id, "cancelled")
-        self.cancel_requested = True
         self.refresh()
         return True
 
@@ -1064,7 +1128,10 @@ def _apply_meta(
             job._finish(JobState.SUCCEEDED, value)
         else:
             exc = value if isinstance(value, BaseException) else None
-            if exc is None:
+            if status == "REVOKED":
+                # As on the thread backend, not Celery's TaskRevokedError.
+                exc = JobCancelled(f"Job {job.id} ({job.name}) was cancelled.")
+            elif exc is None:
                 exc = SnapshotError(f"The job ended {status}: {value!r}")
             cancelled = status == "REVOKED" or isinstance(exc, JobCancelled)
             job._finish(JobState.CANCELLED if cancelled else JobState.FAILED, exc=exc)
@@ -1187,6 +1254,11 @@ def _on_publish(
 def _on_postrun(
     task_id: str | None = None, task: t.Any = None, **kwargs: t.Any
 ) -> None:
+    cleanup = getattr(_worker, "cleanup", None)
+    if cleanup is not None and cleanup[1] == task_id:
+        _worker.cleanup = None
+        for key in cleanup[2]:
+            cleanup[0]._delete_quietly(key)
     current = getattr(_worker, "current", None)
     if current is not None and current[1] == task_id:
         _worker.current = None
