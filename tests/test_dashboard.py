@@ -354,7 +354,12 @@ def test_list_filters_and_paginates(
     page3 = server.get(page2["next"]).json()
     assert [j["id"] for j in page3["jobs"]] == newest_first[6:]
     assert page3["next"] is None
-    assert server.get("/offload/jobs?page=9&per_page=3").json()["jobs"] == []
+    past = server.get("/offload/jobs?page=9&per_page=3").json()
+    assert past["jobs"] == []
+    # Past the last page (its jobs expired meanwhile): a way back.
+    assert past["prev"] == "/offload/jobs?page=3&per_page=3"
+    past_page = server.get("/offload/?page=9&per_page=3").text
+    assert 'href="/offload/?page=3&amp;per_page=3">Newer' in past_page
 
     succeeded = server.get("/offload/jobs", params={"state": "succeeded"}).json()
     assert [j["id"] for j in succeeded["jobs"]] == list(reversed(done))
@@ -1261,3 +1266,86 @@ def test_exception_with_a_broken_str_keeps_the_lists_working(
     assert {j["id"] for j in listing.json()["jobs"]} == {broken_id, huge_id}
     assert len(listing.text) < 20_000
     assert server.get("/offload/").status_code == 200
+
+
+def test_a_lone_surrogate_in_a_job_keeps_the_page_working(
+    app: Flask, offload: Offload, serve: t.Any, jobs: Jobs
+) -> None:
+    """Text that cannot be encoded as UTF-8 (a lone surrogate, from
+    ``json.loads('"\\\\udcff"')`` or a file name) in one job's message does not
+    make the page fail for everyone: it shows as U+FFFD.
+    """
+
+    def bad_text() -> None:
+        current_job.set_progress(0.5, "file \udcff.csv")
+
+    jobs.funcs["bad_text"] = bad_text
+    server = serve(app)
+    login(server, "ann")
+    wait_done(app, offload, submit(server, "bad_text"))
+    page = server.get("/offload/")
+    assert page.status_code == 200
+    assert "file \ufffd.csv" in page.text
+    assert server.get("/offload/jobs").status_code == 200
+
+
+def test_a_csrf_token_is_not_valid_for_the_next_user(
+    app: Flask, offload: Offload, serve: t.Any, jobs: Jobs
+) -> None:
+    """A token read by one user is refused after another user signed in in
+    the same browser session (a shared computer).
+    """
+
+    @app.post("/logout")
+    def logout() -> str:
+        session.pop("_user_id", None)  # as Flask-Login's logout_user
+        return "bye"
+
+    browser = serve(app)
+    login(browser, "ann")
+    old_token = csrf_from_page(browser)
+    browser.post("/logout")
+    login(browser, "bob")
+    job_id = submit(browser, "held")
+    assert jobs.started.wait(WAIT)
+    url = f"/offload/jobs/{job_id}/cancel"
+    refused = browser.post(url, headers={"X-CSRF-Token": old_token})
+    assert refused.status_code == 403
+    assert "another session" in refused.json()["message"]
+    fresh = browser.post(url, headers={"X-CSRF-Token": csrf_from_page(browser)})
+    assert fresh.status_code == 200
+    jobs.release.set()
+
+
+def test_a_library_errors_message_is_not_shown(
+    app: Flask,
+    offload: Offload,
+    serve: t.Any,
+    jobs: Jobs,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An installed library's exception message can hold what the job
+    handled (SQLAlchemy's SQL parameters): the status URLs show its type
+    only, the server log the whole error.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    def insert() -> None:
+        raise IntegrityError(
+            "INSERT INTO keys (owner, secret) VALUES (?, ?)",
+            ("ann", "sk_live_SERVER_SECRET"),
+            Exception("UNIQUE constraint failed: keys.owner"),
+        )
+
+    jobs.funcs["insert"] = insert
+    server = serve(app)
+    login(server, "ann")
+    job_id = submit(server, "insert")
+    wait_done(app, offload, job_id)
+    status = server.get(f"/offload/jobs/{job_id}")
+    assert status.json()["error"]["type"] == "IntegrityError"
+    assert "is not shown" in status.json()["error"]["message"]
+    for response in (status, server.get("/offload/jobs"), server.get("/offload/")):
+        assert "sk_live_SERVER_SECRET" not in response.text
+    assert "sk_live_SERVER_SECRET" in caplog.text  # the log has it, with the id
+    assert job_id in caplog.text

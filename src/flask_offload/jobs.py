@@ -8,6 +8,7 @@ import enum
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import typing as t
@@ -378,7 +379,7 @@ class Job:
         if self._exception is not None:
             error = {
                 "type": type(self._exception).__name__,
-                "message": _error_message(self._exception),
+                "message": _error_message(self._exception, self._app),
             }
         return {
             "id": self.id,
@@ -482,15 +483,45 @@ _MAX_ARGS_JSON = 4096
 _MAX_MESSAGE = 4096
 
 
-def _error_message(exc: BaseException) -> str:
-    """``str(exc)`` for the status URLs, at most :data:`_MAX_MESSAGE`
-    characters; never raises (one job's broken ``__str__`` must not break
-    every user's job list).
+#: Installed packages whose exception messages the status URLs show: their
+#: messages are what the app wrote (``abort(404, "...")``, ``JobCancelled``).
+_SHOWN_PACKAGES = frozenset(
+    {"builtins", "__main__", "flask", "werkzeug", "flask_offload"}
+)
+
+
+def _installed(module_name: str) -> bool:
+    """Whether a module comes from an installed distribution (a library in
+    ``site-packages``), not from the project's own code or the standard
+    library.
     """
+    module = sys.modules.get(module_name)
+    parts = set(os.path.normpath(getattr(module, "__file__", None) or "").split(os.sep))
+    return bool(parts & {"site-packages", "dist-packages"})
+
+
+def _error_message(exc: BaseException, app_ref: weakref.ref[Flask] | None) -> str:
+    """The message the status URLs show for a failed job: ``str(exc)``, at
+    most :data:`_MAX_MESSAGE` characters, except for exceptions of installed
+    libraries other than Flask and Werkzeug (and the app's own package, if
+    installed): their messages can hold what the job handled (SQLAlchemy's
+    SQL parameters, a URL with its API key), so the log has them instead.
+    Never raises (one job's broken ``__str__`` must not break every user's
+    job list).
+    """
+    kind = type(exc)
+    top = kind.__module__.partition(".")[0]
+    app = app_ref() if app_ref is not None else None
+    own = app is not None and top == app.import_name.partition(".")[0]
+    if not own and top not in _SHOWN_PACKAGES and _installed(kind.__module__):
+        return (
+            f"(The message of this {top} error is not shown: it may hold data"
+            " the job handled. The server log has it, with the job's id.)"
+        )
     try:
         message = str(exc)
     except Exception:
-        return f"<{type(exc).__qualname__}: str() failed>"
+        return f"<{kind.__qualname__}: str() failed>"
     if len(message) > _MAX_MESSAGE:
         message = message[:_MAX_MESSAGE] + " ... (cut)"
     return message

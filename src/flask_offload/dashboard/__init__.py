@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import re
 import secrets
 import typing as t
 
@@ -73,6 +74,8 @@ MAX_RESULT_BYTES = 64 * 1024
 #: Where the blueprint serves the page's script and style sheet, under the
 #: prefix: not ``/static``, which is the app's own with the prefix ``/``.
 STATIC_URL_PATH = "/offload-static"
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 _CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
@@ -342,7 +345,14 @@ def csrf_token() -> str:
     if not isinstance(nonce, str):
         nonce = secrets.token_urlsafe(18)
         session[CSRF_SESSION_KEY] = nonce
-    return serializer.dumps(nonce)
+    return serializer.dumps([nonce, _csrf_user()])
+
+
+def _csrf_user() -> str | None:
+    # Flask-Login's user id: a token taken by one user is not valid for the
+    # next one who signs in in the same browser session (the nonce stays).
+    uid = session.get("_user_id")
+    return None if uid is None else str(uid)
 
 
 def check_csrf() -> None:
@@ -365,9 +375,12 @@ def check_csrf() -> None:
         abort(403, "The CSRF token is not valid. Reload the page and try again.")
     expected = session.get(CSRF_SESSION_KEY)
     if not (
-        isinstance(nonce, str)
+        isinstance(nonce, list)
+        and len(nonce) == 2
+        and isinstance(nonce[0], str)
         and isinstance(expected, str)
-        and hmac.compare_digest(nonce, expected)
+        and hmac.compare_digest(nonce[0], expected)
+        and nonce[1] == _csrf_user()
     ):
         abort(
             403,
@@ -482,7 +495,7 @@ def create_blueprint(offload: Offload) -> Blueprint:
             "total": total,
             "counts": counts,
             "next": page_url(page + 1),
-            "prev": page_url(page - 1),
+            "prev": page_url(min(page - 1, pages)),
             "csrf_token": csrf_token(),
         }
 
@@ -503,7 +516,10 @@ def create_blueprint(offload: Offload) -> Blueprint:
             args_text=_args_text,
             **data,
         )
-        response = make_response(html)
+        # A lone surrogate (from json.loads('"\\udcff"'), os.fsdecode, ...) in
+        # a job's message, error, args or result cannot be encoded as UTF-8:
+        # show it as U+FFFD, as the page's script does, instead of a 500.
+        response = make_response(_SURROGATE.sub("\ufffd", html))
         response.headers.setdefault("Content-Security-Policy", _CSP)
         return response
 

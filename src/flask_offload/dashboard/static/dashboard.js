@@ -181,9 +181,15 @@
     return data.jobs.some((job) => job.cancellable);
   }
 
-  function showLive(state, text) {
+  // Only the summary is in the aria-live region: the clock, which changes at
+  // every poll, is not, so screen readers announce changes, not each poll.
+  const liveText = document.getElementById("offload-live-text") || live;
+  const liveTime = document.getElementById("offload-live-time");
+
+  function showLive(state, text, time) {
     live.dataset.live = state;
-    setText(live, text);
+    setText(liveText, text);
+    if (liveTime) setText(liveTime, time ? ", " + time : "");
   }
 
   // -- polling -------------------------------------------------------------
@@ -204,14 +210,20 @@
         credentials: "same-origin",
         cache: "no-store",
       });
-      const data = await response.json();
-      if (!response.ok) {
+      const type = response.headers.get("Content-Type") || "";
+      if (response.redirected || !type.startsWith("application/json")) {
+        // A login page, a proxy's error page: not this blueprint's JSON.
+        showLive("error", "The server answered " + response.status + " without the job list"
+          + " (signed out?); reload the page.");
+      } else if (!response.ok) {
+        const data = await response.json();
         showLive("error", data.message || response.statusText);
       } else {
+        const data = await response.json();
         const busy = render(data);
         delay = busy ? FAST : SLOW;
         const time = new Date().toLocaleTimeString();
-        showLive("on", data.total + (data.total === 1 ? " job" : " jobs") + ", updated " + time);
+        showLive("on", data.total + (data.total === 1 ? " job" : " jobs"), "updated " + time);
       }
     } catch (error) {
       showLive("error", "Cannot reach the server; retrying.");
