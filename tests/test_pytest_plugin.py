@@ -133,3 +133,89 @@ def test_plugin_defines_only_offload_fixtures(pytester: pytest.Pytester) -> None
         and "flask_offload" in line
     }
     assert names == {"offload_inline", "offload_join", "offload_leak_check"}
+
+
+def test_a_client_fixture_that_keeps_its_context_is_not_a_leak(
+    pytester: pytest.Pytester,
+) -> None:
+    """``with app.test_client() as c: yield c`` keeps the last request's
+    context until the fixture's own teardown, which may come after the
+    leak check's: not a leak, in either fixture order.
+    """
+    pytester.makeconftest(
+        APP
+        + """
+@app.get("/")
+def index():
+    return offload.submit(lambda: request.path).id
+
+@pytest.fixture
+def client():
+    with app.test_client() as c:
+        yield c
+"""
+    )
+    pytester.makepyfile(
+        """
+        def test_client_then_join(client, offload_join):
+            assert client.get("/").status_code == 200
+            assert offload_join(5)
+
+        def test_join_then_client(offload_join, client):
+            assert client.get("/").status_code == 200
+            assert offload_join(5)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_job_left_running_is_reported_once(pytester: pytest.Pytester) -> None:
+    """A job that never ends fails the test that submitted it, naming it and
+    where it was submitted; later tests are not blamed for it, and the run
+    does not wait OFFLOAD_SHUTDOWN_TIMEOUT for it at exit.
+    """
+    # Without the plugin's own drain, exit would wait this long for the job.
+    pytester.makeconftest(
+        APP.replace(
+            "offload = Offload(app)",
+            'app.config["OFFLOAD_SHUTDOWN_TIMEOUT"] = 600\noffload = Offload(app)',
+        )
+    )
+    pytester.makepyfile(
+        """
+        import threading
+        from conftest import app, offload
+
+        gate = threading.Event()
+
+        def test_leaves_a_job_running(offload_leak_check):
+            with app.app_context():
+                offload.submit(gate.wait, 600)
+
+        def test_next(offload_leak_check):
+            with app.app_context():
+                assert offload.submit(int, "7").result(5) == 7
+
+        def test_after_that(offload_join):
+            assert True
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-o", "console_output_style=classic", timeout=90
+    )
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*leak check: jobs still unfinished after 5.0s:"
+            " <Job * 'threading.Event.wait' RUNNING> submitted from"
+            " *test_a_job_left_running_is_reported_once.py:* in"
+            " test_leaves_a_job_running*"
+        ]
+    )
+    [failure] = [
+        line
+        for line in result.stdout.lines
+        if line.startswith("E") and "Flask-Offload leak check" in line
+    ]
+    assert "carried call" not in failure

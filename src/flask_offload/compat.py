@@ -351,6 +351,18 @@ class _MergedJobContext(AppContext):
         self.pop(exc)
         return self._job_session
 
+    def copy(self) -> AppContext:
+        # copy_current_request_context in a job: a plain context sharing the
+        # job's request, which runs teardown_request as any copy does (a
+        # copy of this class would inherit _job_skips_teardown). Flask 3.2's
+        # signature, untyped on 3.1.
+        this: t.Any = self
+        make: t.Any = AppContext
+        copied: AppContext = make(
+            this.app, request=this._request, session=this._session
+        )
+        return copied
+
 
 def _enter_app_context(app: Flask, ctx: t.Any) -> None:
     """What pushing a 3.1 app context does, for ``ctx`` in the job's own

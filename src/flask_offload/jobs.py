@@ -767,6 +767,12 @@ class JobRegistry:
             jobs = [j for j in jobs if j.state is state]
         return jobs
 
+    def pending(self) -> list[Job]:
+        """The jobs added here and not done yet, in this process (not those
+        handed off to Celery).
+        """
+        return list(self._pending)
+
     def unfinished(self) -> list[Job]:
         with self._cond:
             jobs = list(self._jobs.values())

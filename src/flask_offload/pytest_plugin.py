@@ -11,6 +11,10 @@ import typing as t
 
 import pytest
 
+# Jobs a leak check already failed a test for: not reported again by later
+# tests (a job that never ends would otherwise fail every one of them).
+_reported: set[str] = set()
+
 
 def _pushed() -> t.Any:
     """The Flask context active in this thread, or ``None``."""
@@ -19,12 +23,31 @@ def _pushed() -> t.Any:
     return current_app_context()
 
 
-def _check_no_leaks(pushed: t.Any, timeout: float = 5.0) -> None:
-    """Fail if a job or a carried call is still running, or a Flask context is
-    left pushed in the test's thread.
+def _preserved_by_test_client() -> bool:
+    """Whether the active context is one a test client keeps after a request
+    made in ``with client:`` (a fixture ``with app.test_client() as c: yield
+    c`` pops it at its own teardown, which may come after the check).
+    """
+    from .compat import current_request
+
+    req = current_request()
+    return req is not None and "werkzeug.debug.preserve_context" in req.environ
+
+
+def _pending_ids() -> set[str]:
+    from . import extension
+
+    return {j.id for s in list(extension._live_states) for j in s.registry.pending()}
+
+
+def _check_no_leaks(pushed: t.Any, before: set[str], timeout: float = 5.0) -> None:
+    """Fail if a job submitted during the test or a carried call is still
+    running, or a Flask context is left pushed in the test's thread.
 
     :param pushed: The context that was active when the fixture was set up
         (a fixture's ``with app.app_context(): yield app``): not a leak.
+    :param before: Ids of jobs unfinished when the fixture was set up: not
+        this test's.
     """
     import time
 
@@ -33,33 +56,52 @@ def _check_no_leaks(pushed: t.Any, timeout: float = 5.0) -> None:
 
     deadline = time.monotonic() + timeout
     unfinished: list[t.Any] = []
-    for state in list(extension._live_states):
-        left = max(0.0, deadline - time.monotonic())
-        if not state.registry.join(left):
-            unfinished.extend(state.registry.unfinished())
+    seen = set(before) | _reported  # earlier tests' jobs: not waited for
+    while True:
+        # Again until no new job shows up: jobs may submit jobs.
+        pending = [
+            job
+            for state in list(extension._live_states)
+            for job in state.registry.pending()
+            if job.id not in seen
+        ]
+        if not pending:
+            break
+        for job in pending:
+            seen.add(job.id)
+            if not job.wait(max(0.0, deadline - time.monotonic())):
+                unfinished.append(job)
     while active_replays() and time.monotonic() < deadline:
         time.sleep(0.01)
     problems = []
     if unfinished:
-        problems.append(f"jobs still unfinished after {timeout}s: {unfinished}")
+        _reported.update(j.id for j in unfinished)
+        listed = ", ".join(
+            f"{j!r} submitted from {j.submitted_from}" for j in unfinished
+        )
+        problems.append(f"jobs still unfinished after {timeout}s: {listed}")
     if active_replays():
         problems.append(f"{active_replays()} carried call(s) still running")
-    if _pushed() is not pushed:
-        problems.append("a Flask context is still pushed in the test's thread")
+    current = _pushed()
+    if current is not pushed and not _preserved_by_test_client():
+        problems.append(
+            f"a Flask context is still pushed in the test's thread: {current!r}"
+        )
     if problems:
         pytest.fail("Flask-Offload leak check: " + "; ".join(problems))
 
 
 @pytest.fixture
 def offload_leak_check() -> t.Iterator[None]:
-    """After the test, fail if a job or carried call still runs or a Flask
-    context was left pushed. Use it with ``@pytest.mark.usefixtures`` or make
-    it autouse in your ``conftest.py``. A context that was already pushed
-    when it was set up (by an ``app`` fixture) is not a leak.
+    """After the test, fail if a job it submitted or a carried call still
+    runs or a Flask context was left pushed. Use it with
+    ``@pytest.mark.usefixtures`` or make it autouse in your ``conftest.py``.
+    A context that was already pushed when it was set up (by an ``app``
+    fixture) is not a leak.
     """
-    pushed = _pushed()
+    pushed, before = _pushed(), _pending_ids()
     yield
-    _check_no_leaks(pushed)
+    _check_no_leaks(pushed, before)
 
 
 @pytest.fixture
@@ -70,14 +112,14 @@ def offload_inline() -> t.Iterator[None]:
     """
     from . import extension
 
-    pushed = _pushed()
+    pushed, before = _pushed(), _pending_ids()
     previous = extension._force_inline
     extension._force_inline = True
     try:
         yield
     finally:
         extension._force_inline = previous
-    _check_no_leaks(pushed)
+    _check_no_leaks(pushed, before)
 
 
 @pytest.fixture
@@ -87,10 +129,26 @@ def offload_join() -> t.Iterator[t.Callable[[float | None], bool]]:
     """
     from . import extension
 
-    pushed = _pushed()
+    pushed, before = _pushed(), _pending_ids()
 
     def join(timeout: float | None = 10.0) -> bool:
         return extension.join_states(list(extension._live_states), timeout)
 
     yield join
-    _check_no_leaks(pushed)
+    _check_no_leaks(pushed, before)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Jobs a leak check reported must not keep the test process alive for
+    ``OFFLOAD_SHUTDOWN_TIMEOUT`` at exit: drain for one second, log what is
+    abandoned, and leave nothing for the atexit drain.
+    """
+    import sys
+
+    extension = sys.modules.get("flask_offload.extension")
+    if extension is None or not _reported:
+        return
+    states = list(extension._live_states)
+    extension._shutdown_states(states, True, 1.0)
+    for state in states:
+        extension._live_states.discard(state)

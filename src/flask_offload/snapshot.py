@@ -692,7 +692,9 @@ _warned_session: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 
 def active_replays() -> int:
-    """How many replayed contexts are pushed right now, in any thread."""
+    """How many carried calls (replays that are not jobs) run right now, in
+    any thread.
+    """
     return len(_active)
 
 
@@ -746,7 +748,9 @@ def _replay(
             teardown_request,
         )
     )
-    _active.add(ctx)
+    # Jobs are tracked by their registry; only carried calls are counted here.
+    if job is None:
+        _active.add(ctx)
     error: BaseException | None = None
     try:
         if snapshot.g:
@@ -771,7 +775,8 @@ def _replay(
         try:
             sess = ctx.leave(error)
         finally:
-            _active.discard(ctx)
+            if job is None:
+                _active.discard(ctx)
             if (
                 sess is not None
                 and sess.modified
