@@ -1089,3 +1089,130 @@ def test_gevent_pool_mapping_methods(tmp_path: t.Any) -> None:
             "full.apply_async",
         ]
     )
+
+
+SENTRY_FIRST_SCRIPT = textwrap.dedent(
+    """
+    import json, threading
+    import requests
+    import sentry_sdk
+    from sentry_sdk.integrations.threading import ThreadingIntegration
+
+    # The usual order: Sentry set up at the top of the app module, before
+    # the app and its extensions. No event is sent: nothing fails.
+    sentry_sdk.init(
+        dsn="http://key@127.0.0.1:9/1",
+        integrations=[ThreadingIntegration(propagate_scope=True)],
+    )
+
+    from flask import Flask, request
+    from werkzeug.serving import make_server
+    from flask_offload import Offload
+
+    app = Flask("sentry_first")
+    app.config["OFFLOAD_PROPAGATE"] = True
+    Offload(app)
+    seen = []
+
+    class Report(threading.Thread):
+        def run(self):
+            seen.append(["subclass", request.headers["X-User"]])
+
+    def record(kind):
+        seen.append([kind, request.headers["X-User"]])
+
+    @app.get("/")
+    def index():
+        for thread in (
+            threading.Thread(target=record, args=("target",)),
+            Report(),
+            threading.Timer(0.01, record, args=("timer",)),
+        ):
+            thread.start()
+            thread.join(10)
+        return "ok"
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    assert requests.get(url, headers={"X-User": "alice"}, timeout=10).text == "ok"
+    server.shutdown()
+    print(json.dumps(seen))
+    """
+)
+
+
+def test_threads_under_sentry_set_up_before_offload(tmp_path: t.Any) -> None:
+    """Sentry's thread integration patched in before Flask-Offload's calls
+    our run with the thread: threads, Thread subclasses and Timers still run
+    and see the request.
+    """
+    path = tmp_path / "sentry_first.py"
+    path.write_text(SENTRY_FIRST_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+        ["target", "alice"],
+        ["subclass", "alice"],
+        ["timer", "alice"],
+    ]
+
+
+def test_a_library_service_thread_started_in_a_request_carries_none(
+    app: Flask, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """redis-py's PubSub worker thread, started lazily in alice's request,
+    handles messages for everyone afterwards: it runs with no request, never
+    with alice's.
+    """
+    import redis
+
+    from .conftest import require_service
+
+    require_service("Redis", "127.0.0.1", 6379)
+    app.config["OFFLOAD_PROPAGATE"] = True
+    offload = Offload(app)
+    client = redis.Redis(host="127.0.0.1", port=6379, db=11)
+    seen: list[t.Any] = []
+    got = threading.Event()
+    workers: list[t.Any] = []
+    channel = f"offload-test-{os.getpid()}"
+
+    def handler(message: dict[str, t.Any]) -> None:
+        seen.append(request.headers.get("X-User") if has_request_context() else None)
+        got.set()
+
+    @app.get("/start")
+    def start() -> str:
+        if not workers:  # lazily, in the first request that needs it
+            pubsub = client.pubsub()
+            pubsub.subscribe(**{channel: handler})
+            workers.append(pubsub.run_in_thread(sleep_time=0.01, daemon=True))
+        return "ok"
+
+    @app.get("/notify")
+    def notify() -> str:
+        client.publish(channel, "hello")
+        return "ok"
+
+    server = serve(app)
+    try:
+        server.get("/start", headers={"X-User": "alice"})
+        server.get("/notify", headers={"X-User": "bob"})
+        assert got.wait(WAIT)
+        assert seen == [None]
+    finally:
+        for worker in workers:
+            worker.stop()
+            worker.join(WAIT)
+        client.close()
+        with app.app_context():
+            offload.shutdown()

@@ -130,6 +130,15 @@ _SKIP_THREAD_MODULES = (
     "flask_offload.",
     "sentry_sdk.",
     "opentelemetry.",
+    # Service threads libraries start lazily, often in the first request
+    # that needs them (a scheduler, a connection pool's maintenance thread,
+    # a broker consumer): replayed, they would show that request to all
+    # the work they later do for other users.
+    "apscheduler.",
+    "psycopg_pool.",
+    "kombu.",
+    "celery.",
+    "redis.",
 )
 # multiprocessing.dummy.Process is a public Thread subclass started with a
 # user's target: only the target (multiprocessing.pool's) tells a ThreadPool
@@ -345,7 +354,10 @@ class _ThreadRun:
         self.thread = thread
         self.carrier = carrier
 
-    def __call__(self) -> None:
+    def __call__(self, *thread: t.Any) -> None:
+        # Called as ``thread.run()``, or with the thread by a thread
+        # integration patched in before ours, which took ``thread.run`` as a
+        # plain function (Sentry's calls ``old_run(current_thread())``).
         try:
             self.carrier()
         finally:
