@@ -591,6 +591,10 @@ def test_cancel_a_running_job_from_another_process(
     with pytest.raises(JobCancelled, match="stop-me stopped on request"):
         job.result(20)
     assert fetch(other_app, job.id).state is JobState.CANCELLED
+    # Stopping on request is not an error in the worker's log either.
+    output = worker.wait_output(f"{NAME}stoppable[{job.id}] raised")
+    assert f"{NAME}stoppable[{job.id}] raised expected: JobCancelled" in output
+    assert f"{NAME}stoppable[{job.id}] raised unexpected" not in output
 
 
 # Celery's Redis result backend stores REVOKED with redis-py's deprecated setex.

@@ -928,6 +928,9 @@ class _OffloadTask(CeleryTask):  # type: ignore[misc]
     """
 
     typing = False
+    # A job that stops on request ends CANCELLED: expected, so Celery's
+    # worker logs it at INFO, without "raised unexpected" and a traceback.
+    throws = (JobCancelled,)
     _offload_backend: CeleryBackend
 
     def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
