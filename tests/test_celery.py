@@ -1073,3 +1073,30 @@ def test_a_cancel_request_outlives_a_retry(capp: Flask, worker: Worker) -> None:
         with pytest.raises(JobCancelled, match="was cancelled"):
             job.result(30)
         assert job.state is JobState.CANCELLED
+
+
+def test_a_snapshot_with_an_encrypted_stored_body_is_version_3(capp: Flask) -> None:
+    """A worker of an earlier Flask-Offload would take an encrypted stored
+    body for the body itself: such snapshots carry a version it rejects
+    (loudly, as SnapshotTampered); others keep version 2.
+    """
+    backend = backend_of(capp)
+    plain = {"request": {"environ": {}, "body": "e30=", "body_ref": None}}
+    stored = {
+        "request": {
+            "environ": {},
+            "body": None,
+            "body_ref": {
+                "key": "a" * 32 + "/body",
+                "size": 1,
+                "sha256": "0" * 64,
+                "encrypted": True,
+            },
+        }
+    }
+    versions = []
+    for wire in (plain, stored):
+        token = backend.make_token(capp, wire, "a" * 32, NAME + "observe", (), {})
+        versions.append(signing.verify(capp, token)["v"])
+    assert versions == [celery_backend.TOKEN_VERSION, 3]
+    assert 3 in celery_backend.TOKEN_VERSIONS  # this version's workers take both

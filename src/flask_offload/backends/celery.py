@@ -94,8 +94,14 @@ MAX_HEADER_SIZE = 16 * 1024
 #: (``celery_task.delay()``) when no snapshot could be attached: why, so the
 #: worker fails the job with that reason instead of reporting tampering.
 ERROR_HEADER = "flask_offload_error"
-#: The snapshot format; a worker rejects other versions.
+#: The snapshot format. Version 3 is sent when the request body is stored
+#: encrypted (its reference says so): a worker of an earlier Flask-Offload
+#: would read the ciphertext as the body, so it must reject the job, as it
+#: rejects versions it does not know. Other snapshots are still version 2.
 TOKEN_VERSION = 2
+ENCRYPTED_BODY_VERSION = 3
+#: The versions a worker accepts.
+TOKEN_VERSIONS = frozenset({TOKEN_VERSION, ENCRYPTED_BODY_VERSION})
 #: Request headers never sent to workers unless ``OFFLOAD_CARRY_CREDENTIALS``.
 CREDENTIAL_HEADERS = ("Authorization", "Proxy-Authorization", "Cookie", "X-Api-Key")
 #: Request bodies larger than this (base64 bytes) go to storage, not the header.
@@ -429,8 +435,9 @@ class CeleryBackend(Backend):
             or the arguments or embed are not JSON.
         """
         now = time.time()
+        body_ref = (wire.get("request") or {}).get("body_ref") or {}
         payload: dict[str, t.Any] = {
-            "v": TOKEN_VERSION,
+            "v": ENCRYPTED_BODY_VERSION if body_ref.get("encrypted") else TOKEN_VERSION,
             "tid": task_id,
             "task": name,
             "ad": signing.args_digest(list(args or ()), dict(kwargs or {})),
@@ -528,7 +535,7 @@ class CeleryBackend(Backend):
         if len(token) > MAX_HEADER_SIZE:
             raise SnapshotTampered("The job's snapshot header is too large.")
         payload = signing.verify(app, token)
-        if payload.get("v") != TOKEN_VERSION:
+        if payload.get("v") not in TOKEN_VERSIONS:
             raise SnapshotTampered(
                 f"Unknown snapshot version {payload.get('v')!r}: the worker runs"
                 " another version of Flask-Offload than the sender."
