@@ -876,3 +876,30 @@ def test_messages_flashed_for_the_next_page_are_not_the_jobs(
             assert offload.get_job(r.json()["id"]).result(10) == "report"  # type: ignore[union-attr]
     assert "changed the session" not in caplog.text
     assert server.get("/next").text == "[Saved!]report"
+
+
+def test_a_view_that_submits_keeps_the_apps_413(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A body over MAX_CONTENT_LENGTH sent to a view that submits a job:
+    the client gets the app's 413, as without the submit, and no job runs.
+    """
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    ran: list[str] = []
+
+    @app.post("/ingest")
+    def ingest() -> dict[str, str]:
+        return {"id": offload.submit(ran.append, "job").id}
+
+    server = serve(app)
+    r = server.post(
+        "/ingest",
+        data=b'{"a": "%s"}' % (b"x" * 5000),
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    r = server.post("/ingest", files={"f": ("big.bin", b"x" * 5000)})
+    assert r.status_code == 413
+    with app.app_context():
+        assert offload.join(10)
+    assert ran == []

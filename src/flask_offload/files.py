@@ -30,6 +30,9 @@ from werkzeug.datastructures import Headers
 
 from . import compat
 
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .snapshot import RequestData
+
 logger = logging.getLogger("flask_offload")
 
 
@@ -254,16 +257,21 @@ class _UploadRef:
 _MARK = "_flask_offload_upload"
 
 
-def mark_upload(storage: FileStorage, data: object, index: int) -> FileStorage:
+def mark_upload(storage: FileStorage, data: RequestData, index: int) -> FileStorage:
     """Mark ``storage`` as the upload at ``index`` of the captured request
     ``data``, so that :func:`swap_uploads` recognises it as an argument.
+
+    :param storage: The view's ``FileStorage``, or a job's own.
+    :param data: The captured request it belongs to.
+    :param index: Its position in ``data.files``.
+    :return: ``storage``, marked.
     """
     setattr(storage, _MARK, (data, index))
     return storage
 
 
 def swap_uploads(
-    data: object, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
+    data: RequestData, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
 ) -> tuple[tuple[t.Any, ...], dict[str, t.Any]] | None:
     """If an argument is one of the uploaded files of the request whose
     captured data is ``data`` (the view's, closed after the response, or a

@@ -127,6 +127,8 @@ def _copy_session_value(value: t.Any) -> t.Any:
     never share a mutable one with the view's live session or another job.
     A value ``deepcopy`` refuses (a custom session interface's object) is
     carried by reference.
+
+    :param value: One value of the session.
     """
     try:
         return _copy_primitive(value)
@@ -188,6 +190,11 @@ def _learn_keys(environ: dict[str, t.Any]) -> None:
         _learned_keys = (known + new)[:_MAX_LEARNED]
 
 
+#: ``RequestData.body_size`` of a body the app itself refused as too large
+#: (a job submitted from an errorhandler(413)).
+_REFUSED = -2
+
+
 class _OmittedBody(io.RawIOBase):
     """Stands in for a request body too large to carry; reading it explains why."""
 
@@ -199,14 +206,12 @@ class _OmittedBody(io.RawIOBase):
         return True
 
     def readinto(self, buffer: t.Any) -> int:
-        if 0 <= self.size <= self.limit:
-            # Within OFFLOAD_MAX_BODY_SIZE: the app's own limits refused it
-            # (a job submitted from an errorhandler(413)).
+        if self.size == _REFUSED:
             raise SnapshotError(
-                f"The request body ({self.size} bytes) was not carried into the"
-                " job because the app refused it as too large (413: over"
-                " MAX_CONTENT_LENGTH, MAX_FORM_MEMORY_SIZE or MAX_FORM_PARTS)."
-                " Raise the app's limit, or pass what the job needs as an argument."
+                "The request body was not carried into the job because the app"
+                " refused it as too large (413: over MAX_CONTENT_LENGTH,"
+                " MAX_FORM_MEMORY_SIZE or MAX_FORM_PARTS). Raise the app's limit,"
+                " or pass what the job needs as an argument."
             )
         # -1: a chunked body, of which only the first limit + 1 bytes were read.
         size = (
@@ -274,10 +279,12 @@ class RequestData:
         self.form = form
         #: Uploaded files, for multipart requests.
         self.files = files
-        #: The raw body of a non-form request, or ``None``.
+        #: The raw body: of a non-form request, or of a form whose raw bytes
+        #: were kept (see :meth:`_with_body`); else ``None``.
         self.body = body
-        #: Set when the body was too large to carry: its size in bytes, or
-        #: ``-1`` if it had no ``Content-Length`` (chunked).
+        #: Set when the body was too large to carry: its size in bytes,
+        #: ``-1`` if it had no ``Content-Length`` (chunked), or ``-2`` if the
+        #: app itself refused it (413).
         self.body_size = body_size
         #: The view's routing (bound URL adapter and route match), taken at
         #: the first capture or computed by the first replay; reused by all.
@@ -300,13 +307,20 @@ class RequestData:
         # Only string values: the CGI and HTTP_* variables. (This also leaves
         # out this library's own environ keys, none of which holds a string.)
         environ = _string_environ(req.environ)
+        # Flask runs error handlers inside its ``except`` block: the 413
+        # being handled, if this submit comes from an errorhandler(413).
+        handling = sys.exc_info()[1]
         try:
             data = cls._with_body(req, environ, max_body_size)
         except RequestEntityTooLarge:
-            # Over the app's MAX_CONTENT_LENGTH, MAX_FORM_MEMORY_SIZE or
-            # MAX_FORM_PARTS: submitted from an errorhandler(413), say. The
-            # job gets the request without its body; reading it raises.
-            data = cls(environ, body_size=req.content_length or -1)
+            if not isinstance(handling, RequestEntityTooLarge):
+                # A view submitting a body over the app's limits: the client
+                # gets the app's 413, as it would without the submit.
+                raise
+            # Over MAX_CONTENT_LENGTH, MAX_FORM_MEMORY_SIZE or MAX_FORM_PARTS,
+            # submitted from the errorhandler(413): the job gets the request
+            # without its body; reading it raises.
+            data = cls(environ, body_size=_REFUSED)
         data.args, shared, data.routing[0] = compat.view_state(req, ctx)
         if shared is not None:
             data.fields = (type(req), shared)
