@@ -950,14 +950,15 @@ def test_chain_step_after_a_job_with_an_upload_reads_it(
 def test_stored_body_is_encrypted(
     config: dict[str, t.Any], other_app: Flask, worker: Worker, serve: t.Any
 ) -> None:
-    """A form body too large for the message goes to storage encrypted, as
-    the snapshot is: its password is not in the storage in clear text.
+    """A body too large for the message (a webhook's JSON) goes to storage
+    encrypted, as the snapshot is: its password is not in the storage in
+    clear text.
     """
     held = _held_app(config, "stored-body")
-    password = "hunter2-FORM-PASSWORD"
+    password = "hunter2-BODY-PASSWORD"
     r = serve(held).post(
-        "/submit-form",
-        data={"password": password, "padding": "p" * 6000},
+        "/submit-body",
+        json={"password": password, "padding": "p" * 6000},
     )
     assert r.status_code == 200, r.text
     stored = uploads_left(config)
@@ -1100,3 +1101,53 @@ def test_a_snapshot_with_an_encrypted_stored_body_is_version_3(capp: Flask) -> N
         versions.append(signing.verify(capp, token)["v"])
     assert versions == [celery_backend.TOKEN_VERSION, 3]
     assert 3 in celery_backend.TOKEN_VERSIONS  # this version's workers take both
+
+
+def test_apps_sharing_one_celery_app_submit_the_same_task() -> None:
+    """The factory pattern with one Celery app for every Flask app (a
+    ``create_app`` per test): each app's submit sends the declared task, no
+    clash is reported.
+    """
+    from celery import Celery
+
+    from flask_offload import Offload
+
+    celery_app = Celery("shared", broker="memory://", backend="cache+memory://")
+    offload = Offload(celery=celery_app)
+
+    @offload.task
+    def export(month: str) -> str:
+        return month
+
+    sent = []
+    for n in range(2):
+        app = Flask(f"factory_{n}")
+        app.config.update(SECRET_KEY="s", OFFLOAD_BACKEND="celery")
+        offload.init_app(app)
+        with app.test_request_context("/"):
+            sent.append(export.submit("2025-01").name)
+    assert sent == [export.name, export.name]
+
+
+def test_a_form_travels_parsed_only(capp: Flask) -> None:
+    """A form's raw bytes are kept for the thread and inline backends; to
+    Celery the form travels parsed only, so the header does not double and
+    a form over 3 KiB does not go through storage.
+    """
+    backend = backend_of(capp)
+    with capp.test_request_context(
+        "/", method="POST", data={"note": "n" * 5000, "password": "hunter2"}
+    ):
+        from flask_offload.snapshot import capture
+
+        snap = capture(carry_g="primitives", max_body_size=1 << 20)
+        assert snap.request is not None and snap.request.body is not None
+        snap.acquire()
+        keys: list[str] = []
+        try:
+            wire = backend.wire_snapshot(capp, snap, "a" * 32, keys)
+        finally:
+            snap.release()
+    assert keys == []
+    assert wire["request"]["body"] is None and "body_ref" not in wire["request"]
+    assert ["password", "hunter2"] in wire["request"]["form"]

@@ -214,3 +214,26 @@ def test_arguments_without_kombu_match_celerys_json() -> None:
             signing._sent(bad)
         with pytest.raises(TypeError):
             kombu_json.dumps(bad)
+
+
+def test_inline_fixture_passes_a_thread_apps_task_arguments_as_they_are(
+    app: Flask, offload_inline: None
+) -> None:
+    """Standing in for the thread backend (``offload_inline`` in an app
+    that runs on threads in production), a declared task gets its arguments
+    as they are, as it would there: only on Celery do they go through JSON.
+    """
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Order:
+        id: int
+
+    offload = Offload(app)
+
+    @offload.task
+    def ship(order: Order) -> str:
+        return type(order).__name__
+
+    with app.test_request_context("/"):
+        assert ship.submit(Order(7)).result() == "Order"

@@ -220,12 +220,10 @@ def replaced() -> None:
 
 
 @offload.task
-def observe_form() -> dict[str, t.Any]:
-    """The form a job was submitted with (its body stored, if large)."""
-    return {
-        "password": request.form["password"],
-        "padding": len(request.form["padding"]),
-    }
+def observe_body() -> dict[str, t.Any]:
+    """The JSON body a job was submitted with (stored, if large)."""
+    body = request.get_json()
+    return {"password": body["password"], "padding": len(body["padding"])}
 
 
 def create_app(config: dict[str, t.Any] | None = None) -> Flask:
@@ -306,9 +304,9 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
         ).apply_async()
         return {"callback": callback.id, "group": [r.id for r in grouped.results]}
 
-    @app.post("/submit-form")
-    def submit_form() -> dict[str, t.Any]:
-        return {"id": observe_form.submit().id}
+    @app.post("/submit-body")
+    def submit_body() -> dict[str, t.Any]:
+        return {"id": observe_body.submit().id}
 
     @app.post("/replace-upload")
     def replace_upload() -> dict[str, t.Any]:

@@ -300,7 +300,12 @@ class CeleryBackend(Backend):
             raise NotRegistered(
                 f"{name} is not a declared task. Decorate it with '@offload.task'."
             )
-        if not isinstance(task, self._task_base):
+        declared = self.offload.tasks.get(name)
+        # An Offload task of another app sharing this Celery app is the same
+        # task (the factory pattern); only another function is a clash.
+        if not isinstance(task, _OffloadTask) or (
+            declared is not None and task.run is not declared.fn
+        ):
             raise NotRegistered(
                 f"The Celery app already has a task named {name!r} that is not"
                 " this '@offload.task', and it would run instead. Give one of"
@@ -392,6 +397,10 @@ class CeleryBackend(Backend):
 
         data = snapshot.to_dict(app, file_ref=file_ref, drop_headers=self.drop_environ)
         req = data.get("request")
+        if req and req.get("form") is not None:
+            # A form travels parsed: its raw bytes too would double the
+            # header, or send a form over 3 KiB through storage.
+            req["body"] = None
         body = req.get("body") if req else None
         if req and body and len(body) > INLINE_BODY_SIZE:
             # Encrypted like the snapshot: a form's password or a JSON
@@ -625,9 +634,9 @@ class CeleryBackend(Backend):
         # reached (no worker was running then): looked for before STARTED is
         # written, and again after, as CeleryJob.cancel() records its request
         # before it reads the state: one of the two always sees the other.
-        if not self._cancelled_before_start(task, request, job_id, name, wire):
-            task.update_state(task_id=job_id, state="STARTED", meta={})
-            self._cancelled_before_start(task, request, job_id, name, wire)
+        self._stop_if_cancelled(request, job_id, name, wire)
+        task.update_state(task_id=job_id, state="STARTED", meta={})
+        self._stop_if_cancelled(request, job_id, name, wire)
         final = True
         job: WorkerJob | None = None
         info: dict[str, t.Any] = {"name": name}
@@ -700,19 +709,17 @@ class CeleryBackend(Backend):
                 info["cancel_requested"] = True  # the next attempt sees it
             self._write_info(job_id, info)
 
-    def _cancelled_before_start(
-        self,
-        task: t.Any,
-        request: t.Any,
-        job_id: str,
-        name: str,
-        wire: dict[str, t.Any],
-    ) -> bool:
-        """``False`` if nobody asked to cancel the job; else end it REVOKED,
-        without running it, and raise :exc:`~celery.exceptions.Ignore`.
+    def _stop_if_cancelled(
+        self, request: t.Any, job_id: str, name: str, wire: dict[str, t.Any]
+    ) -> None:
+        """If someone asked to cancel the job before it started, end it
+        ``REVOKED`` without running it. Looked at before STARTED is written
+        too, so that a job cancelled long before does not show as running.
+
+        :raises celery.exceptions.Ignore: The job was cancelled.
         """
         if not (self._read_info(job_id) or {}).get("cancel_requested"):
-            return False
+            return
         self._write_info(job_id, {"name": name, "finished_at": _iso(_now())})
         self._delete_after(request, _storage_keys(wire))
         self.celery.backend.mark_as_revoked(job_id, "cancelled", request=request)

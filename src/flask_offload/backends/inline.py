@@ -73,10 +73,12 @@ class InlineBackend(Backend):
                 require_key=False,
             )
             replayed = Snapshot.from_dict(app, payload["snap"], open_file=_open_file)
-            if _declared(app, job.name, fn):
-                # A task Celery could send: its arguments as a worker decodes
-                # them from its message. A plain function runs only in this
-                # process (the thread backend), with its arguments as they are.
+            if self.settings.backend != "thread" and _declared(app, job.name, fn):
+                # Standing in for Celery (or configured inline): a declared
+                # task gets its arguments as a worker decodes them from its
+                # message. Standing in for the thread backend (the
+                # offload_inline fixture), every job gets them as they are,
+                # as it would in production.
                 args, kwargs = signing.as_sent(args, kwargs)
         except Exception as e:
             # The job must end, never stay pending; the caller sees the error.
