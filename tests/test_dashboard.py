@@ -1289,32 +1289,59 @@ def test_a_lone_surrogate_in_a_job_keeps_the_page_working(
     assert server.get("/offload/jobs").status_code == 200
 
 
-def test_a_csrf_token_is_not_valid_for_the_next_user(
-    app: Flask, offload: Offload, serve: t.Any, jobs: Jobs
-) -> None:
-    """A token read by one user is refused after another user signed in in
-    the same browser session (a shared computer).
+def test_a_csrf_token_is_not_valid_for_the_next_user(serve: t.Any) -> None:
+    """A token read before a sign-out is refused after another user signs
+    in in the same browser session (a shared computer): Flask-Login's sign
+    in and out give the session a new CSRF value.
     """
+    from flask_login import login_user
+    from flask_login import LoginManager
+    from flask_login import logout_user
+    from flask_login import UserMixin
 
-    @app.post("/logout")
-    def logout() -> str:
-        session.pop("_user_id", None)  # as Flask-Login's logout_user
+    class User(UserMixin):
+        def __init__(self, name: str) -> None:
+            self.id = name
+
+    app = Flask("login_app")
+    app.config.update(SECRET_KEY="test secret", OFFLOAD_DASHBOARD=True)
+    offload = Offload(app)
+    login_manager = LoginManager(app)
+    login_manager.user_loader(User)
+    offload.authorize(lambda job: True)
+    release = threading.Event()
+
+    @app.get("/in/<name>")
+    def sign_in(name: str) -> str:
+        login_user(User(name))
+        return name
+
+    @app.get("/out")
+    def sign_out() -> str:
+        logout_user()
         return "bye"
 
+    @app.get("/start")
+    def start() -> dict[str, str]:
+        return {"id": offload.submit(release.wait, WAIT).id}
+
     browser = serve(app)
-    login(browser, "ann")
-    old_token = csrf_from_page(browser)
-    browser.post("/logout")
-    login(browser, "bob")
-    job_id = submit(browser, "held")
-    assert jobs.started.wait(WAIT)
-    url = f"/offload/jobs/{job_id}/cancel"
-    refused = browser.post(url, headers={"X-CSRF-Token": old_token})
-    assert refused.status_code == 403
-    assert "another session" in refused.json()["message"]
-    fresh = browser.post(url, headers={"X-CSRF-Token": csrf_from_page(browser)})
-    assert fresh.status_code == 200
-    jobs.release.set()
+    try:
+        browser.get("/in/ann")
+        old_token = csrf_from_page(browser)
+        browser.get("/out")
+        browser.get("/in/bob")
+        url = f"/offload/jobs/{browser.get('/start').json()['id']}/cancel"
+        refused = browser.post(url, headers={"X-CSRF-Token": old_token})
+        assert refused.status_code == 403
+        assert "before a sign-in or sign-out" in refused.json()["message"]
+        fresh = browser.post(url, headers={"X-CSRF-Token": csrf_from_page(browser)})
+        assert fresh.status_code == 200
+    finally:
+        release.set()
+        with app.app_context():
+            assert offload.join(WAIT)
+            offload.shutdown()
 
 
 def test_a_library_errors_message_is_not_shown(
@@ -1349,3 +1376,27 @@ def test_a_library_errors_message_is_not_shown(
         assert "sk_live_SERVER_SECRET" not in response.text
     assert "sk_live_SERVER_SECRET" in caplog.text  # the log has it, with the id
     assert job_id in caplog.text
+
+
+def test_a_subprocess_errors_command_line_is_not_shown(
+    app: Flask, offload: Offload, serve: t.Any, jobs: Jobs
+) -> None:
+    """Some standard library errors hold what the job handled too: a failed
+    command's line (with its password option) is not shown.
+    """
+    import subprocess
+    import sys
+
+    def run_tool() -> None:
+        subprocess.run(
+            [sys.executable, "-c", "raise SystemExit(3)", "-pS3cret"], check=True
+        )
+
+    jobs.funcs["run_tool"] = run_tool
+    server = serve(app)
+    login(server, "ann")
+    job_id = submit(server, "run_tool")
+    wait_done(app, offload, job_id)
+    error = server.get(f"/offload/jobs/{job_id}").json()["error"]
+    assert error["type"] == "CalledProcessError"
+    assert "S3cret" not in error["message"] and "is not shown" in error["message"]

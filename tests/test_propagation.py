@@ -1216,3 +1216,23 @@ def test_a_library_service_thread_started_in_a_request_carries_none(
         client.close()
         with app.app_context():
             offload.shutdown()
+
+
+def test_celerys_api_in_a_thread_still_carries_the_request() -> None:
+    """Celery's own service threads are skipped, not its API: a thread whose
+    target sends a task (``task.delay``, ``app.send_task``) carries the
+    request, which the task's snapshot is made from.
+    """
+    from celery import Celery
+
+    celery_app = Celery("skip", broker="memory://")
+
+    @celery_app.task
+    def ping() -> None:
+        pass
+
+    for target in (ping.delay, celery_app.send_task):
+        assert not propagation._skip_thread(threading.Thread(target=target))
+    from celery.worker.autoscale import Autoscaler
+
+    assert propagation._skip_thread(threading.Thread(target=Autoscaler.body))

@@ -485,9 +485,12 @@ _MAX_MESSAGE = 4096
 
 #: Installed packages whose exception messages the status URLs show: their
 #: messages are what the app wrote (``abort(404, "...")``, ``JobCancelled``).
-_SHOWN_PACKAGES = frozenset(
-    {"builtins", "__main__", "flask", "werkzeug", "flask_offload"}
+#: Standard library modules whose errors carry what the job handled: a
+#: command line (subprocess), a URL with its query string (urllib, http).
+_HIDDEN_STDLIB = frozenset(
+    {"subprocess", "urllib", "http", "smtplib", "ftplib", "imaplib", "poplib"}
 )
+_SHOWN_PACKAGES = frozenset({"__main__", "flask", "werkzeug", "flask_offload"})
 
 
 def _installed(module_name: str) -> bool:
@@ -504,8 +507,9 @@ def _error_message(exc: BaseException, app_ref: weakref.ref[Flask] | None) -> st
     """The message the status URLs show for a failed job: ``str(exc)``, at
     most :data:`_MAX_MESSAGE` characters, except for exceptions of installed
     libraries other than Flask and Werkzeug (and the app's own package, if
-    installed): their messages can hold what the job handled (SQLAlchemy's
-    SQL parameters, a URL with its API key), so the log has them instead.
+    installed), and of :data:`_HIDDEN_STDLIB`: their messages can hold what
+    the job handled (SQLAlchemy's SQL parameters, a URL with its API key), so
+    the log (the worker's, on Celery) has them instead.
     Never raises (one job's broken ``__str__`` must not break every user's
     job list).
     """
@@ -513,10 +517,14 @@ def _error_message(exc: BaseException, app_ref: weakref.ref[Flask] | None) -> st
     top = kind.__module__.partition(".")[0]
     app = app_ref() if app_ref is not None else None
     own = app is not None and top == app.import_name.partition(".")[0]
-    if not own and top not in _SHOWN_PACKAGES and _installed(kind.__module__):
+    if not own and (
+        top in _HIDDEN_STDLIB
+        or (top not in _SHOWN_PACKAGES and _installed(kind.__module__))
+    ):
         return (
             f"(The message of this {top} error is not shown: it may hold data"
-            " the job handled. The server log has it, with the job's id.)"
+            " the job handled. The log of the process that ran the job has it,"
+            " with the job's id.)"
         )
     try:
         message = str(exc)

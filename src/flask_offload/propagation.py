@@ -137,7 +137,14 @@ _SKIP_THREAD_MODULES = (
     "apscheduler.",
     "psycopg_pool.",
     "kombu.",
-    "celery.",
+    # Celery's own threads, not its API: Thread(target=task.delay) still
+    # carries the request, which the task's snapshot needs.
+    "celery.worker.",
+    "celery.concurrency.",
+    "celery.backends.",
+    "celery.events.",
+    "celery.beat.",
+    "celery.utils.",
     "redis.",
 )
 # multiprocessing.dummy.Process is a public Thread subclass started with a
@@ -354,7 +361,7 @@ class _ThreadRun:
         self.thread = thread
         self.carrier = carrier
 
-    def __call__(self, *thread: t.Any) -> None:
+    def __call__(self, *_: t.Any) -> None:
         # Called as ``thread.run()``, or with the thread by a thread
         # integration patched in before ours, which took ``thread.run`` as a
         # plain function (Sentry's calls ``old_run(current_thread())``).

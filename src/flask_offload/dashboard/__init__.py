@@ -26,6 +26,7 @@ import typing as t
 from flask import abort
 from flask import Blueprint
 from flask import current_app
+from flask import has_request_context
 from flask import jsonify
 from flask import make_response
 from flask import redirect
@@ -345,14 +346,27 @@ def csrf_token() -> str:
     if not isinstance(nonce, str):
         nonce = secrets.token_urlsafe(18)
         session[CSRF_SESSION_KEY] = nonce
-    return serializer.dumps([nonce, _csrf_user()])
+    return serializer.dumps(nonce)
 
 
-def _csrf_user() -> str | None:
-    # Flask-Login's user id: a token taken by one user is not valid for the
-    # next one who signs in in the same browser session (the nonce stays).
-    uid = session.get("_user_id")
-    return None if uid is None else str(uid)
+def _new_csrf_nonce(*args: t.Any, **kwargs: t.Any) -> None:
+    """Forget the session's CSRF value when a user signs in or out (Flask-
+    Login's signals): a token read by one user is not valid for the next one
+    who signs in in the same browser session.
+    """
+    if has_request_context():  # signals sent outside a request: no session
+        session.pop(CSRF_SESSION_KEY, None)
+
+
+def _follow_logins() -> None:
+    try:
+        from flask_login import user_logged_in
+        from flask_login import user_logged_out
+    except ImportError:
+        return
+    # The same function each time: blinker connects it once.
+    user_logged_in.connect(_new_csrf_nonce, weak=False)
+    user_logged_out.connect(_new_csrf_nonce, weak=False)
 
 
 def check_csrf() -> None:
@@ -375,17 +389,14 @@ def check_csrf() -> None:
         abort(403, "The CSRF token is not valid. Reload the page and try again.")
     expected = session.get(CSRF_SESSION_KEY)
     if not (
-        isinstance(nonce, list)
-        and len(nonce) == 2
-        and isinstance(nonce[0], str)
+        isinstance(nonce, str)
         and isinstance(expected, str)
-        and hmac.compare_digest(nonce[0], expected)
-        and nonce[1] == _csrf_user()
+        and hmac.compare_digest(nonce, expected)
     ):
         abort(
             403,
-            "The CSRF token was issued to another session. Reload the page and"
-            " try again.",
+            "The CSRF token was issued to another session, or before a sign-in"
+            " or sign-out. Reload the page and try again.",
         )
 
 
@@ -429,11 +440,14 @@ def create_blueprint(offload: Offload) -> Blueprint:
             exempt(bp)
 
     bp.record_once(lambda state: exempt_from_app_csrf(state.app))
+    _follow_logins()
 
     @bp.before_app_request
     def exempt_from_later_csrf() -> None:
         # A CSRFProtect set up after Offload: its check runs after this one.
-        exempt_from_app_csrf(current_app)
+        # Only for this blueprint's requests, all that Flask-WTF looks at.
+        if request.blueprint == bp.name:
+            exempt_from_app_csrf(current_app)
 
     @bp.before_request
     def require_callback() -> None:
