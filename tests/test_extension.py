@@ -75,6 +75,10 @@ def test_registering_twice_is_an_error(app: Flask) -> None:
         ("OFFLOAD_RESULT_TTL", float("nan"), "finite number of seconds"),
         ("OFFLOAD_CARRY_G", 5, "OFFLOAD_CARRY_G must be"),
         ("OFFLOAD_CREDENTIAL_HEADERS", 5, "OFFLOAD_CREDENTIAL_HEADERS must be a list"),
+        ("OFFLOAD_DASHBOARD", "maybe", "OFFLOAD_DASHBOARD must be True or False"),
+        ("OFFLOAD_PROPAGATE", 2, "OFFLOAD_PROPAGATE must be True or False"),
+        ("OFFLOAD_CARRY_CREDENTIALS", [], "OFFLOAD_CARRY_CREDENTIALS must be True"),
+        ("OFFLOAD_MAX_QUEUE", False, "OFFLOAD_MAX_QUEUE must be a whole number"),
     ],
 )
 def test_bad_config_is_explained(key: str, value: object, match: str) -> None:
@@ -97,6 +101,37 @@ def test_config_numbers_from_strings() -> None:
     settings = settings_for(app)
     assert (settings.max_queue, settings.max_body_size) == (50, 1024)
     assert settings.result_ttl == 60.0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("false", False), ("0", False), ("Off", False), ("", False), (None, False)]
+    + [("true", True), ("1", True), (" YES ", True), (1, True), (True, True)],
+)
+def test_config_switches_from_strings(value: object, expected: bool) -> None:
+    """Switches given as strings (from environment variables) are read as
+    they read: "false" turns nothing on.
+    """
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY="s",
+        OFFLOAD_DASHBOARD=value,
+        OFFLOAD_PROPAGATE=value,
+        OFFLOAD_CARRY_CREDENTIALS=value,
+        OFFLOAD_JOB_TEARDOWN_REQUEST=value,
+    )
+    offload = Offload(app)
+    try:
+        settings = settings_for(app)
+        assert settings.dashboard is expected
+        assert settings.propagate is expected
+        assert settings.carry_credentials is expected
+        assert settings.job_teardown_request is expected
+        # What the user sees: the dashboard's URLs exist only when it is on.
+        assert ("offload" in app.blueprints) is expected
+    finally:
+        with app.app_context():
+            offload.shutdown()
 
 
 def test_config_read_once(app: Flask) -> None:

@@ -89,6 +89,11 @@ def test_set_progress_rejects_bad_values(app: Flask, offload: Offload) -> None:
         err = job.exception(10)
     assert isinstance(err, ValueError)
     assert "between 0 and 1" in str(err)
+    with app.app_context():
+        job = offload.submit(lambda: current_job.set_progress("40%"))  # type: ignore[arg-type]
+        err = job.exception(10)
+    assert isinstance(err, TypeError)
+    assert "number between 0 and 1" in str(err) and "set_progress(0.4" in str(err)
 
 
 def test_current_job_outside_job() -> None:
@@ -222,6 +227,9 @@ def test_get_job_jobs_and_join(app: Flask, offload: Offload) -> None:
         assert offload.jobs()[:2] == [b, a]
         assert offload.jobs(JobState.RUNNING) == [a]
         assert offload.jobs("SUCCEEDED") == [b]
+        assert offload.jobs("succeeded") == [b]  # as the CLI and URLs take it
+        with pytest.raises(ValueError, match="'done' is not a job state. Use one of"):
+            offload.jobs("done")
         assert offload.join(0.05) is False
         gate.set()
         assert offload.join(10) is True
@@ -286,6 +294,55 @@ def test_async_job_function(app: Flask, offload: Offload) -> None:
 
     with app.app_context():
         assert offload.submit(fetch, 21).result(10) == 42
+
+
+def test_async_callable_object(app: Flask, offload: Offload) -> None:
+    """An object whose ``__call__`` is ``async def`` runs, in the job's
+    context, as an ``async def`` function does: its body is not skipped.
+    """
+
+    class Fetch:
+        async def __call__(self, x: int) -> tuple[int, bool]:
+            return x * 2, current_job is not None and has_request_context()
+
+    with app.test_request_context("/"):
+        assert offload.submit(Fetch(), 21).result(10) == (42, True)
+
+
+def test_generator_functions_are_refused(app: Flask, offload: Offload) -> None:
+    """A generator function's body would never run as a job: refused at
+    submit, or, returned by another callable, the job fails saying why.
+    """
+    ran: list[int] = []
+
+    def rows() -> t.Iterator[int]:
+        ran.append(1)
+        yield 1
+
+    async def arows() -> t.AsyncIterator[int]:
+        ran.append(2)
+        yield 2
+
+    with app.app_context():
+        for fn in (rows, arows):
+            with pytest.raises(TypeError, match="is a generator function"):
+                offload.submit(fn)
+        with pytest.raises(TypeError, match="is a generator function"):
+            offload.task(rows)
+        err = offload.submit(lambda: rows()).exception(10)
+    assert isinstance(err, TypeError) and "returned a generator" in str(err)
+    assert ran == []
+    assert offload.jobs() and all(j.done() for j in offload.jobs())
+
+
+def test_a_partials_name_is_its_functions(app: Flask, offload: Offload) -> None:
+    """Jobs of different partials are told apart in logs and the dashboard."""
+    import functools
+
+    with app.app_context():
+        job = offload.submit(functools.partial(functools.partial(pow, 2), 10))
+        assert job.result(10) == 1024
+    assert job.name == "builtins.pow"
 
 
 def test_submit_from_view_and_poll(

@@ -903,3 +903,98 @@ def test_a_view_that_submits_keeps_the_apps_413(
     with app.app_context():
         assert offload.join(10)
     assert ran == []
+
+
+def test_a_job_cannot_change_what_another_job_of_the_request_sees(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """The jobs of one request share its captured data: a job writing to it
+    (through ``current_job.snapshot``) is refused, and a job's own
+    ``request.environ`` is its own.
+    """
+    from flask_offload import current_job
+
+    first_done = threading.Event()
+    seen: dict[str, t.Any] = {}
+
+    def first() -> None:
+        request.environ["HTTP_X_USER"] = "mine"  # its own copy
+        try:
+            current_job.snapshot.request.environ["HTTP_X_USER"] = "mallory"  # type: ignore[index, union-attr]
+        except TypeError as e:
+            seen["refused"] = str(e)
+        first_done.set()
+
+    def second() -> None:
+        first_done.wait(10)
+        seen["user"] = request.headers["X-User"]
+
+    @app.get("/two")
+    def two() -> str:
+        offload.submit(first)
+        offload.submit(second)
+        return "ok"
+
+    server = serve(app)
+    assert server.get("/two", headers={"X-User": "alice"}).text == "ok"
+    with app.app_context():
+        assert offload.join(10)
+    assert seen["user"] == "alice"
+    assert "does not support item assignment" in seen["refused"]
+
+
+def test_a_jobs_log_lines_go_to_the_servers_error_log(tmp_path: t.Any) -> None:
+    """Under gunicorn, ``current_app.logger`` in a job writes where it does in
+    the view: the server's error log (Flask's handler uses ``wsgi.errors``).
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "logapp.py").write_text(
+        "from flask import Flask, current_app\n"
+        "from flask_offload import Offload\n"
+        "app = Flask(__name__)\n"
+        "offload = Offload(app)\n"
+        "def job():\n"
+        "    current_app.logger.error('marker-from-the-job')\n"
+        "@app.get('/')\n"
+        "def index():\n"
+        "    current_app.logger.error('marker-from-the-view')\n"
+        "    return offload.submit(job).id\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "error.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "2"]
+        + ["-b", f"127.0.0.1:{port}", "--error-logfile", str(log), "logapp:app"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        import requests
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)  # the server is starting: no event to wait on
+        assert r.status_code == 200
+        while "marker-from-the-job" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)  # another process writes the file
+        assert "marker-from-the-view" in log.read_text()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "marker-from-the-job" not in err

@@ -12,6 +12,7 @@ import threading
 import time
 import typing as t
 import weakref
+from types import FunctionType
 
 from flask import Flask
 from flask import has_app_context
@@ -29,6 +30,8 @@ from .signals import job_submitted
 from .snapshot import caller_site
 from .snapshot import capture
 from .snapshot import prepare_app
+from .tasks import GENERATOR_FLAGS
+from .tasks import refuse_generator
 from .tasks import Task
 from .tasks import task_name
 
@@ -85,6 +88,29 @@ def _whole(key: str, value: t.Any, minimum: int = 0) -> int:
     )
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _flag(key: str, value: t.Any) -> bool:
+    """``value`` of the config ``key`` as a bool, or a ``ValueError`` naming
+    the key. ``"false"`` and ``"0"`` (from an environment variable) are
+    false: ``bool("false")`` would turn the feature on.
+    """
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(
+        f"{key} must be True or False (or 'true' or 'false', as from an"
+        f" environment variable), not {value!r}."
+    )
+
+
 def _seconds(key: str, value: t.Any, minimum: float = 0.0) -> float:
     """``value`` of the config ``key`` as a number of seconds, at least
     ``minimum``, or a ``ValueError`` naming the key.
@@ -133,6 +159,9 @@ class Settings:
         def get(key: str) -> t.Any:
             return config.get(key, DEFAULTS[key])
 
+        def flag(key: str) -> bool:
+            return _flag(key, get(key))
+
         from .backends import BACKENDS
 
         backend = get("OFFLOAD_BACKEND")
@@ -174,6 +203,9 @@ class Settings:
                 "OFFLOAD_CREDENTIAL_HEADERS must be a list of header names, like"
                 f" ['X-Api-Key'], not {credential_headers!r}."
             )
+        max_queue = get("OFFLOAD_MAX_QUEUE")
+        if max_queue is None:
+            max_queue = 0  # no limit, as 0 is
         url_prefix = str(get("OFFLOAD_URL_PREFIX"))
         if not url_prefix.startswith("/"):
             raise ValueError(
@@ -183,7 +215,7 @@ class Settings:
         return cls(
             backend=backend,
             max_workers=workers,
-            max_queue=_whole("OFFLOAD_MAX_QUEUE", get("OFFLOAD_MAX_QUEUE") or 0),
+            max_queue=_whole("OFFLOAD_MAX_QUEUE", max_queue),
             queue_full=queue_full,
             shutdown_timeout=_seconds(
                 "OFFLOAD_SHUTDOWN_TIMEOUT", get("OFFLOAD_SHUTDOWN_TIMEOUT")
@@ -192,16 +224,16 @@ class Settings:
             max_finished=_whole("OFFLOAD_MAX_FINISHED", get("OFFLOAD_MAX_FINISHED")),
             max_body_size=_whole("OFFLOAD_MAX_BODY_SIZE", get("OFFLOAD_MAX_BODY_SIZE")),
             carry_g=carry_g,
-            carry_credentials=bool(get("OFFLOAD_CARRY_CREDENTIALS")),
+            carry_credentials=flag("OFFLOAD_CARRY_CREDENTIALS"),
             credential_headers=tuple(str(h) for h in credential_headers),
-            job_teardown_request=bool(get("OFFLOAD_JOB_TEARDOWN_REQUEST")),
-            propagate=bool(get("OFFLOAD_PROPAGATE")),
+            job_teardown_request=flag("OFFLOAD_JOB_TEARDOWN_REQUEST"),
+            propagate=flag("OFFLOAD_PROPAGATE"),
             storage=get("OFFLOAD_STORAGE"),
             celery=get("OFFLOAD_CELERY"),
             snapshot_max_age=_seconds(
                 "OFFLOAD_SNAPSHOT_MAX_AGE", get("OFFLOAD_SNAPSHOT_MAX_AGE"), 1e-3
             ),
-            dashboard=bool(get("OFFLOAD_DASHBOARD")),
+            dashboard=flag("OFFLOAD_DASHBOARD"),
             url_prefix=url_prefix,
         )
 
@@ -434,7 +466,7 @@ class Offload:
         :param fn: The function, or a :class:`Task`.
         :raises QueueFull: The queue is full and ``OFFLOAD_QUEUE_FULL`` is ``"raise"``.
         :raises NotRegistered: The backend is Celery and ``fn`` is not a task.
-        :raises TypeError: ``fn`` is not callable.
+        :raises TypeError: ``fn`` is not callable, or is a generator function.
         :raises RuntimeError: No app context is active.
         """
         app, state = self._state()
@@ -455,6 +487,8 @@ class Offload:
                     " can only send declared tasks to a worker. Decorate it with"
                     " '@offload.task' and call 'its_name.submit(...)'."
                 )
+            if type(fn) is FunctionType and fn.__code__.co_flags & GENERATOR_FLAGS:
+                refuse_generator(fn)  # raises
             name, func = task_name(fn), fn
         backend.reserve()
         try:
@@ -511,6 +545,7 @@ class Offload:
         """
 
         def decorate(f: t.Callable[P, R]) -> Task[P, R]:
+            refuse_generator(f)
             declared = Task(self, f, name or task_name(f))
             if declared.name in self.tasks:
                 raise ValueError(
@@ -584,7 +619,9 @@ class Offload:
     def jobs(self, state: JobState | str | None = None) -> list[Job]:
         """Recent jobs this process knows, newest first.
 
-        :param state: Only jobs in this state.
+        :param state: Only jobs in this state (its name in any case:
+            ``"failed"``).
+        :raises ValueError: ``state`` is not a job state.
         """
         out: list[Job] = []
         for app_state in self._states_here():

@@ -101,6 +101,25 @@ class JobState(str, enum.Enum):
         return self in _FINAL
 
 
+def parse_state(state: JobState | str) -> JobState:
+    """``state`` as a :class:`JobState`, its name in any case accepted
+    (``"failed"``), or a :exc:`ValueError` listing the states.
+
+    :param state: A state, or its name.
+    """
+    if isinstance(state, JobState):
+        return state
+    if isinstance(state, str):
+        try:
+            return JobState(state.upper())
+        except ValueError:
+            pass
+    raise ValueError(
+        f"{state!r} is not a job state. Use one of:"
+        f" {', '.join(s.value for s in JobState)} (in any case)."
+    )
+
+
 _FINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 SubmitSite = tuple[str, int, str]
@@ -347,10 +366,19 @@ class Job:
         :param message: A short text for people, such as ``"parsed 4,000 rows"``,
             or ``None``.
         :raises ValueError: ``progress`` is not between 0 and 1.
-        :raises TypeError: ``message`` is not a string or ``None``.
+        :raises TypeError: ``progress`` is not a number or ``None``, or
+            ``message`` is not a string or ``None``.
         """
         if progress is not None:
-            progress = float(progress)
+            try:
+                progress = float(progress)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    "Progress must be a number between 0 and 1 or None, not"
+                    f" {progress!r}. Pass done / total, for example"
+                    " set_progress(0.4), and any text as the message:"
+                    ' set_progress(0.4, "40%").'
+                ) from None
             if not 0.0 <= progress <= 1.0:
                 raise ValueError(
                     f"Progress must be a fraction between 0 and 1, not {progress!r}."
@@ -771,7 +799,7 @@ class JobRegistry:
             jobs = list(self._jobs.values())
         jobs.reverse()
         if state is not None:
-            state = JobState(state)
+            state = parse_state(state)
             jobs = [j for j in jobs if j.state is state]
         return jobs
 

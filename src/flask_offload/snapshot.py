@@ -25,7 +25,11 @@ import sys
 import typing as t
 import weakref
 from inspect import CO_COROUTINE
+from types import AsyncGeneratorType
+from types import CoroutineType
 from types import FunctionType
+from types import GeneratorType
+from types import MappingProxyType
 
 from flask import Flask
 from flask.json.tag import TaggedJSONSerializer
@@ -195,6 +199,34 @@ def _learn_keys(environ: dict[str, t.Any]) -> None:
 _REFUSED = -2
 
 
+class _ErrorsStream:
+    """A server's ``wsgi.errors`` as a job writes to it after the response.
+    Some servers end the stream with the request (mod_wsgi's log object
+    expires): the job's log lines then go to standard error, not lost.
+    """
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: t.Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> t.Any:
+        try:
+            return self.stream.write(text)
+        except Exception:
+            return sys.stderr.write(text)
+
+    def writelines(self, lines: t.Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except Exception:
+            sys.stderr.flush()
+
+
 class _OmittedBody(io.RawIOBase):
     """Stands in for a request body too large to carry; reading it explains why."""
 
@@ -260,6 +292,7 @@ class RequestData:
         "routing",
         "args",
         "fields",
+        "errors",
         "_form",
         "_replays",
     )
@@ -273,8 +306,10 @@ class RequestData:
         body_size: int | None = None,
     ) -> None:
         #: The string-valued WSGI environ keys (CGI and ``HTTP_*`` variables),
-        #: as the app saw them (after any proxy middleware).
-        self.environ = environ
+        #: as the app saw them (after any proxy middleware). Read-only: the
+        #: jobs of one request share it; each job's ``request.environ`` is
+        #: its own copy.
+        self.environ: MappingProxyType[str, str] = MappingProxyType(environ)
         #: Form fields as ``(name, value)`` pairs, for form requests.
         self.form = form
         #: Uploaded files, for multipart requests.
@@ -296,6 +331,10 @@ class RequestData:
         #: request or the first replay, reused by every replay (see
         #: :func:`.compat.request_fields`); ``None`` until known.
         self.fields: tuple[type[Request], compat.SharedFields] | None = None
+        #: The server's ``wsgi.errors`` stream, where Flask's default log
+        #: handler writes while a request is active (gunicorn's error log);
+        #: ``None`` (standard error) in another process.
+        self.errors: t.Any = None
         # The parsed form shared by the replays, and the request class it is for.
         self._form: tuple[type[Request], t.Any] | None = None
         # Whether a request was made already (for sharing the parsed query string).
@@ -324,6 +363,9 @@ class RequestData:
         data.args, shared, data.routing[0] = compat.view_state(req, ctx)
         if shared is not None:
             data.fields = (type(req), shared)
+        errors = req.environ.get("wsgi.errors")
+        if errors is not None and errors is not sys.stderr:
+            data.errors = _ErrorsStream(errors)
         return data
 
     @classmethod
@@ -429,7 +471,8 @@ class RequestData:
         # _string_environ leaves.
         environ: dict[str, t.Any] = self.environ.copy()
         environ.update(_WSGI_CONSTANTS)
-        environ["wsgi.errors"] = sys.stderr
+        errors = self.errors
+        environ["wsgi.errors"] = sys.stderr if errors is None else errors
         environ[ENV_KEY] = self
         environ["wsgi.input"] = _NO_INPUT if stream is None else stream
         fields = self.fields
@@ -463,9 +506,7 @@ class RequestData:
         file_ref: t.Callable[[UploadedFile], dict[str, t.Any]],
         drop_headers: frozenset[str] = frozenset(),
     ) -> dict[str, t.Any]:
-        environ = self.environ
-        if drop_headers:
-            environ = {k: v for k, v in environ.items() if k not in drop_headers}
+        environ = {k: v for k, v in self.environ.items() if k not in drop_headers}
         return {
             "environ": environ,
             "form": [list(p) for p in self.form] if self.form is not None else None,
@@ -494,7 +535,12 @@ class RequestData:
 
 
 class Snapshot:
-    """An immutable capture of what a job needs from where it was submitted."""
+    """An immutable capture of what a job needs from where it was submitted.
+
+    Its request part is shared by the jobs submitted from one request, and
+    its mappings are read-only (a job changes its own ``request.environ``,
+    a copy); the session and ``g`` values are the job's own copies.
+    """
 
     __slots__ = ("request", "session", "g", "site", "__weakref__")
 
@@ -737,6 +783,30 @@ def replay(
     )
 
 
+#: Results that mean the job's body has not run yet.
+_LAZY = frozenset({GeneratorType, AsyncGeneratorType, CoroutineType})
+
+
+def _finish_lazy(app: Flask, result: t.Any) -> t.Any:
+    """Await a coroutine a callable returned (an object with an ``async def
+    __call__``), in the job's context as ``async def`` jobs are; refuse a
+    generator, whose body would only run later, outside any context.
+    """
+    if type(result) is CoroutineType:
+
+        async def wait_for() -> t.Any:
+            return await result
+
+        return app.ensure_sync(wait_for)()
+    if type(result) is GeneratorType:
+        result.close()
+    raise TypeError(
+        "The job's function returned a generator, so its body never ran. Make"
+        " it return its result instead, for example the list of what it"
+        " yields: 'return list(...)'."
+    )
+
+
 def _replay(
     app: Flask,
     snapshot: Snapshot,
@@ -780,7 +850,10 @@ def _replay(
             # Only a plain def with Flask's own ensure_sync is called as it
             # is: ensure_sync's inspect calls cost more than the checks.
             fn = app.ensure_sync(fn)
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        if type(result) in _LAZY:
+            result = _finish_lazy(app, result)
+        return result
     except BaseException as e:
         error = e
         raise

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import typing as t
+from inspect import CO_ASYNC_GENERATOR
+from inspect import CO_GENERATOR
 from types import FunctionType
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -47,9 +49,31 @@ class Task(t.Generic[P, R]):
 
 
 def task_name(fn: t.Callable[..., t.Any]) -> str:
-    """``"module.qualname"`` of a function."""
+    """``"module.qualname"`` of a function (of the function a
+    ``functools.partial`` wraps).
+    """
     if type(fn) is FunctionType:  # the common case, once per submit
         return f"{fn.__module__ or '<unknown>'}.{fn.__qualname__}"
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     module = getattr(fn, "__module__", None) or "<unknown>"
     qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{module}.{qualname}"
+
+
+#: Code flags of a function whose call only makes a generator.
+GENERATOR_FLAGS = CO_GENERATOR | CO_ASYNC_GENERATOR
+
+
+def refuse_generator(fn: t.Callable[..., t.Any]) -> None:
+    """Raise :exc:`TypeError` if ``fn`` is a generator function: as a job its
+    call would only make a generator, and its body would never run.
+
+    :param fn: The function about to be submitted or declared.
+    """
+    if type(fn) is FunctionType and fn.__code__.co_flags & GENERATOR_FLAGS:
+        raise TypeError(
+            f"{task_name(fn)} is a generator function: as a job, calling it would"
+            " only make a generator, and its body would never run. Make it"
+            " return its result instead, for example the list of what it yields."
+        )

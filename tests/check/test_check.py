@@ -179,6 +179,11 @@ def test_cli_json_clean_is_empty_list() -> None:
         [],
         ["--max-depth", "0", "."],
         ["--select", "E501", "."],
+        # A typo or an unknown code would otherwise turn every check off.
+        ["--select", "OFF10l", "."],
+        ["--select", "OFF999", "."],
+        ["--select", "", "."],
+        ["--ignore", "OFF9", "."],
     ],
 )
 def test_cli_usage_errors(args: list[str]) -> None:
@@ -192,6 +197,8 @@ def test_cli_select_and_ignore() -> None:
     root = str(PROJECTS / "misc")
     selected = run_cli("--select", "OFF104", root)
     assert {line.split()[1] for line in selected.stdout.splitlines()} == {"OFF104"}
+    by_prefix = run_cli("--select", "off10", root)  # prefixes, any case
+    assert "OFF104" in {line.split()[1] for line in by_prefix.stdout.splitlines()}
     ignored = run_cli("--ignore", "OFF101,OFF102,OFF104", root)
     assert (ignored.returncode, ignored.stdout) == (0, "")
 

@@ -13,9 +13,16 @@ from ._rules import RULES
 
 def _codes(value: str) -> list[str]:
     codes = [c.strip().upper() for c in value.split(",") if c.strip()]
+    if not codes:
+        raise argparse.ArgumentTypeError(
+            "no rule code given; pass codes or prefixes like OFF101,OFF11"
+        )
     for code in codes:
-        if not code.startswith("OFF"):
-            raise argparse.ArgumentTypeError(f"not a rule code: {code!r}")
+        # A prefix no rule has (a typo) would silently turn every check off.
+        if not any(rule.startswith(code) for rule in RULES):
+            raise argparse.ArgumentTypeError(
+                f"not a rule code or prefix: {code!r} (the rules are listed by --help)"
+            )
     return codes
 
 
