@@ -470,3 +470,45 @@ def test_job_passes_its_own_upload_to_a_follow_up_job(
     ]
     server.wait_idle()
     assert_nothing_left(fds_before, temp_before)
+
+
+def test_a_submit_while_streaming_says_why_it_has_no_uploads(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Flask closes a request's uploads when the view returns: a job
+    submitted later from a ``stream_with_context`` generator gets the rest
+    of the request, and the log says why not the uploads, and what to do
+    (the view's own job gets them).
+    """
+    from flask import stream_with_context
+
+    jobs = []
+
+    def sizes() -> dict[str, int]:
+        return {k: len(f.read()) for k, f in request.files.items()}
+
+    @app.post("/stream")
+    def stream() -> t.Any:
+        jobs.append(offload.submit(sizes))
+
+        def body() -> t.Iterator[str]:
+            yield "started\n"
+            jobs.append(offload.submit(lambda: (sizes(), request.form["note"])))
+            yield "done\n"
+
+        return app.response_class(stream_with_context(body()))
+
+    server = serve(app)
+    with caplog.at_level("WARNING", logger="flask_offload"):
+        r = server.post(
+            "/stream", data={"note": "hi"}, files={"up": ("a.bin", b"x" * 700_000)}
+        )
+        assert r.text == "started\ndone\n"
+        in_view, while_streaming = (job.result(10) for job in jobs)
+    assert in_view == {"up": 700_000}
+    assert while_streaming == ({}, "hi")
+    assert "'a.bin' (field 'up') was closed when the view returned" in caplog.text
+    assert "Submit the jobs that read uploads in the view" in caplog.text

@@ -210,17 +210,34 @@ class UploadedFile:
         self._data = None
 
 
-def open_uploads(files: t.Any) -> list[tuple[str, FileStorage]]:
+def open_uploads(
+    files: t.Any, after_teardown: bool = False
+) -> list[tuple[str, FileStorage]]:
     """The ``(field, file)`` pairs of a request's ``files`` whose streams are
     still open, in ``items(multi=True)`` order: what a capture hands off.
 
     A view may close an upload before it submits (an ``io.TextIOWrapper``
     around it closes it when collected); its data is gone, so jobs get the
     request without it, and a warning says so.
+
+    :param files: The request's ``files``.
+    :param after_teardown: The request's teardown has run (a submit from a
+        ``stream_with_context`` generator): Flask closed the uploads then.
     """
     pairs = []
     for field, storage in files.items(multi=True):
         if getattr(storage.stream, "closed", False):
+            if after_teardown:
+                logger.warning(
+                    "The uploaded file %r (field %r) was closed when the view"
+                    " returned, before this job was submitted from the"
+                    " streamed response, so the job does not get it. Submit"
+                    " the jobs that read uploads in the view, before returning"
+                    " the response.",
+                    storage.filename,
+                    field,
+                )
+                continue
             logger.warning(
                 "The uploaded file %r (field %r) was closed in the view before"
                 " a job was submitted, so jobs do not get it. Submit before"

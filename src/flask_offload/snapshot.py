@@ -60,6 +60,7 @@ ENV_KEY = "flask_offload.request"
 # Without files there is nothing to release, and the cached data goes with
 # the environ.
 _OWNER_KEY = "flask_offload.owner"
+_TORN_DOWN_KEY = "flask_offload.torn_down"
 
 _FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
 _WSGI_CONSTANTS: dict[str, t.Any] = {
@@ -392,7 +393,7 @@ class RequestData:
                     raw = req.get_data(cache=True, parse_form_data=False)
             if raw is not None and len(raw) > max_body_size:
                 raw = None
-            uploads = open_uploads(req.files)
+            uploads = open_uploads(req.files, _TORN_DOWN_KEY in req.environ)
             handed: list[UploadedFile] = []
             try:
                 for name, storage in uploads:
@@ -644,6 +645,9 @@ def _release_request_data() -> None:
         data = environ.pop(ENV_KEY, None)
         if data is not None:
             data.release()
+            # Flask closes the uploads next; a submit from a
+            # stream_with_context generator captures again without them.
+            environ[_TORN_DOWN_KEY] = True
 
 
 def prepare_app(app: Flask) -> None:
