@@ -478,10 +478,11 @@ def test_a_submit_while_streaming_says_why_it_has_no_uploads(
     serve: t.Callable[[Flask], LiveServer],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Flask closes a request's uploads when the view returns: a job
+    """Flask 3.1 closes a request's uploads when the view returns: a job
     submitted later from a ``stream_with_context`` generator gets the rest
     of the request, and the log says why not the uploads, and what to do
-    (the view's own job gets them).
+    (the view's own job gets them). Flask 3.2 keeps the request open until
+    the stream ends: that job gets them too.
     """
     from flask import stream_with_context
 
@@ -509,6 +510,10 @@ def test_a_submit_while_streaming_says_why_it_has_no_uploads(
         assert r.text == "started\ndone\n"
         in_view, while_streaming = (job.result(10) for job in jobs)
     assert in_view == {"up": 700_000}
-    assert while_streaming == ({}, "hi")
-    assert "'a.bin' (field 'up') was closed when the view returned" in caplog.text
-    assert "Submit the jobs that read uploads in the view" in caplog.text
+    if compat.MERGED_CONTEXT:
+        assert while_streaming == ({"up": 700_000}, "hi")
+        assert "was closed" not in caplog.text
+    else:
+        assert while_streaming == ({}, "hi")
+        assert "'a.bin' (field 'up') was closed when the view returned" in (caplog.text)
+        assert "Submit the jobs that read uploads in the view" in caplog.text
