@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
 import typing as t
 
 import pytest
@@ -306,6 +308,9 @@ def test_chain_and_celery_api_in_a_view(
     assert "celery_delay" in job.submitted_from
 
 
+PHISH = "Your account is locked. Sign in again at https://evil.example/login"
+
+
 def _send(capp: Flask, args: tuple[t.Any, ...], token: str) -> str:
     """Publish ``touch`` with a chosen header, as a broker writer could."""
     import uuid
@@ -329,7 +334,16 @@ def _token(
 
 @pytest.mark.parametrize(
     "attack",
-    ["forged", "other_key", "transplanted", "edited_args", "expired", "missing"],
+    [
+        "forged",
+        "other_key",
+        "transplanted",
+        "edited_args",
+        "expired",
+        "missing",
+        "error_text",
+        "error_transplanted",
+    ],
 )
 def test_tampered_snapshot_is_rejected(
     capp: Flask, other_app: Flask, worker: Worker, attack: str
@@ -382,12 +396,37 @@ def test_tampered_snapshot_is_rejected(
         )
         task.apply_async(args, task_id=task_id, headers={celery_backend.HEADER: token})
         job_id = task_id
+    elif attack.startswith("error_"):
+        from flask_offload import signing
+
+        # No snapshot, and a reason of the attacker's (a phishing text) in
+        # the header a sender uses to explain why it could attach none.
+        task_id = uuid.uuid4().hex
+        reason: str = PHISH
+        if attack == "error_transplanted":  # a real one, of another job
+            reason = signing.sign(
+                capp,
+                {
+                    "kind": "send-error",
+                    "tid": uuid.uuid4().hex,
+                    "task": NAME + "touch",
+                    "reason": PHISH,
+                },
+            )
+        task = backend_of(capp).celery_task(NAME + "touch")
+        task.apply_async(
+            args,
+            task_id=task_id,
+            headers={celery_backend.HEADER: "", celery_backend.ERROR_HEADER: reason},
+        )
+        job_id = task_id
     else:
         job_id = _send(capp, args, "")
     job = fetch(other_app, job_id)
     assert job.state is JobState.FAILED
     assert isinstance(job.exception(0), SnapshotTampered)
     assert job.to_dict()["error"]["type"] == "SnapshotTampered"
+    assert "evil.example" not in job.to_dict()["error"]["message"]
     assert job.name == NAME + "touch"
     out = worker.wait_output(f"rejected the snapshot of job {job_id}")
     assert "Security" in out
@@ -548,6 +587,30 @@ def test_sweep_removes_old_orphans_and_nothing_else(tmp_path: t.Any) -> None:
         assert f.read(3)
     with pytest.raises(ValueError):
         storage.open("../etc/passwd")
+
+
+def test_storage_never_follows_a_linked_job_folder(tmp_path: t.Any) -> None:
+    """Someone who can write to the storage folder links a job-named folder
+    to data elsewhere: the sweep, a delete and a put never reach it.
+    """
+    from flask_offload.storage import LocalStorage
+
+    root, outside = tmp_path / "storage", tmp_path / "app-data"
+    root.mkdir()
+    outside.mkdir()
+    for name in ("0", "body"):
+        (outside / name).write_text("the app's own data")
+        os.utime(outside / name, (0, 0))
+    job_id = "c" * 32
+    os.symlink(outside, root / job_id)
+    storage = LocalStorage(str(root))
+    assert storage.sweep(3600) == 0
+    with pytest.raises(OSError, match="is a symbolic link"):
+        storage.delete(f"{job_id}/0")
+    with pytest.raises(OSError, match="is a symbolic link"):
+        storage.put(f"{job_id}/1", io.BytesIO(b"x"))
+    assert sorted(os.listdir(outside)) == ["0", "body"]
+    assert (outside / "0").read_text() == "the app's own data"
 
 
 def test_redis_is_used_when_reachable(config: dict[str, t.Any]) -> None:
@@ -975,6 +1038,57 @@ def test_stored_body_is_encrypted(
     job = fetch(other_app, r.json()["id"])
     assert job.result(0) == {"password": password, "padding": 6000}
     wait_for(lambda: uploads_left(config) == [], what="the body to be deleted")
+
+
+def test_a_stored_body_is_read_no_further_than_its_signed_size(
+    config: dict[str, t.Any], other_app: Flask, worker: Worker, serve: t.Any
+) -> None:
+    """Someone who can write to the storage replaces a job's stored body
+    with an endless stream (a pipe here; a link to /dev/zero, or a huge
+    file): the worker stops reading just past the size the signed snapshot
+    records and refuses the job, instead of filling its memory.
+    """
+    held = _held_app(config, "endless-body")
+    r = serve(held).post("/submit-body", json={"password": "p", "padding": "p" * 6000})
+    assert r.status_code == 200, r.text
+    [path] = uploads_left(config)
+    signed_size = os.path.getsize(path)
+    os.unlink(path)
+    os.mkfifo(path)
+    written = 0
+    stop = threading.Event()
+
+    def endless() -> None:
+        nonlocal written
+        chunk = b"\0" * 65536
+        with open(path, "wb") as pipe:  # waits for the worker to open it
+            try:
+                while not stop.is_set():
+                    pipe.write(chunk)
+                    written += len(chunk)
+            except BrokenPipeError:  # the worker stopped reading
+                pass
+
+    writer = threading.Thread(target=endless, daemon=True)
+    writer.start()
+    try:
+        _move_to(
+            config,
+            held.config["OFFLOAD_CELERY"]["task_default_queue"],
+            config["OFFLOAD_CELERY"]["task_default_queue"],
+        )
+        job = fetch(other_app, r.json()["id"])
+        assert isinstance(job.exception(0), SnapshotTampered)
+        writer.join(10)
+        assert not writer.is_alive()
+        # What the worker read, plus what the pipe and the writer buffer.
+        assert written < signed_size + (4 << 20)
+    finally:
+        stop.set()
+        if writer.is_alive():
+            os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # unblock its open
+        writer.join(10)
+    wait_for(lambda: uploads_left(config) == [], what="the pipe to be deleted")
 
 
 def test_cancel_while_no_worker_runs(

@@ -25,6 +25,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import typing as t
@@ -113,10 +114,22 @@ class LocalStorage:
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *_check_key(key))
 
+    def _refuse_link(self, folder: str) -> None:
+        # A job folder that is a link (made by someone who can write to the
+        # root) would let a write or delete reach files outside the root.
+        if folder != self.root and os.path.islink(folder):
+            raise OSError(
+                f"{folder!r} is a symbolic link, not a job folder of"
+                f" {self.root!r}: Flask-Offload does not write or delete through"
+                " it. Remove it; the storage folder must be writable only by the"
+                " web processes and the workers."
+            )
+
     def put(self, key: str, stream: t.IO[bytes]) -> None:
         path = self._path(key)
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
+        self._refuse_link(folder)
         # Write then rename, so a reader never sees a partial file.
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
         try:
@@ -132,6 +145,7 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         path = self._path(key)
+        self._refuse_link(os.path.dirname(path))
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -154,7 +168,13 @@ class LocalStorage:
         # with other files in it.
         for job_id in folders:
             folder = os.path.join(self.root, job_id)
-            if not _JOB_ID.fullmatch(job_id) or not os.path.isdir(folder):
+            if not _JOB_ID.fullmatch(job_id):
+                continue
+            try:
+                # lstat: a link named like a job folder is not followed.
+                if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                    continue
+            except OSError:
                 continue
             try:
                 names = os.listdir(folder)

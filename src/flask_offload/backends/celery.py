@@ -183,6 +183,23 @@ def _config_dict(value: t.Any) -> dict[str, t.Any]:
     return {k: getattr(value, k) for k in dir(value) if k.islower() and k[0] != "_"}
 
 
+def _send_error(app: Flask, header: str, job_id: str, name: str) -> str | None:
+    """The reason a sender gave for sending a job without a snapshot, if its
+    header is signed by the app and bound to this job; else ``None``, and the
+    job is refused as having no snapshot.
+    """
+    if len(header) > MAX_HEADER_SIZE:
+        return None
+    try:
+        payload = signing.verify(
+            app, header, bind={"kind": "send-error", "tid": job_id, "task": name}
+        )
+    except Exception:
+        return None
+    reason = payload.get("reason")
+    return reason if isinstance(reason, str) else None
+
+
 class CeleryBackend(Backend):
     """Sends declared tasks to Celery workers with a signed snapshot."""
 
@@ -608,11 +625,13 @@ class CeleryBackend(Backend):
         _worker.current = (self, job_id, None)
         reason = headers.get(ERROR_HEADER) or getattr(request, ERROR_HEADER, None)
         if not token and reason and isinstance(reason, str):
+            reason = _send_error(app, reason, job_id, name)
+        if not token and reason is not None:
             # The sender's own failure (celery_task.delay() in a view whose
             # snapshot could not be made), not tampering.
             error = SnapshotError(
                 "No request snapshot could be attached to this job when it was"
-                f" sent, so it did not run: {reason[:2000]}"
+                f" sent, so it did not run: {reason}"
             )
             logger.error("Job %s (%s) did not run. %s", job_id, name, error)
             self._write_info(job_id, {"name": name, "finished_at": _iso(_now())})
@@ -800,16 +819,23 @@ class CeleryBackend(Backend):
             ) from None
         digest = hashlib.sha256()
         size = 0
+        expected = ref.get("size")
+        # Never more than the signed size (plus one byte, to see that there
+        # is more): a replaced object, or a link to /dev/zero, must not fill
+        # the worker's memory or disk before the check refuses it.
+        limit = expected + 1 if isinstance(expected, int) and expected >= 0 else 0
         tmp: t.IO[bytes] = tempfile.TemporaryFile() if spool else io.BytesIO()
         try:
             try:
-                while chunk := stream.read(1 << 20):
+                while size < limit and (
+                    chunk := stream.read(min(1 << 20, limit - size))
+                ):
                     digest.update(chunk)
                     size += len(chunk)
                     tmp.write(chunk)
             finally:
                 stream.close()
-            if size != ref.get("size") or digest.hexdigest() != ref.get("sha256"):
+            if size != expected or digest.hexdigest() != ref.get("sha256"):
                 raise SnapshotTampered(
                     f"The stored upload {what} does not match the size and SHA-256"
                     " recorded in the job's signed snapshot: it was changed in"
@@ -1257,7 +1283,22 @@ def _on_publish(
         # Celery ignores exceptions raised here and sends the task anyway:
         # say why in the message, so the worker fails the job with it.
         headers.pop(HEADER, None)
-        headers[ERROR_HEADER] = str(e) or type(e).__name__
+        headers.pop(ERROR_HEADER, None)
+        if backend is not None:
+            try:
+                # Signed and bound to the task: a broker writer cannot make
+                # a worker show a text of theirs as the job's error.
+                headers[ERROR_HEADER] = signing.sign(
+                    backend.app,
+                    {
+                        "kind": "send-error",
+                        "tid": task_id,
+                        "task": name,
+                        "reason": (str(e) or type(e).__name__)[:2000],
+                    },
+                )
+            except Exception:
+                pass  # no SECRET_KEY: the worker refuses the job as unsigned
         logger.exception(
             "Could not attach a snapshot to task %s (%s); a worker will fail it.",
             task_id,
