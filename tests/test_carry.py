@@ -249,3 +249,58 @@ def test_carry_without_offload_instance(serve: t.Callable[[Flask], LiveServer]) 
     assert server.get("/plain?q=1").ok
     assert out == ["1"]
     assert "bg" not in teardowns
+
+
+def test_a_carried_call_returns_what_the_function_returns(
+    app: Flask, server: LiveServer
+) -> None:
+    """A generator or a coroutine returned by a carried function reaches the
+    caller as it is, as without carry (only a job's result must be final).
+    """
+    import inspect
+
+    def lazy_rows(n: int) -> t.Iterator[int]:
+        return (i * 2 for i in range(n))
+
+    async def fetch() -> int:
+        return 1
+
+    def starts_fetch() -> t.Any:
+        return fetch()
+
+    @app.get("/lazy")
+    def lazy() -> dict[str, t.Any]:
+        with ThreadPoolExecutor(1) as ex:
+            rows = list(ex.submit(carry(lazy_rows), 3).result())
+            coro = ex.submit(carry(starts_fetch)).result()
+        kind = inspect.iscoroutine(coro)
+        coro.close()
+        return {"rows": rows, "coroutine": kind}
+
+    assert server.get("/lazy").json() == {"rows": [0, 2, 4], "coroutine": True}
+
+
+@pytest.mark.parametrize("holder", ["stream", "wsgi.input"])
+def test_a_stream_taken_before_a_carry_still_gives_the_whole_body(
+    app: Flask, server: LiveServer, holder: str
+) -> None:
+    """A view that takes ``request.stream`` and then starts a carried thread,
+    which captures the body: the stream it took still reads the whole body,
+    as without carry; so does ``wsgi.input`` read after the capture.
+    """
+    body = bytes(range(256)) * 4000  # 1,024,000 bytes
+
+    @app.post("/save")
+    def save() -> dict[str, int]:
+        stream = request.stream
+        seen: list[int] = []
+        th = threading.Thread(target=carry(lambda: seen.append(len(request.data))))
+        th.start()
+        th.join()
+        if holder == "wsgi.input":
+            stream = request.environ["wsgi.input"]
+        got = stream.read(request.content_length)
+        return {"view": len(got), "same": int(got == body), "job": seen[0]}
+
+    r = server.post("/save", data=body, headers={"Content-Type": "application/x-raw"})
+    assert r.json() == {"view": len(body), "same": 1, "job": len(body)}

@@ -878,31 +878,88 @@ def test_messages_flashed_for_the_next_page_are_not_the_jobs(
     assert server.get("/next").text == "[Saved!]report"
 
 
-def test_a_view_that_submits_keeps_the_apps_413(
-    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+@pytest.mark.parametrize(
+    ("limit", "reads", "send"),
+    [
+        ("MAX_CONTENT_LENGTH", "nothing", "json"),
+        ("MAX_CONTENT_LENGTH", "json", "json"),
+        ("MAX_CONTENT_LENGTH", "nothing", "multipart"),
+        ("MAX_CONTENT_LENGTH", "files", "multipart"),
+        ("MAX_FORM_MEMORY_SIZE", "nothing", "multipart"),
+        ("MAX_FORM_MEMORY_SIZE", "form", "multipart"),
+        *(
+            # Werkzeug itself leaves the parts it parsed before refusing
+            # unclosed, with or without Flask-Offload.
+            pytest.param(
+                "MAX_FORM_PARTS",
+                reads,
+                "multipart",
+                marks=pytest.mark.filterwarnings(
+                    "ignore::pytest.PytestUnraisableExceptionWarning"
+                ),
+            )
+            for reads in ("nothing", "files")
+        ),
+    ],
+)
+def test_a_body_over_the_apps_limits_answers_as_without_a_submit(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    limit: str,
+    reads: str,
+    send: str,
 ) -> None:
-    """A body over MAX_CONTENT_LENGTH sent to a view that submits a job:
-    the client gets the app's 413, as without the submit, and no job runs.
+    """A body over the app's limits, sent to a view that submits a job: the
+    client gets what the same view answers without the submit (413 if it
+    reads the body, its own answer if it does not), and a job reading the
+    body learns that the app refused it.
     """
-    app.config["MAX_CONTENT_LENGTH"] = 1000
-    ran: list[str] = []
+    app.config[limit] = 3 if limit == "MAX_FORM_PARTS" else 1000
+    errors: list[BaseException] = []
 
-    @app.post("/ingest")
-    def ingest() -> dict[str, str]:
-        return {"id": offload.submit(ran.append, "job").id}
+    def job() -> None:
+        try:
+            request.get_data()
+        except SnapshotError as e:
+            errors.append(e)
 
+    def view(submit: bool) -> str:
+        if submit:
+            offload.submit(job)
+        if reads == "json":
+            request.get_json()
+        elif reads == "form":
+            dict(request.form)
+        elif reads == "files":
+            dict(request.files)
+        return "answered"
+
+    app.add_url_rule("/plain", "plain", lambda: view(False), methods=["POST"])
+    app.add_url_rule("/offload", "offload", lambda: view(True), methods=["POST"])
     server = serve(app)
-    r = server.post(
-        "/ingest",
-        data=b'{"a": "%s"}' % (b"x" * 5000),
-        headers={"Content-Type": "application/json"},
-    )
-    assert r.status_code == 413
-    r = server.post("/ingest", files={"f": ("big.bin", b"x" * 5000)})
-    assert r.status_code == 413
+
+    def post(path: str) -> tuple[int, str]:
+        if send == "json":
+            r = server.post(path, json={"a": "x" * 5000})
+        elif limit == "MAX_FORM_MEMORY_SIZE":  # a large text field
+            r = server.post(path, data={"a": "x" * 5000}, files={"f": ("a.bin", b"x")})
+        else:
+            r = server.post(
+                path, files={f"f{i}": ("a.bin", b"x" * 400) for i in range(5)}
+            )
+        return r.status_code, r.text if r.status_code == 200 else ""
+
+    assert post("/offload") == post("/plain")
     with app.app_context():
         assert offload.join(10)
-    assert ran == []
+    if limit == "MAX_FORM_PARTS":
+        import gc
+
+        server.wait_idle()
+        gc.collect()  # Werkzeug's unclosed parts: warned about in this test
+    [error] = errors
+    assert "the app refused it as too large" in str(error)
 
 
 def test_a_job_cannot_change_what_another_job_of_the_request_sees(

@@ -27,7 +27,9 @@ from flask.wrappers import Request
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request as WerkzeugRequest
+from werkzeug.wsgi import LimitedStream
 
 #: True on Flask 3.2 and later, where the request lives in the app context.
 MERGED_CONTEXT: bool = "request" in inspect.signature(AppContext.__init__).parameters
@@ -693,6 +695,32 @@ class _Rejoined(io.RawIOBase):
         return n
 
 
+class _Refused(io.RawIOBase):
+    """The body stream of a request the app refused as too large, after a
+    capture's parse raised: reading it raises the same 413 again.
+    """
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: t.Any) -> int:
+        raise RequestEntityTooLarge()
+
+
+def refuse_body(req: Request) -> None:
+    """After a capture's parse of ``req`` raised ``RequestEntityTooLarge``
+    (over ``MAX_FORM_PARTS`` or ``MAX_FORM_MEMORY_SIZE``), Werkzeug would
+    parse what is left of the body on the view's next read and give it
+    empty fields. Make that read raise the 413 again, as it would have
+    without the capture.
+    """
+    d = req.__dict__
+    if "stream" in d:
+        d["stream"] = _Refused()
+    d.pop("form", None)
+    d.pop("files", None)
+
+
 def read_body(req: Request, limit: int) -> tuple[bytes | None, int | None]:
     """The body of ``req`` for a capture, read without taking it from the
     view: ``(body, None)`` if it has at most ``limit`` bytes, else ``(None,
@@ -700,9 +728,10 @@ def read_body(req: Request, limit: int) -> tuple[bytes | None, int | None]:
 
     A body the view already read with ``get_data`` (or ``get_json``) is taken
     from Werkzeug's cache. Otherwise at most ``limit + 1`` bytes are read
-    from ``req.stream``, and the view's ``stream`` is replaced by one that
-    gives the same bytes again, then the rest: the view reads its body as
-    if nothing had.
+    from ``req.stream``, and given back: inside Werkzeug's own stream (and
+    ``wsgi.input``), so a view or thread already holding it reads all of it,
+    or else by replacing the view's ``stream`` with one that gives the same
+    bytes again, then the rest. The view reads its body as if nothing had.
     """
     cached = req.__dict__.get("_cached_data")  # get_data(cache=True)'s cache
     if cached is not None:
@@ -710,7 +739,7 @@ def read_body(req: Request, limit: int) -> tuple[bytes | None, int | None]:
     length = req.content_length
     if length is not None and length > limit:
         return None, length
-    stream = req.stream
+    stream: t.Any = req.stream
     chunks = []
     got = 0
     # A read may return fewer bytes than asked before the end of the body.
@@ -721,6 +750,18 @@ def read_body(req: Request, limit: int) -> tuple[bytes | None, int | None]:
         chunks.append(chunk)
         got += len(chunk)
     body = b"".join(chunks)
+    if isinstance(stream, LimitedStream) and got:
+        # Werkzeug's stream (a Content-Length body): give the bytes back
+        # inside it, so that whatever already holds ``request.stream`` (a
+        # view that took it before submitting, a thread reading it) or
+        # ``wsgi.input`` reads the whole body, as without the capture.
+        inner = stream._stream
+        rejoined: t.Any = _Rejoined(body, inner)  # an IO of bytes, as Werkzeug wants
+        stream._stream = rejoined
+        stream._pos -= got
+        if req.environ.get("wsgi.input") is inner:
+            req.environ["wsgi.input"] = rejoined
+        return (None, -1) if got > limit else (body, None)
     # ``stream`` is a cached property: its value lives in the instance dict.
     if got > limit:
         req.__dict__["stream"] = io.BufferedReader(_Rejoined(body, stream))

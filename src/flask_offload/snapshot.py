@@ -347,19 +347,15 @@ class RequestData:
         # Only string values: the CGI and HTTP_* variables. (This also leaves
         # out this library's own environ keys, none of which holds a string.)
         environ = _string_environ(req.environ)
-        # Flask runs error handlers inside its ``except`` block: the 413
-        # being handled, if this submit comes from an errorhandler(413).
-        handling = sys.exc_info()[1]
         try:
             data = cls._with_body(req, environ, max_body_size)
         except RequestEntityTooLarge:
-            if not isinstance(handling, RequestEntityTooLarge):
-                # A view submitting a body over the app's limits: the client
-                # gets the app's 413, as it would without the submit.
-                raise
-            # Over MAX_CONTENT_LENGTH, MAX_FORM_MEMORY_SIZE or MAX_FORM_PARTS,
-            # submitted from the errorhandler(413): the job gets the request
-            # without its body; reading it raises.
+            # Over MAX_CONTENT_LENGTH, MAX_FORM_MEMORY_SIZE or MAX_FORM_PARTS.
+            # The view answers as it would without the capture: 413 if it
+            # reads the body itself (Werkzeug raises again), its own answer
+            # if it does not; from an errorhandler(413), its response. The
+            # job gets the request without its body; reading it raises.
+            compat.refuse_body(req)
             data = cls(environ, body_size=_REFUSED)
         data.args, shared, data.routing[0] = compat.view_state(req, ctx)
         if shared is not None:
@@ -855,7 +851,9 @@ def _replay(
             # is: ensure_sync's inspect calls cost more than the checks.
             fn = app.ensure_sync(fn)
         result = fn(*args, **kwargs)
-        if type(result) in _LAZY:
+        if type(result) in _LAZY and job is not None:
+            # A job's result is final; a carried call returns what the
+            # function returned, as without Flask-Offload.
             result = _finish_lazy(app, result)
         return result
     except BaseException as e:
