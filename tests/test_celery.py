@@ -1040,6 +1040,21 @@ def test_stored_body_is_encrypted(
     wait_for(lambda: uploads_left(config) == [], what="the body to be deleted")
 
 
+def test_a_large_form_reaches_the_worker(
+    capp: Flask, other_app: Flask, worker: Worker, serve: t.Any, config: t.Any
+) -> None:
+    """A 12 KB text field (more than the message header holds, parsed):
+    the job reads the form as sent, and its stored body is deleted after.
+    """
+    r = serve(capp).post(
+        "/submit-form", data={"password": "hunter2", "note": "n" * 12000}
+    )
+    assert r.status_code == 200, r.text
+    job = fetch(other_app, r.json()["id"])
+    assert job.result(0) == {"password": "hunter2", "note": 12000}
+    wait_for(lambda: uploads_left(config) == [], what="the body to be deleted")
+
+
 def test_a_stored_body_is_read_no_further_than_its_signed_size(
     config: dict[str, t.Any], other_app: Flask, worker: Worker, serve: t.Any
 ) -> None:
@@ -1243,14 +1258,16 @@ def test_apps_sharing_one_celery_app_submit_the_same_task() -> None:
     assert sent == [export.name, export.name]
 
 
-def test_a_form_travels_parsed_only(capp: Flask) -> None:
+@pytest.mark.parametrize("size", [1000, 12000])
+def test_a_form_travels_once(capp: Flask, size: int) -> None:
     """A form's raw bytes are kept for the thread and inline backends; to
-    Celery the form travels parsed only, so the header does not double and
-    a form over 3 KiB does not go through storage.
+    Celery a form travels once: parsed in the message if small, else as its
+    raw body in storage (encrypted), parsed again in the worker, so that a
+    12 KB text field does not pass the message header's limit.
     """
     backend = backend_of(capp)
     with capp.test_request_context(
-        "/", method="POST", data={"note": "n" * 5000, "password": "hunter2"}
+        "/", method="POST", data={"note": "n" * size, "password": "hunter2"}
     ):
         from flask_offload.snapshot import capture
 
@@ -1260,8 +1277,16 @@ def test_a_form_travels_parsed_only(capp: Flask) -> None:
         keys: list[str] = []
         try:
             wire = backend.wire_snapshot(capp, snap, "a" * 32, keys)
+            token = backend.make_token(capp, wire, "a" * 32, NAME + "touch", [], {})
+            assert len(token) <= celery_backend.MAX_HEADER_SIZE
         finally:
             snap.release()
-    assert keys == []
-    assert wire["request"]["body"] is None and "body_ref" not in wire["request"]
-    assert ["password", "hunter2"] in wire["request"]["form"]
+            for key in keys:
+                backend.storage.delete(key)
+    req = wire["request"]
+    if size < celery_backend.INLINE_BODY_SIZE:
+        assert keys == [] and req["body"] is None and "body_ref" not in req
+        assert ["password", "hunter2"] in req["form"]
+    else:
+        assert keys == ["a" * 32 + "/body"] and req["form"] is None
+        assert req["body_ref"]["encrypted"] is True

@@ -220,6 +220,12 @@ def replaced() -> None:
 
 
 @offload.task
+def observe_form() -> dict[str, t.Any]:
+    """The form a job was submitted with (its raw body stored, if large)."""
+    return {"password": request.form["password"], "note": len(request.form["note"])}
+
+
+@offload.task
 def observe_body() -> dict[str, t.Any]:
     """The JSON body a job was submitted with (stored, if large)."""
     body = request.get_json()
@@ -303,6 +309,10 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
             tasks[f"{__name__}.observe"].s("g1"), tasks[f"{__name__}.observe"].s("g2")
         ).apply_async()
         return {"callback": callback.id, "group": [r.id for r in grouped.results]}
+
+    @app.post("/submit-form")
+    def submit_form() -> dict[str, t.Any]:
+        return {"id": observe_form.submit().id}
 
     @app.post("/submit-body")
     def submit_body() -> dict[str, t.Any]:

@@ -415,9 +415,15 @@ class CeleryBackend(Backend):
         data = snapshot.to_dict(app, file_ref=file_ref, drop_headers=self.drop_environ)
         req = data.get("request")
         if req and req.get("form") is not None:
-            # A form travels parsed: its raw bytes too would double the
-            # header, or send a form over 3 KiB through storage.
-            req["body"] = None
+            if req.get("body") and len(req["body"]) > INLINE_BODY_SIZE:
+                # A large urlencoded form travels as its raw bytes, stored
+                # encrypted below, and is parsed again in the worker: parsed,
+                # it could pass the header's limit.
+                req["form"] = None
+            else:
+                # A small one travels parsed: its raw bytes too would double
+                # its size in the header.
+                req["body"] = None
         body = req.get("body") if req else None
         if req and body and len(body) > INLINE_BODY_SIZE:
             # Encrypted like the snapshot: a form's password or a JSON
