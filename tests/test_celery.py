@@ -1040,6 +1040,38 @@ def test_stored_body_is_encrypted(
     wait_for(lambda: uploads_left(config) == [], what="the body to be deleted")
 
 
+def test_celery_api_with_the_broker_down_leaves_nothing_behind(
+    config: dict[str, t.Any], serve: t.Any
+) -> None:
+    """``celery_task.delay()`` in a view while the broker is down: the view
+    fails as it would without Flask-Offload, and neither the request's
+    stored upload nor a job that reads PENDING for ever is left behind.
+    """
+    import uuid
+
+    down = support.create_app(
+        {
+            **config,
+            "OFFLOAD_CELERY": {
+                **config["OFFLOAD_CELERY"],
+                "broker_url": "redis://127.0.0.1:1/0",  # nothing listens there
+                "task_publish_retry": False,
+                "broker_connection_timeout": 0.5,
+                "broker_connection_max_retries": 0,
+                "broker_transport_options": {"max_retries": 0},
+            },
+        }
+    )
+    task_id = uuid.uuid4().hex
+    r = serve(down).post(
+        f"/celery-delay?task_id={task_id}", files={"f": ("a.txt", b"hello")}
+    )
+    assert r.status_code == 500
+    assert uploads_left(config) == []
+    with down.app_context():
+        assert support.offload.get_job(task_id) is None
+
+
 def test_a_large_form_reaches_the_worker(
     capp: Flask, other_app: Flask, worker: Worker, serve: t.Any, config: t.Any
 ) -> None:
@@ -1132,6 +1164,41 @@ def test_cancel_while_no_worker_runs(
     assert fetch(other_app, job.id).state is JobState.CANCELLED
     folder = other_app.config["OFFLOAD_TEST_DIR"]
     assert not os.path.exists(os.path.join(folder, "cancelled-while-down"))
+
+
+@pytest.mark.parametrize(
+    ("how", "error"), [("die", "WorkerLostError"), ("overrun", "TimeLimitExceeded")]
+)
+def test_a_job_whose_pool_process_dies_leaves_no_stored_upload(
+    config: dict[str, t.Any], serve: t.Any, how: str, error: str
+) -> None:
+    """A prefork pool process killed mid-job (by the OOM killer, or at the
+    hard time limit): the job ends FAILED, and its stored upload is deleted
+    then, not a day later by the sweep, though no task_postrun ran.
+    """
+    celery_conf = config["OFFLOAD_CELERY"]
+    queue = f"{celery_conf['task_default_queue']}-{how}"
+    held_config = {
+        **config,
+        "OFFLOAD_CELERY": {
+            **celery_conf,
+            "task_default_queue": queue,
+            "task_time_limit": 1,
+        },
+    }
+    held = support.create_app(held_config)
+    r = serve(held).post(f"/submit-{how}", files={"f": ("a.txt", b"hello")})
+    assert r.status_code == 200, r.text
+    assert uploads_left(config)
+    prefork = Worker(held_config, pool="prefork")
+    try:
+        prefork.wait_ready()
+        job = fetch(held, r.json()["id"], timeout=60)
+        assert job.state is JobState.FAILED
+        assert job.to_dict()["error"]["type"] == error
+        wait_for(lambda: uploads_left(config) == [], what="the upload to be deleted")
+    finally:
+        prefork.kill()
 
 
 def test_the_first_failed_status_has_the_error(capp: Flask, worker: Worker) -> None:

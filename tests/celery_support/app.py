@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import typing as t
 
 from flask import current_app
@@ -220,6 +221,25 @@ def replaced() -> None:
 
 
 @offload.task
+def die() -> None:
+    """Its pool process dies, as one the OOM killer ends. Only for a prefork
+    worker: it would end a solo worker.
+    """
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@offload.task
+def overrun() -> None:
+    """Runs past a hard time limit, deaf to the SIGTERM before the SIGKILL
+    (as one busy in a slow rollback).
+    """
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(30)
+
+
+@offload.task
 def observe_form() -> dict[str, t.Any]:
     """The form a job was submitted with (its raw body stored, if large)."""
     return {"password": request.form["password"], "note": len(request.form["note"])}
@@ -282,7 +302,8 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
     @app.post("/celery-delay")
     def celery_delay() -> dict[str, t.Any]:
         """Celery's own API in a view: the request is captured all the same."""
-        result = offload.celery.tasks[f"{__name__}.observe"].delay("delay")
+        task = offload.celery.tasks[f"{__name__}.observe"]
+        result = task.apply_async(("delay",), task_id=request.args.get("task_id"))
         return {"id": result.id}
 
     @app.post("/chain")
@@ -309,6 +330,14 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
             tasks[f"{__name__}.observe"].s("g1"), tasks[f"{__name__}.observe"].s("g2")
         ).apply_async()
         return {"callback": callback.id, "group": [r.id for r in grouped.results]}
+
+    @app.post("/submit-die")
+    def submit_die() -> dict[str, t.Any]:
+        return {"id": die.submit().id}
+
+    @app.post("/submit-overrun")
+    def submit_overrun() -> dict[str, t.Any]:
+        return {"id": overrun.submit().id}
 
     @app.post("/submit-form")
     def submit_form() -> dict[str, t.Any]:

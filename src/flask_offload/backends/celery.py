@@ -135,6 +135,11 @@ _SWEEP_EVERY = 3600.0
 
 _backends: weakref.WeakSet[CeleryBackend] = weakref.WeakSet()
 _by_app: weakref.WeakKeyDictionary[Flask, CeleryBackend] = weakref.WeakKeyDictionary()
+#: What the publish hook stored for the messages an ``apply_async`` call is
+#: sending: (backend, task id, storage keys, whether a record was written).
+_sending: contextvars.ContextVar[
+    list[tuple[CeleryBackend, str, list[str], bool]] | None
+] = contextvars.ContextVar("flask_offload_sending", default=None)
 # Set while enqueue publishes: the header is already in the message.
 _publishing: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "flask_offload.celery.publishing", default=False
@@ -363,14 +368,7 @@ class CeleryBackend(Backend):
             finally:
                 _publishing.reset(mark)
         except BaseException as e:
-            for key in keys:
-                self._delete_quietly(key)
-            kv = self._kv()
-            if kv is not None:
-                try:
-                    kv.delete((_INFO_PREFIX + job.id).encode())
-                except Exception:
-                    logger.exception("Could not remove the record of job %s.", job.id)
+            self._forget(job.id, keys, True)
             # The job must end, never stay pending; the caller sees the error.
             job._finish(JobState.FAILED, exc=e)
             raise
@@ -857,6 +855,36 @@ class CeleryBackend(Backend):
         finally:
             tmp.close()
 
+    def delete_stored(self, job_id: str) -> None:
+        """Delete every object stored for a job (its uploads ``<n>``, numbered
+        from 0, and its ``body``), for a job that failed where no
+        ``task_postrun`` ran: its pool child was lost or killed.
+        """
+        self._delete_quietly(f"{job_id}/body")
+        for n in itertools.count():
+            key = f"{job_id}/{n}"
+            try:
+                self.storage.open(key).close()
+            except FileNotFoundError:
+                return
+            except Exception:
+                logger.exception("Could not look for %r in %r.", key, self.storage)
+                return
+            self._delete_quietly(key)
+
+    def _forget(self, job_id: str, keys: list[str], record: bool) -> None:
+        """Undo what was stored for a job whose message was not sent: its
+        stored objects, and (``record``) the record written for it.
+        """
+        for key in keys:
+            self._delete_quietly(key)
+        kv = self._kv() if record else None
+        if kv is not None:
+            try:
+                kv.delete((_INFO_PREFIX + job_id).encode())
+            except Exception:
+                logger.exception("Could not remove the record of job %s.", job_id)
+
     def _delete_quietly(self, key: str) -> None:
         try:
             self.storage.delete(key)
@@ -977,10 +1005,29 @@ class _OffloadTask(CeleryTask):  # type: ignore[misc]
     # A job that stops on request ends CANCELLED: expected, so Celery's
     # worker logs it at INFO, without "raised unexpected" and a traceback.
     throws = (JobCancelled,)
+    # Its failures seen by the worker's main process (a pool child lost or
+    # killed at the hard time limit) delete the job's stored objects too.
+    Request = "flask_offload.backends._celery_request:OffloadRequest"
     _offload_backend: CeleryBackend
 
     def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
         return self._offload_backend.execute(self, args, kwargs)
+
+    def apply_async(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        # Celery's own API (celery_task.delay() in a view): the publish hook
+        # stores the request's files and writes the job's record before the
+        # message goes. If it is not sent (the broker is down), undo both:
+        # no orphan in storage, no job that reads PENDING for ever.
+        sending: list[tuple[CeleryBackend, str, list[str], bool]] = []
+        mark = _sending.set(sending)
+        try:
+            return super().apply_async(*args, **kwargs)
+        except BaseException:
+            for backend, task_id, keys, wrote_record in sending:
+                backend._forget(task_id, keys, wrote_record)
+            raise
+        finally:
+            _sending.reset(mark)
 
 
 # -- jobs ----------------------------------------------------------------------
@@ -1237,6 +1284,7 @@ def _on_publish(
     current = getattr(_worker, "current", None)
     backend: CeleryBackend | None = None
     keys: list[str] = []
+    wrote_record = False
     try:
         if current is not None and name in current[0].offload.tasks:
             backend, current_id, wire = current
@@ -1266,6 +1314,7 @@ def _on_publish(
             wire = backend.capture_wire(backend.app, task_id, keys)
             # As submit does: the web process knows the job's name and
             # where it was sent from before a worker starts it.
+            wrote_record = True
             backend._write_info(
                 task_id,
                 {
@@ -1285,6 +1334,10 @@ def _on_publish(
             embed=embed,
         )
         headers.pop(ERROR_HEADER, None)  # a retry copies its job's headers
+        sending = _sending.get()
+        if sending is not None and (keys or wrote_record):
+            # Undone by _OffloadTask.apply_async if the message is not sent.
+            sending.append((backend, task_id, keys, wrote_record))
     except Exception as e:
         # Celery ignores exceptions raised here and sends the task anyway:
         # say why in the message, so the worker fails the job with it.

@@ -1,0 +1,50 @@
+"""The Celery request class of declared tasks, in its own module: Celery
+imports it by name in the worker, and the web process never needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from celery import states
+from celery.worker.request import Request
+
+logger = logging.getLogger("flask_offload")
+
+
+class OffloadRequest(Request):  # type: ignore[misc]
+    """Celery's request, which also deletes a job's stored objects when the
+    worker's main process records its failure: a pool child lost (killed by
+    the OOM killer) or killed at the hard time limit runs no
+    ``task_postrun``, where they are deleted otherwise.
+    """
+
+    def on_failure(
+        self, exc_info: t.Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        try:
+            super().on_failure(
+                exc_info, send_failed_event=send_failed_event, return_ok=return_ok
+            )
+        finally:
+            self._delete_if_failed()
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        try:
+            super().on_timeout(soft, timeout)
+        finally:
+            if not soft:
+                self._delete_if_failed()
+
+    def _delete_if_failed(self) -> None:
+        backend = getattr(self.task, "_offload_backend", None)
+        if backend is None:
+            return
+        try:
+            # Only for good: a retry or a requeued message needs them.
+            if self.task.backend.get_state(self.id) != states.FAILURE:
+                return
+            backend.delete_stored(self.id)
+        except Exception:
+            logger.exception("Could not delete what job %s stored.", self.id)
