@@ -342,6 +342,7 @@ def _token(
         "expired",
         "missing",
         "error_text",
+        "error_not_text",
         "error_transplanted",
     ],
 )
@@ -402,7 +403,7 @@ def test_tampered_snapshot_is_rejected(
         # No snapshot, and a reason of the attacker's (a phishing text) in
         # the header a sender uses to explain why it could attach none.
         task_id = uuid.uuid4().hex
-        reason: str = PHISH
+        reason: t.Any = [PHISH] if attack == "error_not_text" else PHISH
         if attack == "error_transplanted":  # a real one, of another job
             reason = signing.sign(
                 capp,

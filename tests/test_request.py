@@ -1055,3 +1055,57 @@ def test_a_jobs_log_lines_go_to_the_servers_error_log(tmp_path: t.Any) -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert "marker-from-the-job" not in err
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["chunked_at_max", "urlencoded_over_form_memory", "urlencoded_stream", "held"],
+)
+def test_the_view_reads_its_body_as_without_a_submit(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    case: str,
+) -> None:
+    """Whatever the capture read, the view reads the same body as the same
+    view without the submit (Flask itself is the reference), and the job
+    gets it too.
+    """
+    body = b"sig=" + b"a" * 5000
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if case == "chunked_at_max":
+        app.config["MAX_CONTENT_LENGTH"] = len(body)  # exactly
+        headers = {"Content-Type": "application/octet-stream"}
+    elif case == "urlencoded_over_form_memory":
+        app.config["MAX_FORM_MEMORY_SIZE"] = 1000  # Werkzeug parses it anyway
+    seen: list[int] = []
+
+    def view(submit: bool) -> str:
+        held = request.stream if case == "held" else None
+        if submit:
+            offload.submit(lambda: seen.append(len(request.get_data())))
+        if held is not None:
+            got = held.read()
+        elif case == "urlencoded_stream":
+            got = request.stream.read()
+        else:
+            got = request.get_data()
+        return hashlib.sha256(got).hexdigest()
+
+    app.add_url_rule("/plain", "plain", lambda: view(False), methods=["POST"])
+    app.add_url_rule("/offload", "offload", lambda: view(True), methods=["POST"])
+    server = serve(app)
+
+    def post(path: str) -> tuple[int, str]:
+        data: t.Any = body
+        if case == "chunked_at_max":
+            data = iter([body[:2000], body[2000:]])  # no Content-Length
+        r = server.post(path, data=data, headers=headers)
+        return r.status_code, r.text
+
+    expected = (200, hashlib.sha256(body).hexdigest())
+    assert post("/plain") == expected
+    assert post("/offload") == expected
+    with app.app_context():
+        assert offload.join(10)
+    assert seen == [len(body)]

@@ -721,6 +721,47 @@ def refuse_body(req: Request) -> None:
     d.pop("files", None)
 
 
+def give_back(req: Request, stream: t.Any, data: bytes) -> None:
+    """Put ``data``, just read from Werkzeug's ``stream`` (a Content-Length
+    body), back inside it: whatever holds ``request.stream`` (a view that
+    took it before submitting, a thread reading it) or reads ``wsgi.input``
+    after the capture gets the whole body, as without the capture.
+    """
+    if not data or not isinstance(stream, LimitedStream):
+        return
+    inner = stream._stream
+    rejoined: t.Any = _Rejoined(data, inner)  # an IO of bytes, as Werkzeug wants
+    stream._stream = rejoined
+    stream._pos -= len(data)
+    if req.environ.get("wsgi.input") is inner:
+        req.environ["wsgi.input"] = rejoined
+
+
+def read_form_body(req: Request) -> bytes:
+    """The raw bytes of a urlencoded form, cached on ``req`` (its form is
+    parsed from the cache) and given back to its stream: ``get_data()`` and
+    ``request.stream`` in the view still give them after a capture.
+    """
+    cached = req.__dict__.get("_cached_data")
+    if cached is not None:
+        return t.cast(bytes, cached)
+    data = req.get_data(cache=True, parse_form_data=False)
+    give_back(req, req.__dict__.get("stream"), data)
+    return data
+
+
+def parsed_files(req: Request) -> t.Any:
+    """``req.files``, parsing the form if not yet done. A form parsed from
+    the cached body would leave ``request.stream`` a used-up copy of it; the
+    view keeps its own stream instead, which still gives the body.
+    """
+    held = req.__dict__.get("stream")
+    files = req.files
+    if held is not None and "_cached_data" in req.__dict__:
+        req.__dict__["stream"] = held
+    return files
+
+
 def read_body(req: Request, limit: int) -> tuple[bytes | None, int | None]:
     """The body of ``req`` for a capture, read without taking it from the
     view: ``(body, None)`` if it has at most ``limit`` bytes, else ``(None,
@@ -740,27 +781,24 @@ def read_body(req: Request, limit: int) -> tuple[bytes | None, int | None]:
     if length is not None and length > limit:
         return None, length
     stream: t.Any = req.stream
+    limited = isinstance(stream, LimitedStream)
     chunks = []
     got = 0
     # A read may return fewer bytes than asked before the end of the body.
     while got <= limit:
+        # As Werkzeug's own readall: a stream limited by MAX_CONTENT_LENGTH
+        # raises 413 if read once it is used up, even for a body of exactly
+        # that size.
+        if limited and stream.is_exhausted:
+            break
         chunk = stream.read(limit + 1 - got)
         if not chunk:
             break
         chunks.append(chunk)
         got += len(chunk)
     body = b"".join(chunks)
-    if isinstance(stream, LimitedStream) and got:
-        # Werkzeug's stream (a Content-Length body): give the bytes back
-        # inside it, so that whatever already holds ``request.stream`` (a
-        # view that took it before submitting, a thread reading it) or
-        # ``wsgi.input`` reads the whole body, as without the capture.
-        inner = stream._stream
-        rejoined: t.Any = _Rejoined(body, inner)  # an IO of bytes, as Werkzeug wants
-        stream._stream = rejoined
-        stream._pos -= got
-        if req.environ.get("wsgi.input") is inner:
-            req.environ["wsgi.input"] = rejoined
+    if limited:
+        give_back(req, stream, body)
         return (None, -1) if got > limit else (body, None)
     # ``stream`` is a cached property: its value lives in the instance dict.
     if got > limit:

@@ -379,17 +379,14 @@ class RequestData:
             # parsed from them.
             raw = req.__dict__.get("_cached_data")  # get_data(cache=True)'s
             if raw is None and req.mimetype == "application/x-www-form-urlencoded":
-                length = req.content_length
-                limit = req.max_form_memory_size
-                if (
-                    length is not None
-                    and length <= max_body_size
-                    and (limit is None or length <= limit)
-                ):
-                    raw = req.get_data(cache=True, parse_form_data=False)
+                # Werkzeug reads all of it to parse it anyway: kept, it stays
+                # readable in the view, and the form is parsed from it.
+                raw = compat.read_form_body(req)
             if raw is not None and len(raw) > max_body_size:
                 raw = None
-            uploads = open_uploads(req.files, _TORN_DOWN_KEY in req.environ)
+            uploads = open_uploads(
+                compat.parsed_files(req), _TORN_DOWN_KEY in req.environ
+            )
             handed: list[UploadedFile] = []
             try:
                 for name, storage in uploads:

@@ -24,9 +24,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import shutil
-import stat
-import tempfile
 import time
 import typing as t
 
@@ -44,6 +43,10 @@ _JOB_ID = re.compile(
 _NAME = re.compile(r"[0-9]+|body")
 # LocalStorage.put's partial files, left by a process killed mid-write.
 _PART = re.compile(r"\.part-[A-Za-z0-9_]+")
+# POSIX: folders are opened without following links, and worked on
+# through their descriptors (0 where the platform lacks the flag).
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def is_job_key(key: str) -> bool:
@@ -114,46 +117,71 @@ class LocalStorage:
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *_check_key(key))
 
-    def _refuse_link(self, folder: str) -> None:
-        # A job folder that is a link (made by someone who can write to the
-        # root) would let a write or delete reach files outside the root.
-        if folder != self.root and os.path.islink(folder):
-            raise OSError(
-                f"{folder!r} is a symbolic link, not a job folder of"
-                f" {self.root!r}: Flask-Offload does not write or delete through"
-                " it. Remove it; the storage folder must be writable only by the"
-                " web processes and the workers."
-            )
+    def _open_folder(self, folder: str) -> int:
+        """A descriptor of ``folder``, never through a link: one made (or
+        swapped in) by someone who can write to the root must not let a
+        write or delete reach files outside it. Every later step works
+        relative to the descriptor, so the folder cannot change under it.
+        """
+        flags = os.O_RDONLY | _O_DIRECTORY
+        if folder != self.root:
+            flags |= _O_NOFOLLOW
+        try:
+            return os.open(folder, flags)
+        except OSError as e:
+            if os.path.islink(folder):
+                raise OSError(
+                    e.errno,
+                    f"{folder!r} is a symbolic link, not a job folder of"
+                    f" {self.root!r}: Flask-Offload does not write or delete"
+                    " through it. Remove it; the storage folder must be writable"
+                    " only by the web processes and the workers.",
+                ) from None
+            raise
 
     def put(self, key: str, stream: t.IO[bytes]) -> None:
         path = self._path(key)
-        folder = os.path.dirname(path)
+        folder, name = os.path.split(path)
         os.makedirs(folder, exist_ok=True)
-        self._refuse_link(folder)
-        # Write then rename, so a reader never sees a partial file.
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".part-")
+        dir_fd = self._open_folder(folder)
         try:
-            with open(fd, "wb") as out:
-                shutil.copyfileobj(stream, out, _CHUNK)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+            # Write then rename, so a reader never sees a partial file.
+            tmp = f".part-{secrets.token_hex(8)}"
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW,
+                0o600,
+                dir_fd=dir_fd,
+            )
+            try:
+                with open(fd, "wb") as out:
+                    shutil.copyfileobj(stream, out, _CHUNK)
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                os.unlink(tmp, dir_fd=dir_fd)
+                raise
+        finally:
+            os.close(dir_fd)
 
     def open(self, key: str) -> t.IO[bytes]:
         return open(self._path(key), "rb")
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        self._refuse_link(os.path.dirname(path))
+        folder, name = os.path.split(path)
         try:
-            os.unlink(path)
+            dir_fd = self._open_folder(folder)
         except FileNotFoundError:
             return
-        folder = os.path.dirname(path)
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return
+        finally:
+            os.close(dir_fd)
         if folder != self.root:
             try:
-                os.rmdir(folder)  # the job's folder, once it is empty
+                os.rmdir(folder)  # the job's folder, once empty; never a link
             except OSError:
                 pass
 
@@ -167,31 +195,28 @@ class LocalStorage:
         # Only job folders, one level deep: the root may be a shared volume
         # with other files in it.
         for job_id in folders:
-            folder = os.path.join(self.root, job_id)
             if not _JOB_ID.fullmatch(job_id):
                 continue
+            folder = os.path.join(self.root, job_id)
             try:
-                # lstat: a link named like a job folder is not followed.
-                if not stat.S_ISDIR(os.lstat(folder).st_mode):
-                    continue
+                dir_fd = self._open_folder(folder)  # not a link, a folder
             except OSError:
                 continue
             try:
-                names = os.listdir(folder)
-            except OSError:
-                continue
-            for name in names:
-                if not (_NAME.fullmatch(name) or _PART.fullmatch(name)):
-                    continue
-                path = os.path.join(folder, name)
-                try:
-                    if os.stat(path).st_mtime < limit:
-                        os.unlink(path)
-                        removed += 1
-                except FileNotFoundError:
-                    pass
+                for name in os.listdir(dir_fd):
+                    if not (_NAME.fullmatch(name) or _PART.fullmatch(name)):
+                        continue
+                    try:
+                        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                        if info.st_mtime < limit:
+                            os.unlink(name, dir_fd=dir_fd)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+            finally:
+                os.close(dir_fd)
             try:
-                os.rmdir(folder)  # once empty
+                os.rmdir(folder)  # once empty; rmdir never follows a link
             except OSError:
                 pass
         return removed

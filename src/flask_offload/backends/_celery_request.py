@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import typing as t
 
+from billiard.exceptions import WorkerLostError
 from celery import states
 from celery.worker.request import Request
 
@@ -28,7 +29,12 @@ class OffloadRequest(Request):  # type: ignore[misc]
                 exc_info, send_failed_event=send_failed_event, return_ok=return_ok
             )
         finally:
-            self._delete_if_failed()
+            # Only where no task_postrun ran: an ordinary failure already
+            # deleted them, in the pool process.
+            exc = getattr(exc_info, "exception", None)
+            exc = getattr(exc, "exc", exc)  # billiard's ExceptionWithTraceback
+            if isinstance(exc, (WorkerLostError, SystemExit, KeyboardInterrupt)):
+                self._delete_if_failed()
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         try:

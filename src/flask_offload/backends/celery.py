@@ -628,8 +628,12 @@ class CeleryBackend(Backend):
         # unless verified below: a rejected job's errbacks must not get one.
         _worker.current = (self, job_id, None)
         reason = headers.get(ERROR_HEADER) or getattr(request, ERROR_HEADER, None)
-        if not token and reason and isinstance(reason, str):
+        # Only a reason the sender signed counts; anything else (not even a
+        # string) is a missing snapshot, refused below as tampering.
+        if not token and isinstance(reason, str):
             reason = _send_error(app, reason, job_id, name)
+        else:
+            reason = None
         if not token and reason is not None:
             # The sender's own failure (celery_task.delay() in a view whose
             # snapshot could not be made), not tampering.
