@@ -53,5 +53,5 @@ app = create_app(
     }
 )
 with app.app_context():
-    #: The Celery app: ``celery -A examples.celery_app:celery_app worker``.
+    #: The Celery app: ``celery -A examples.app:celery_app worker``.
     celery_app = offload.celery

@@ -457,6 +457,13 @@ class RequestData:
             # Even an empty one: a body the view had read up before submit
             # is empty in the job too, not cut short.
             stream = io.BytesIO(self.body)
+            if self.environ.get("CONTENT_TYPE", "").startswith(
+                "application/x-www-form-urlencoded"
+            ):
+                # A form sent as its body (to Celery, when large): parsed
+                # from the cache, so get_data() still gives the bytes after
+                # request.form, as on the thread backend.
+                extra = {"_cached_data": self.body}
         else:
             # No body (a GET, most often): no stream until the job reads it;
             # Werkzeug then makes an empty one, as it does in a view.

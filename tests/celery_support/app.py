@@ -241,8 +241,14 @@ def overrun() -> None:
 
 @offload.task
 def observe_form() -> dict[str, t.Any]:
-    """The form a job was submitted with (its raw body stored, if large)."""
-    return {"password": request.form["password"], "note": len(request.form["note"])}
+    """The form a job was submitted with (its raw body stored, if large),
+    read as fields first, then as bytes.
+    """
+    return {
+        "password": request.form["password"],
+        "note": len(request.form["note"]),
+        "bytes": len(request.get_data()),
+    }
 
 
 @offload.task
