@@ -721,32 +721,58 @@ def refuse_body(req: Request) -> None:
     d.pop("files", None)
 
 
-def give_back(req: Request, stream: t.Any, data: bytes) -> None:
-    """Put ``data``, just read from Werkzeug's ``stream`` (a Content-Length
-    body), back inside it: whatever holds ``request.stream`` (a view that
-    took it before submitting, a thread reading it) or reads ``wsgi.input``
-    after the capture gets the whole body, as without the capture.
+def give_back(req: Request, stream: t.Any, data: bytes, whole: bool) -> None:
+    """Give ``data``, just read from the view's ``stream``, back to whatever
+    reads the body after the capture, as without it.
+
+    Werkzeug's own stream (a Content-Length body, or one limited by
+    ``MAX_CONTENT_LENGTH``) gets the bytes back inside it, so a view or
+    thread already holding ``request.stream`` reads all of it. Another
+    stream (the server's input, handed over as it is for a chunked body)
+    cannot be refilled: ``request.stream`` and ``wsgi.input`` are replaced
+    by streams that give the same bytes again, then the rest.
+
+    :param whole: ``data`` is the whole body: the rest is empty.
     """
-    if not data or not isinstance(stream, LimitedStream):
+    if not data or stream is None:
         return
-    inner = stream._stream
-    rejoined: t.Any = _Rejoined(data, inner)  # an IO of bytes, as Werkzeug wants
-    stream._stream = rejoined
-    stream._pos -= len(data)
-    if req.environ.get("wsgi.input") is inner:
-        req.environ["wsgi.input"] = rejoined
+    environ = req.environ
+    if isinstance(stream, LimitedStream):
+        inner = stream._stream
+        rejoined: t.Any = _Rejoined(data, inner)  # an IO of bytes, as wanted
+        stream._stream = rejoined
+        stream._pos -= len(data)
+        if environ.get("wsgi.input") is inner:
+            environ["wsgi.input"] = rejoined
+        return
+    # ``stream`` is a cached property: its value lives in the instance dict.
+    if whole:
+        req.__dict__["stream"] = io.BytesIO(data)
+        if environ.get("wsgi.input") is stream:
+            environ["wsgi.input"] = io.BytesIO(data)
+        return
+    rejoined = io.BufferedReader(_Rejoined(data, stream))
+    req.__dict__["stream"] = rejoined
+    if environ.get("wsgi.input") is stream:
+        environ["wsgi.input"] = rejoined
 
 
-def read_form_body(req: Request) -> bytes:
+def read_form_body(req: Request) -> bytes | None:
     """The raw bytes of a urlencoded form, cached on ``req`` (its form is
     parsed from the cache) and given back to its stream: ``get_data()`` and
     ``request.stream`` in the view still give them after a capture.
+    ``None`` if the view parsed the form, or read the stream, itself: the
+    bytes are gone, as they would be without the capture.
     """
-    cached = req.__dict__.get("_cached_data")
+    d = req.__dict__
+    cached = d.get("_cached_data")
     if cached is not None:
         return t.cast(bytes, cached)
+    stream = d.get("stream")
+    if "form" in d or (isinstance(stream, LimitedStream) and stream.is_exhausted):
+        return None
     data = req.get_data(cache=True, parse_form_data=False)
-    give_back(req, req.__dict__.get("stream"), data)
+    give_back(req, d.get("stream"), data, whole=True)
     return data
 
 
@@ -782,7 +808,7 @@ def read_body(req: Request, limit: int) -> tuple[bytes | None, int | None]:
         return None, length
     stream: t.Any = req.stream
     limited = isinstance(stream, LimitedStream)
-    chunks = []
+    chunks: list[bytes] = []
     got = 0
     # A read may return fewer bytes than asked before the end of the body.
     while got <= limit:
@@ -797,12 +823,5 @@ def read_body(req: Request, limit: int) -> tuple[bytes | None, int | None]:
         chunks.append(chunk)
         got += len(chunk)
     body = b"".join(chunks)
-    if limited:
-        give_back(req, stream, body)
-        return (None, -1) if got > limit else (body, None)
-    # ``stream`` is a cached property: its value lives in the instance dict.
-    if got > limit:
-        req.__dict__["stream"] = io.BufferedReader(_Rejoined(body, stream))
-        return None, -1
-    req.__dict__["stream"] = io.BytesIO(body)
-    return body, None
+    give_back(req, stream, body, whole=got <= limit)
+    return (None, -1) if got > limit else (body, None)

@@ -457,8 +457,9 @@ class RequestData:
             # Even an empty one: a body the view had read up before submit
             # is empty in the job too, not cut short.
             stream = io.BytesIO(self.body)
-            if self.environ.get("CONTENT_TYPE", "").startswith(
-                "application/x-www-form-urlencoded"
+            if (
+                self.environ.get("CONTENT_TYPE", "")[:33].lower()
+                == "application/x-www-form-urlencoded"
             ):
                 # A form sent as its body (to Celery, when large): parsed
                 # from the cache, so get_data() still gives the bytes after
