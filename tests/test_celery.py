@@ -1085,7 +1085,7 @@ def test_a_large_form_reaches_the_worker(
     assert r.status_code == 200, r.text
     job = fetch(other_app, r.json()["id"])
     # As on the thread backend: the fields, and then the bytes too.
-    assert job.result(0) == {"password": "hunter2", "note": 12000, "bytes": 12022}
+    assert job.result(0) == {"password": "hunter2", "note": 12000, "stream": 12022}
     wait_for(lambda: uploads_left(config) == [], what="the body to be deleted")
 
 

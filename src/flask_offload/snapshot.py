@@ -37,6 +37,7 @@ from flask.sessions import SecureCookieSession
 from flask.sessions import SessionMixin
 from flask.wrappers import Request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
 
 from . import compat
 from .errors import SnapshotError
@@ -62,7 +63,8 @@ ENV_KEY = "flask_offload.request"
 _OWNER_KEY = "flask_offload.owner"
 _TORN_DOWN_KEY = "flask_offload.torn_down"
 
-_FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+_URLENCODED = "application/x-www-form-urlencoded"
+_FORM_TYPES = frozenset({"multipart/form-data", _URLENCODED})
 _WSGI_CONSTANTS: dict[str, t.Any] = {
     "wsgi.version": (1, 0),
     "wsgi.multithread": True,
@@ -457,14 +459,6 @@ class RequestData:
             # Even an empty one: a body the view had read up before submit
             # is empty in the job too, not cut short.
             stream = io.BytesIO(self.body)
-            if (
-                self.environ.get("CONTENT_TYPE", "")[:33].lower()
-                == "application/x-www-form-urlencoded"
-            ):
-                # A form sent as its body (to Celery, when large): parsed
-                # from the cache, so get_data() still gives the bytes after
-                # request.form, as on the thread backend.
-                extra = {"_cached_data": self.body}
         else:
             # No body (a GET, most often): no stream until the job reads it;
             # Werkzeug then makes an empty one, as it does in a view.
@@ -518,6 +512,23 @@ class RequestData:
             ),
             "body_size": self.body_size,
         }
+
+    def parse_form_body(self) -> None:
+        """A urlencoded form that travelled as its raw body (to Celery, when
+        large): parse it once, as the web process had, so that jobs get the
+        fields, ``get_data()`` and ``request.stream``, in any order, as on
+        the thread backend.
+        """
+        body = self.body
+        content_type = self.environ.get("CONTENT_TYPE", "")
+        if (
+            self.form is not None
+            or body is None
+            or content_type.split(";")[0].strip().lower() != _URLENCODED
+        ):
+            return
+        _, form, _ = FormDataParser().parse(io.BytesIO(body), _URLENCODED, len(body))
+        self.form = tuple(form.items(multi=True))
 
     @classmethod
     def from_dict(

@@ -242,12 +242,12 @@ def overrun() -> None:
 @offload.task
 def observe_form() -> dict[str, t.Any]:
     """The form a job was submitted with (its raw body stored, if large),
-    read as fields first, then as bytes.
+    read as fields first, then from the stream.
     """
     return {
         "password": request.form["password"],
         "note": len(request.form["note"]),
-        "bytes": len(request.get_data()),
+        "stream": len(request.stream.read()),
     }
 
 

@@ -797,6 +797,7 @@ class CeleryBackend(Backend):
             raise
         if body is not None and snapshot.request is not None:
             snapshot.request.body = body  # not through base64 and back
+            snapshot.request.parse_form_body()
         return snapshot
 
     @t.overload
