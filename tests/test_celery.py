@@ -1021,7 +1021,7 @@ def test_stored_body_is_encrypted(
     held = _held_app(config, "stored-body")
     password = "hunter2-BODY-PASSWORD"
     r = serve(held).post(
-        "/submit-body",
+        "/submit-task/observe_body",
         json={"password": password, "padding": "p" * 6000},
     )
     assert r.status_code == 200, r.text
@@ -1080,7 +1080,7 @@ def test_a_large_form_reaches_the_worker(
     the job reads the form as sent, and its stored body is deleted after.
     """
     r = serve(capp).post(
-        "/submit-form", data={"password": "hunter2", "note": "n" * 12000}
+        "/submit-task/observe_form", data={"password": "hunter2", "note": "n" * 12000}
     )
     assert r.status_code == 200, r.text
     job = fetch(other_app, r.json()["id"])
@@ -1098,7 +1098,9 @@ def test_a_stored_body_is_read_no_further_than_its_signed_size(
     records and refuses the job, instead of filling its memory.
     """
     held = _held_app(config, "endless-body")
-    r = serve(held).post("/submit-body", json={"password": "p", "padding": "p" * 6000})
+    r = serve(held).post(
+        "/submit-task/observe_body", json={"password": "p", "padding": "p" * 6000}
+    )
     assert r.status_code == 200, r.text
     [path] = uploads_left(config)
     signed_size = os.path.getsize(path)
@@ -1190,7 +1192,7 @@ def test_a_job_whose_pool_process_dies_leaves_no_stored_upload(
         },
     }
     held = support.create_app(held_config)
-    r = serve(held).post(f"/submit-{how}", files={"f": ("a.txt", b"hello")})
+    r = serve(held).post(f"/submit-task/{how}", files={"f": ("a.txt", b"hello")})
     assert r.status_code == 200, r.text
     assert uploads_left(config)
     prefork = Worker(held_config, pool="prefork")

@@ -301,8 +301,12 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
 
     @app.post("/submit-task/<name>")
     def submit_task(name: str) -> dict[str, t.Any]:
+        """Submit a task of this module; a JSON list in the body is its
+        arguments (any other body is the request the job reads).
+        """
         task = offload.tasks[f"{__name__}.{name}"]
-        job = task.submit(*(request.json or []))
+        body = request.get_json(silent=True) if request.is_json else None
+        job = task.submit(*(body if isinstance(body, list) else []))
         return {"id": job.id}
 
     @app.post("/celery-delay")
@@ -336,22 +340,6 @@ def create_app(config: dict[str, t.Any] | None = None) -> Flask:
             tasks[f"{__name__}.observe"].s("g1"), tasks[f"{__name__}.observe"].s("g2")
         ).apply_async()
         return {"callback": callback.id, "group": [r.id for r in grouped.results]}
-
-    @app.post("/submit-die")
-    def submit_die() -> dict[str, t.Any]:
-        return {"id": die.submit().id}
-
-    @app.post("/submit-overrun")
-    def submit_overrun() -> dict[str, t.Any]:
-        return {"id": overrun.submit().id}
-
-    @app.post("/submit-form")
-    def submit_form() -> dict[str, t.Any]:
-        return {"id": observe_form.submit().id}
-
-    @app.post("/submit-body")
-    def submit_body() -> dict[str, t.Any]:
-        return {"id": observe_body.submit().id}
 
     @app.post("/replace-upload")
     def replace_upload() -> dict[str, t.Any]:
