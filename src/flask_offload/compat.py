@@ -758,16 +758,15 @@ def give_back(req: Request, stream: t.Any, data: bytes, whole: bool) -> None:
 
 
 def read_form_body(req: Request) -> bytes | None:
-    """The raw bytes of a urlencoded form, cached on ``req`` (its form is
-    parsed from the cache) and given back to its stream: ``get_data()`` and
-    ``request.stream`` in the view still give them after a capture.
-    ``None`` if the view parsed the form, or read the stream, itself: the
-    bytes are gone, as they would be without the capture.
+    """The raw bytes of a urlencoded form the view has not read, cached on
+    ``req`` (its form is parsed from the cache) and given back to its
+    stream: ``get_data()`` and ``request.stream`` in the view still give
+    them after a capture. ``None`` if the view parsed the form, or read the
+    stream, itself: the bytes are gone, as they would be without the
+    capture. (A body the view read with ``get_data`` is taken from
+    Werkzeug's cache by the caller.)
     """
     d = req.__dict__
-    cached = d.get("_cached_data")
-    if cached is not None:
-        return t.cast(bytes, cached)
     stream = d.get("stream")
     if "form" in d or (isinstance(stream, LimitedStream) and stream.is_exhausted):
         return None

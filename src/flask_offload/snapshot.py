@@ -380,7 +380,7 @@ class RequestData:
             # webhook's signature is computed over them), and the form is
             # parsed from them.
             raw = req.__dict__.get("_cached_data")  # get_data(cache=True)'s
-            if raw is None and req.mimetype == "application/x-www-form-urlencoded":
+            if raw is None and req.mimetype == _URLENCODED:
                 # Werkzeug reads all of it to parse it anyway: kept, it stays
                 # readable in the view, and the form is parsed from it.
                 raw = compat.read_form_body(req)

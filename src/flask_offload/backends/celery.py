@@ -135,6 +135,8 @@ _SWEEP_EVERY = 3600.0
 
 _backends: weakref.WeakSet[CeleryBackend] = weakref.WeakSet()
 _by_app: weakref.WeakKeyDictionary[Flask, CeleryBackend] = weakref.WeakKeyDictionary()
+#: The ``kind`` of a signed reason for a job sent without a snapshot.
+_SEND_ERROR = "send-error"
 #: What the publish hook stored for the messages an ``apply_async`` call is
 #: sending: (backend, task id, storage keys, whether a record was written).
 _sending: contextvars.ContextVar[
@@ -197,7 +199,7 @@ def _send_error(app: Flask, header: str, job_id: str, name: str) -> str | None:
         return None
     try:
         payload = signing.verify(
-            app, header, bind={"kind": "send-error", "tid": job_id, "task": name}
+            app, header, bind={"kind": _SEND_ERROR, "tid": job_id, "task": name}
         )
     except Exception:
         return None
@@ -368,7 +370,7 @@ class CeleryBackend(Backend):
             finally:
                 _publishing.reset(mark)
         except BaseException as e:
-            self._forget(job.id, keys, True)
+            self._forget(job.id, keys, record=True)
             # The job must end, never stay pending; the caller sees the error.
             job._finish(JobState.FAILED, exc=e)
             raise
@@ -1355,7 +1357,7 @@ def _on_publish(
                 headers[ERROR_HEADER] = signing.sign(
                     backend.app,
                     {
-                        "kind": "send-error",
+                        "kind": _SEND_ERROR,
                         "tid": task_id,
                         "task": name,
                         "reason": (str(e) or type(e).__name__)[:2000],
@@ -1369,8 +1371,7 @@ def _on_publish(
             name,
         )
         if backend is not None:
-            for key in keys:
-                backend._delete_quietly(key)
+            backend._forget(task_id, keys, record=False)
 
 
 def _on_postrun(
