@@ -75,6 +75,9 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         "kept",
         "celery_stack",
         "propagating",
+        "celery_alias",
+        "celery_deep",
+        "spawn_args",
     ],
 )
 def test_project_findings(name: str) -> None:
@@ -141,6 +144,50 @@ def test_noqa() -> None:
     # OFF101 on line 11 and everything on line 12 are suppressed; "noqa: E501"
     # suppresses nothing here, "noqa: OFF102" only the g read.
     assert lines == [["app.py:13:11:", "OFF101"], ["app.py:14:16:", "OFF101"]]
+
+
+@pytest.mark.parametrize("separator", ["\x0c", "\u2028", "\x1c"])
+def test_noqa_lines_are_numbered_as_python_numbers_them(
+    tmp_path: Path, separator: str
+) -> None:
+    """A form feed (or another character ``str.splitlines`` splits at) is
+    not a line break for Python: a ``noqa`` applies to its own line, and
+    to no other.
+    """
+    (tmp_path / "app.py").write_text(
+        "from threading import Thread\n"
+        "from flask import g, request\n"
+        f"# page break {separator} here\n"
+        "def work():\n"
+        "    a = g.user  # noqa: OFF102\n"
+        "    return request.args\n"
+        "Thread(target=work).start()\n",
+        encoding="utf-8",
+    )
+    findings = check_paths([str(tmp_path)])
+    assert [(f.line, f.code) for f in findings] == [(6, "OFF101")]
+
+
+def test_columns_count_characters_not_bytes(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(
+        "from threading import Thread\n"
+        "from flask import request\n"
+        "def work():\n"
+        "    label = 'größe'; return request.args\n"
+        "Thread(target=work).start()\n",
+        encoding="utf-8",
+    )
+    (finding,) = check_paths([str(tmp_path)])
+    assert (finding.line, finding.col) == (4, 29)
+
+
+def test_process_messages_do_not_suggest_carry() -> None:
+    findings = {f.line: f.message for f in check_paths([str(PROJECTS / "spawn_args")])}
+    for line in (52, 56, 76):
+        assert "carry()" not in findings[line].replace("carry() cannot", "")
+        assert "_get_current_object" not in findings[line]
+    assert "run it with offload.submit() instead" in findings[52]
+    assert "a process pool worker" in findings[56]
 
 
 def test_cli_clean_exit_zero() -> None:

@@ -14,6 +14,7 @@ import re
 from collections import deque
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
@@ -42,10 +43,12 @@ from ._names import APP_METHODS
 from ._names import APP_VARS
 from ._names import CELERY
 from ._names import COPY_CONTEXT
+from ._names import COPY_CONTEXT_VARS
 from ._names import LOOP_FACTORIES
 from ._names import PARTIAL
 from ._names import POOL_CLASSES
 from ._names import POOL_METHODS
+from ._names import PROCESS_POOLS
 from ._names import PROPAGATED_POOLS
 from ._names import PROPAGATING
 from ._names import PROTECTED_TOPS
@@ -144,6 +147,9 @@ class Entry:
     spawner: str | None
     app: bool = False
     req: bool = False
+    # Parameters of ``func`` given a constant false value where it is
+    # started (see Edge.falsy).
+    falsy: frozenset[str] = frozenset()
 
 
 class TooDeepError(Exception):
@@ -235,6 +241,27 @@ def parameters(func: FunctionInfo) -> list[str]:
         if not static:
             names.pop(0)
     return names
+
+
+def _names_task(expr: ast.expr, scope: Scope | None, depth: int = 0) -> bool:
+    """Whether ``expr`` is spelled as Celery's task class (its last name
+    contains "task", in any case), directly or through names assigned such
+    a value in ``scope`` and the scopes around it.
+    """
+    if "task" in _last_identifier(expr).lower():
+        return True
+    if not isinstance(expr, ast.Name) or depth > 8:
+        return False
+    while scope is not None:
+        bindings = scope.bindings.get(expr.id)
+        if bindings is not None:
+            return any(
+                isinstance(b, AssignBinding)
+                and _names_task(b.value, b.scope, depth + 1)
+                for b in bindings
+            )
+        scope = scope.parent
+    return False
 
 
 def _catches_runtime_error(handler: ast.ExceptHandler) -> bool:
@@ -378,6 +405,24 @@ class Analyzer:
         name = key if key is not None else _last_identifier(expr.value)
         return "celery" in name.lower()
 
+    def task_class(self, cls: ClassInfo, _seen: set[int] | None = None) -> bool:
+        """Whether ``cls`` looks like a subclass of Celery's ``Task``: a base
+        named like one (``Task``, ``celery.Task``, ``task_base``), a name
+        bound to such a value (``base = celery_app.Task``, as Superset
+        does), or a project class that is one itself.
+        """
+        seen = set() if _seen is None else _seen
+        if id(cls) in seen:
+            return False
+        seen.add(id(cls))
+        for base in cls.node.bases:
+            if _names_task(base, cls.scope):
+                return True
+            value = self.project.resolve(base, cls.scope)
+            if isinstance(value, ClassInfo) and self.task_class(value, seen):
+                return True
+        return False
+
     def celery_app_context(self) -> bool:
         """Whether the project's Celery tasks run in an app context: a
         ``Task`` subclass whose ``__call__`` pushes one, as in Flask's
@@ -388,7 +433,7 @@ class Analyzer:
             call = cls.methods.get("__call__")
             if call is None or isinstance(call.node, ast.Lambda):
                 continue
-            if not any("Task" in _last_identifier(b) for b in cls.node.bases):
+            if not self.task_class(cls):
                 continue
             for node in ast.walk(call.node):
                 if isinstance(node, (ast.With, ast.AsyncWith)) and any(
@@ -417,7 +462,7 @@ class Analyzer:
             call = cls.methods.get("__call__")
             if call is None or isinstance(call.node, ast.Lambda):
                 continue
-            if not any("Task" in _last_identifier(b) for b in cls.node.bases):
+            if not self.task_class(cls):
                 continue
             for node in ast.walk(call.node):
                 if not isinstance(node, ast.If):
@@ -573,15 +618,11 @@ class Analyzer:
                 patterns[id(module)] = _spawn_pattern(project, module, words)
         # Only bodies that may start background work are walked now; the
         # rest are walked when a call chain reaches them.
-        lines = {
-            id(m): m.source.decode("utf-8", "replace").splitlines()
-            for m in project.modules
-        }
         spawning: set[int] = set()
         for func in list(project.functions):
             node = func.node
             text = "\n".join(
-                lines[id(func.module)][node.lineno - 1 : node.end_lineno or node.lineno]
+                func.module.lines[node.lineno - 1 : node.end_lineno or node.lineno]
             )
             if self.thread_init(func) or patterns[id(func.module)].search(text):
                 spawning.add(id(node))
@@ -637,9 +678,9 @@ class Analyzer:
         prefix = (entry.spawner,) if entry.spawner else ()
         start = entry.func
         via0: tuple[str, ...] = (start.qualname,)
-        none: frozenset[str] = frozenset()
-        queue = deque([(start, entry.app, entry.req, none, via0)])
-        seen = {(id(start), entry.app, entry.req, none)}
+        falsy0 = entry.falsy
+        queue = deque([(start, entry.app, entry.req, falsy0, via0)])
+        seen = {(id(start), entry.app, entry.req, falsy0)}
         while queue:
             func, app, req, falsy, via = queue.popleft()
             summary = self.summary(func)
@@ -1408,18 +1449,39 @@ class _Walker:
         :param signature: The function whose parameters the call's arguments
             are, if not ``callee`` (which may be a decorator's wrapper).
         """
-        # Guards known false in ``callee``: parameters given a constant
-        # false value, and ``"!name"`` for those given a value (see known()).
+        keywords = [(kw.arg, kw.value) for kw in node.keywords]
+        falsy = self.falsy(signature or callee, node.args, keywords)
+        self.summary.edges.append(
+            Edge(
+                callee,
+                self.app,
+                self.req,
+                self.guards,
+                falsy,
+                self.forwards(node),
+            )
+        )
+
+    def falsy(
+        self,
+        func: FunctionInfo,
+        args: Sequence[ast.expr],
+        keywords: Sequence[tuple[str | None, ast.expr]],
+    ) -> frozenset[str]:
+        """Guards known false in ``func`` called with these arguments:
+        parameters given a constant false value, and ``"!name"`` for those
+        given a value (see known()).
+        """
         falsy: set[str] = set()
-        for kw in node.keywords:
-            if kw.arg:
-                if _is_falsy(kw.value):
-                    falsy.add(kw.arg)
-                elif self.given(kw.value):
-                    falsy.add(f"!{kw.arg}")
-        if node.args and not isinstance((signature or callee).node, ast.Lambda):
+        for name, value in keywords:
+            if name:
+                if _is_falsy(value):
+                    falsy.add(name)
+                elif self.given(value):
+                    falsy.add(f"!{name}")
+        if args and not isinstance(func.node, ast.Lambda):
             names: list[str] | None = None
-            for i, arg in enumerate(node.args):
+            for i, arg in enumerate(args):
                 if isinstance(arg, ast.Starred):
                     break
                 if _is_falsy(arg):
@@ -1429,20 +1491,11 @@ class _Walker:
                 else:
                     continue
                 if names is None:
-                    names = parameters(signature or callee)
+                    names = parameters(func)
                 if i >= len(names):
                     break
                 falsy.add(key + names[i])
-        self.summary.edges.append(
-            Edge(
-                callee,
-                self.app,
-                self.req,
-                self.guards,
-                frozenset(falsy),
-                self.forwards(node),
-            )
-        )
+        return frozenset(falsy)
 
     def given(self, expr: ast.expr) -> bool:
         """Whether an argument is surely a value, not ``None``: a true
@@ -1527,7 +1580,16 @@ class _Walker:
             args = _argument(node, args_pos, args_key)
             extra = list(args.elts) if isinstance(args, (ast.Tuple, ast.List)) else []
             carried = self.propagating and kind in ("thread", "timer")
-            self.spawn(node, kind, target, extra, many=False, app=carried, req=carried)
+            self.spawn(
+                node,
+                kind,
+                target,
+                extra,
+                _dict_items(_argument(node, -1, "kwargs")),
+                many=False,
+                app=carried,
+                req=carried,
+            )
         elif name in SPAWN_FUNCS:
             kind, pos = SPAWN_FUNCS[name]
             carried = self.propagating and name.startswith("gevent.")
@@ -1535,7 +1597,17 @@ class _Walker:
                 target, extra = node.args[pos], node.args[pos + 1 :]
             else:
                 target, extra = _argument(node, -1, "run"), []
-            self.spawn(node, kind, target, extra, many=False, app=carried, req=carried)
+            keywords = _keywords(node) if name != "_thread.start_new_thread" else []
+            self.spawn(
+                node,
+                kind,
+                target,
+                extra,
+                keywords,
+                many=False,
+                app=carried,
+                req=carried,
+            )
         elif name in TASK_FUNCS:
             self.task(node)
         elif name == TO_THREAD and node.args:
@@ -1610,6 +1682,7 @@ class _Walker:
             return
         args = _argument(node, args_pos, args_key)
         extra = list(args.elts) if isinstance(args, (ast.Tuple, ast.List)) else []
+        keywords = _dict_items(_argument(node, -1, "kwargs"))
         # A subclass whose run() pushes a context gives it to its target.
         app = req = False
         run = self.project.class_member(cls, "run") if cls is not None else None
@@ -1621,7 +1694,7 @@ class _Walker:
                         app, req = app or a, req or r
         if self.propagating and kind in ("thread", "timer"):
             app = req = True
-        self.spawn(node, kind, target, extra, many=False, app=app, req=req)
+        self.spawn(node, kind, target, extra, keywords, many=False, app=app, req=req)
 
     def base_init(self, node: ast.Call, func: ast.Attribute, callee: Value) -> None:
         """``super().__init__(target=...)`` or ``Thread.__init__(self,
@@ -1679,6 +1752,7 @@ class _Walker:
             and isinstance(receiver, Ext)
             and receiver.name in PROPAGATED_POOLS
         )
+        process = isinstance(receiver, Ext) and receiver.name in PROCESS_POOLS
         if attr == "submit":
             # The name only tells what a receiver is when nothing else does:
             # ``offload_pool = ThreadPoolExecutor()`` carries no context.
@@ -1686,9 +1760,10 @@ class _Walker:
                 return
             self.spawn(
                 node,
-                "executor",
+                "process pool" if process else "executor",
                 args[0],
                 args[1:],
+                _keywords(node),
                 many=False,
                 app=carried,
                 req=carried,
@@ -1699,15 +1774,34 @@ class _Walker:
             pos, many = POOL_METHODS[attr]
             target = _argument(node, pos, "func")
             extra: list[ast.expr] = []
+            keywords: list[tuple[str | None, ast.expr]] = []
             if attr.startswith("apply") or attr == "spawn":
                 extra = list(args[1:])
                 given = _argument(node, 1, "args")
                 if isinstance(given, (ast.Tuple, ast.List)):
                     extra = list(given.elts)
+                keywords = (
+                    _keywords(node)
+                    if attr == "spawn"
+                    else _dict_items(_argument(node, 2, "kwds"))
+                )
+            elif many:
+                # ``pool.map(work, [request])``: a literal's items are what
+                # the target is given.
+                items = _argument(node, pos + 1, "iterable")
+                if isinstance(items, (ast.Tuple, ast.List, ast.Set)):
+                    for item in items.elts:
+                        # starmap's items are tuples of arguments.
+                        if isinstance(item, ast.Tuple):
+                            extra.extend(item.elts)
+                        else:
+                            extra.append(item)
             is_executor = "executor" in ident or (
                 isinstance(receiver, Ext) and "Executor" in receiver.name
             )
             kind = "executor" if is_executor else "pool"
+            if process:
+                kind = "process pool"
             if attr == "spawn":
                 kind = "greenlet"
             self.spawn(
@@ -1715,6 +1809,7 @@ class _Walker:
                 kind,
                 target,
                 extra,
+                keywords,
                 many=many,
                 method=attr,
                 app=carried,
@@ -1725,7 +1820,9 @@ class _Walker:
             self.spawn(node, "executor", target, args[2:], many=False)
         elif attr == "start_background_task":
             target = _argument(node, 0, "target")
-            self.spawn(node, "background task", target, args[1:], many=False)
+            self.spawn(
+                node, "background task", target, args[1:], _keywords(node), many=False
+            )
         elif attr == "create_task":
             loop = (
                 isinstance(receiver, Ext)
@@ -1785,13 +1882,34 @@ class _Walker:
         kind: str,
         target: ast.expr | None,
         extra: list[ast.expr],
+        keywords: Sequence[tuple[str | None, ast.expr]] = (),
         *,
         many: bool,
         method: str = "map",
         app: bool = False,
         req: bool = False,
     ) -> None:
-        for arg in extra:
+        """Record what a call starting background work runs.
+
+        :param target: What it runs.
+        :param extra: The positional arguments it gives the target.
+        :param keywords: The keyword arguments it gives the target, as
+            ``(name, value)``.
+        """
+        if target is not None and extra and self.copied_context_run(target):
+            # ``Thread(target=ctx.run, args=(fn,))`` with ``ctx =
+            # copy_context()``: ``fn`` runs in a copy of this context, as if
+            # called here (see to_thread()).
+            callee = self.resolve(extra[0])
+            if isinstance(callee, FunctionInfo) and not self.analyzer.is_safe(callee):
+                call = ast.Call(
+                    extra[0],
+                    extra[1:],
+                    [ast.keyword(name, value) for name, value in keywords],
+                )
+                self.edge(self.analyzer.decorated(callee), call, callee)
+            return
+        for arg in [*extra, *(value for _, value in keywords)]:
             if isinstance(arg, ast.Starred):
                 arg = arg.value
             if not isinstance(arg, (ast.Name, ast.Attribute)):
@@ -1814,7 +1932,30 @@ class _Walker:
                     given=True,
                 )
         if target is not None:
-            self.target(node, kind, target, many=many, method=method, app=app, req=req)
+            self.target(
+                node,
+                kind,
+                target,
+                many=many,
+                method=method,
+                app=app,
+                req=req,
+                args=() if many else extra,
+                keywords=() if many else keywords,
+            )
+
+    def copied_context_run(self, expr: ast.expr) -> bool:
+        """Whether ``expr`` is the ``run`` method of a context made by
+        ``contextvars.copy_context()``.
+        """
+        if not isinstance(expr, ast.Attribute) or expr.attr != "run":
+            return False
+        value = self.resolve(expr.value)
+        return (
+            isinstance(value, Ext)
+            and value.instance
+            and value.name == COPY_CONTEXT_VARS
+        )
 
     def target(
         self,
@@ -1827,10 +1968,14 @@ class _Walker:
         app: bool,
         req: bool,
         given: bool = False,
+        args: Sequence[ast.expr] = (),
+        keywords: Sequence[tuple[str | None, ast.expr]] = (),
     ) -> None:
         """Record the function ``expr`` names as an entry point.
 
         :param given: ``expr`` is an argument for the target, not the target.
+        :param args: The positional arguments the target is called with.
+        :param keywords: Its keyword arguments, as ``(name, value)``.
         """
         if isinstance(expr, ast.Call) and expr.args:
             callee = self.resolve(expr.func)
@@ -1839,7 +1984,8 @@ class _Walker:
                     node,
                     kind,
                     expr.args[0],
-                    list(expr.args[1:]),
+                    [*expr.args[1:], *args],
+                    [*_keywords(expr), *keywords],
                     many=many,
                     method=method,
                     app=app,
@@ -1892,8 +2038,9 @@ class _Walker:
                 self.shared_in_loop(node, expr)
         if kinds:
             return
+        falsy = self.falsy(value, args, keywords) if not given else frozenset()
         value = self.analyzer.decorated(value)
-        self.analyzer.entries.append(Entry(value, kind, self.spawner, app, req))
+        self.analyzer.entries.append(Entry(value, kind, self.spawner, app, req, falsy))
 
     def shared_in_loop(self, node: ast.Call, expr: ast.expr) -> None:
         """OFF112 for a wrapper made before a loop that starts it on each pass."""
@@ -2111,6 +2258,27 @@ def _uses_as_callable(node: FunctionNode, name: str) -> bool:
                 return True
         todo.extend(ast.iter_child_nodes(sub))
     return False
+
+
+def _keywords(node: ast.Call) -> list[tuple[str | None, ast.expr]]:
+    """A call's keyword arguments, as ``(name, value)``."""
+    return [(kw.arg, kw.value) for kw in node.keywords]
+
+
+def _dict_items(expr: ast.expr | None) -> list[tuple[str | None, ast.expr]]:
+    """The string-keyed items of a dict literal (``kwargs={"a": 1}``), as
+    ``(name, value)``; ``dict(a=1)`` too.
+    """
+    if isinstance(expr, ast.Dict):
+        return [
+            (k.value, v)
+            for k, v in zip(expr.keys, expr.values, strict=True)
+            if isinstance(k, ast.Constant) and isinstance(k.value, str)
+        ]
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
+        if expr.func.id == "dict" and not expr.args:
+            return _keywords(expr)
+    return []
 
 
 def _argument(node: ast.Call, pos: int, key: str) -> ast.expr | None:

@@ -80,13 +80,8 @@ def _wanted(code: str, select: Iterable[str] | None, ignore: Iterable[str]) -> b
     return select is None or any(code.startswith(prefix) for prefix in select)
 
 
-def _suppressed(
-    module: ModuleInfo, line: int, code: str, cache: dict[int, list[str]]
-) -> bool:
-    lines = cache.get(id(module))
-    if lines is None:
-        lines = module.source.decode("utf-8", "replace").splitlines()
-        cache[id(module)] = lines
+def _suppressed(module: ModuleInfo, line: int, code: str) -> bool:
+    lines = module.lines
     if not 0 < line <= len(lines):
         return False
     match = _NOQA.search(lines[line - 1])
@@ -158,7 +153,6 @@ def _check(
             continue
         break
     project.errors.extend(too_deep(path) for path in left_out)
-    cache: dict[int, list[str]] = {}
     seen: set[tuple[str, int, int, str]] = set()
     findings = []
     for f in raw:
@@ -166,9 +160,10 @@ def _check(
         if key in seen or not _wanted(f.code, select, ignore):
             continue
         seen.add(key)
-        if _suppressed(f.module, f.line, f.code, cache):
+        if _suppressed(f.module, f.line, f.code):
             continue
-        findings.append(Finding(f.module.path, f.line, f.col, f.code, f.message, f.via))
+        col = f.module.char_col(f.line, f.col)
+        findings.append(Finding(f.module.path, f.line, col, f.code, f.message, f.via))
     findings.sort()
     return Report(findings, project.errors, len(project.modules))
 

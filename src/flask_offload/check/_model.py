@@ -5,6 +5,7 @@ names in them statically, following the project's own imports.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 import sys
 import warnings
@@ -144,9 +145,36 @@ class ModuleInfo:
         self.is_package = os.path.basename(real) == "__init__.py"
         self.scope = Scope(self, None)
         self.star_imports: list[ImportBinding] = []
+        self._lines: list[str] | None = None
 
     def __repr__(self) -> str:
         return f"<module {self.name}>"
+
+    @property
+    def lines(self) -> list[str]:
+        """The source's lines, numbered as ``ast`` numbers them: split at
+        ``\\n``, ``\\r\\n`` and ``\\r`` only (``str.splitlines`` also splits
+        at form feeds and other separators, which would shift every line
+        after them).
+        """
+        if self._lines is None:
+            try:
+                text = importlib.util.decode_source(self.source)
+            except (SyntaxError, LookupError, UnicodeDecodeError):
+                text = self.source.decode("utf-8", "replace")
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            self._lines = text.split("\n")
+        return self._lines
+
+    def char_col(self, line: int, col: int) -> int:
+        """The 1-based column in characters for ``ast``'s 1-based column
+        ``col`` on ``line``, which counts UTF-8 bytes.
+        """
+        lines = self.lines
+        if not 0 < line <= len(lines):
+            return col
+        head = lines[line - 1].encode("utf-8", "replace")[: col - 1]
+        return len(head.decode("utf-8", "ignore")) + 1
 
 
 class ClassInfo:

@@ -123,6 +123,10 @@ CELERY = "celery.Celery"
 # Runs ``fn`` in a thread, in a copy of the caller's context: followed as a
 # call, not as background code.
 TO_THREAD = "asyncio.to_thread"
+# ``copy_context().run(fn, ...)`` runs ``fn`` in a copy of the caller's
+# context too: a ``run`` given as a thread's or pool's target is followed the
+# same way.
+COPY_CONTEXT_VARS = "contextvars.copy_context"
 LOOP_FACTORIES = frozenset(
     {"asyncio.get_event_loop", "asyncio.get_running_loop", "asyncio.new_event_loop"}
 )
@@ -139,6 +143,14 @@ POOL_CLASSES = frozenset(
         "gevent.pool.Pool",
         "gevent.pool.Group",
         "gevent.threadpool.ThreadPool",
+    }
+)
+# Pools whose workers are other processes: carry() cannot reach them.
+PROCESS_POOLS = frozenset(
+    {
+        "concurrent.futures.ProcessPoolExecutor",
+        "multiprocessing.Pool",
+        "multiprocessing.pool.Pool",
     }
 )
 # ``with propagating():`` makes what these pools run carry the context

@@ -20,6 +20,7 @@ _WHERE = {
     "thread": "a background thread",
     "timer": "a threading.Timer thread",
     "process": "a separate process",
+    "process pool": "a process pool worker",
     "executor": "an executor worker",
     "pool": "a pool worker",
     "greenlet": "a greenlet",
@@ -36,8 +37,18 @@ _OFFLOAD_TASK = (
 )
 
 
+# Neither carry() nor the app can be sent to another process.
+_PROCESS_KINDS = frozenset({"process", "process pool"})
+_SUBMIT = (
+    "run it with offload.submit() instead, which replays the request where the"
+    " job runs (carry() cannot reach another process)"
+)
+
+
 def _fix(kind: str) -> str:
-    return _OFFLOAD_TASK if kind == "celery" else _CARRY
+    if kind == "celery":
+        return _OFFLOAD_TASK
+    return _SUBMIT if kind in _PROCESS_KINDS else _CARRY
 
 
 def where(kind: str) -> str:
@@ -76,6 +87,12 @@ def app_read(name: str, kind: str) -> str:
             " app.app_context():' in a Task class (as Flask's Celery guide does),"
             f" or {_OFFLOAD_TASK}."
         )
+    if kind in _PROCESS_KINDS:
+        return (
+            f"'{name}' is used in code run by {where(kind)}, where no application"
+            " context exists. Pass the value itself, create the app in that"
+            f" process and use 'with app.app_context():', or {_SUBMIT}."
+        )
     return (
         f"'{name}' is used in code run by {where(kind)}, where no application"
         " context exists. Pass the app (current_app._get_current_object()) and use"
@@ -97,6 +114,11 @@ def method_call(name: str, kind: str) -> str:
             "run the tasks under 'with app.app_context():' in a Task class (as"
             f" Flask's Celery guide does), or {_OFFLOAD_TASK}"
         )
+    elif kind in _PROCESS_KINDS:
+        how = (
+            "create the app in that process and call it under 'with"
+            f" app.app_context():', or {_SUBMIT}"
+        )
     else:
         how = (
             "pass the app (current_app._get_current_object()) and call it under"
@@ -110,11 +132,16 @@ def method_call(name: str, kind: str) -> str:
 
 
 def proxy_passed(name: str, kind: str) -> str:
+    # The app itself cannot be sent to another process either.
+    app = (
+        ""
+        if kind in _PROCESS_KINDS
+        else " (or current_app._get_current_object() for the app)"
+    )
     return (
         f"The '{name}' proxy itself is passed to code run by {where(kind)}; it is"
         " only looked up when used, in the background, where no context exists."
-        " Pass the values you need (or current_app._get_current_object() for the"
-        " app) instead."
+        f" Pass the values you need{app} instead."
     )
 
 

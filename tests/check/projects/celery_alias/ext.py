@@ -1,0 +1,3 @@
+import celery
+
+celery_app = celery.Celery()
