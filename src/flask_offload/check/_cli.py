@@ -68,7 +68,10 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
         type=_depth,
         default=20,
         metavar="N",
-        help="how many calls deep to follow from an entry point (default 20)",
+        help=(
+            "how many functions deep to look, counting the one run in the"
+            " background (1: only that one; default 20)"
+        ),
     )
     return parser
 

@@ -104,7 +104,8 @@ def check(
 
     :param paths: Files and directories; all are analysed together, so
         imports between them are followed.
-    :param max_depth: How many calls deep to follow from an entry point.
+    :param max_depth: How many functions deep to look, counting the one
+        run in the background (1: only that one).
     :param select: Only report codes starting with one of these.
     :param ignore: Do not report codes starting with one of these.
     :raises FileNotFoundError: A path does not exist.
@@ -172,7 +173,8 @@ def check_paths(paths: Sequence[str], *, max_depth: int = 20) -> list[Finding]:
     """Check files and directories and return the findings, sorted.
 
     :param paths: Files and directories to analyse together.
-    :param max_depth: How many calls deep to follow from an entry point.
+    :param max_depth: How many functions deep to look, counting the one
+        run in the background (1: only that one).
     :raises FileNotFoundError: A path does not exist.
     """
     return check(paths, max_depth=max_depth).findings
