@@ -1362,3 +1362,78 @@ def test_a_form_travels_once(capp: Flask, size: int) -> None:
     else:
         assert keys == ["a" * 32 + "/body"] and req["form"] is None
         assert req["body_ref"]["encrypted"] is True
+
+
+def test_cancel_request_is_seen_from_every_process(
+    capp: Flask,
+    other_app: Flask,
+    config: dict[str, t.Any],
+    worker: Worker,
+    serve: t.Any,
+) -> None:
+    """A cancel asked from one process (the dashboard in one gunicorn
+    worker) shows in the others while the job runs: in the process that
+    submitted it and in one that reads it from the result backend.
+    """
+    folder = capp.config["OFFLOAD_TEST_DIR"]
+    with capp.app_context():
+        job = support.progress_then_wait.submit("cancel-flag")  # ignores cancels
+    wait_for(lambda: os.path.exists(os.path.join(folder, "cancel-flag.started")))
+    with other_app.app_context():
+        running = support.offload.get_job(job.id)
+        assert running is not None and running.cancel() is False
+    third = support.create_app({**config, "OFFLOAD_DASHBOARD": True})
+    with third.app_context():
+        seen = support.offload.get_job(job.id)
+        assert seen is not None and seen.state is JobState.RUNNING
+        assert seen.cancel_requested
+    status = serve(third).get(f"/offload/jobs/{job.id}").json()
+    assert (status["state"], status["cancel_requested"]) == ("RUNNING", True)
+    with capp.app_context():
+        assert wait_for(lambda: job.cancel_requested, what="the cancel request")
+    open(os.path.join(folder, "cancel-flag.go"), "w").close()
+    assert job.result(20) == "done"
+
+
+def test_expired_result_is_forgotten_in_the_submitting_process(
+    config: dict[str, t.Any], request: pytest.FixtureRequest, serve: t.Any
+) -> None:
+    """With Celery's result_expires below OFFLOAD_RESULT_TTL, a job whose
+    result expired unread is unknown everywhere (404, as documented), also
+    in the process that submitted it, instead of PENDING there for ever.
+    """
+    celery = config["OFFLOAD_CELERY"]
+    if transport(celery) != "redis":
+        pytest.skip("Only Redis expires results by itself; this needs Redis.")
+    expiring = {
+        **config,
+        "OFFLOAD_CELERY": {
+            **celery,
+            "result_expires": 1,
+            "task_default_queue": f"{celery['task_default_queue']}-expire",
+        },
+    }
+    own = Worker(expiring)
+    request.addfinalizer(own.kill)
+    own.wait_ready()
+    app = support.create_app({**expiring, "OFFLOAD_DASHBOARD": True})
+    server = serve(app)
+    folder = app.config["OFFLOAD_TEST_DIR"]
+    with app.app_context():
+        job = support.touch.submit("expiring")
+    assert server.get(f"/offload/jobs/{job.id}").status_code == 200
+    wait_for(lambda: os.path.exists(os.path.join(folder, "expiring")))
+    other = support.create_app(expiring)
+
+    def gone_elsewhere() -> bool:
+        with other.app_context():
+            return support.offload.get_job(job.id) is None
+
+    wait_for(gone_elsewhere, what="the result to expire")
+    assert server.get(f"/offload/jobs/{job.id}").status_code == 404
+    with app.app_context():
+        assert support.offload.get_job(job.id) is None
+        assert job.id not in [j.id for j in support.offload.jobs()]
+        assert support.offload.join(5)
+    with pytest.raises(TimeoutError, match="result_expires"):
+        job.result(5)

@@ -5,6 +5,8 @@ shutdown on SIGTERM that finishes the current job first.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import signal
@@ -77,6 +79,42 @@ def test_sigkill_mid_job_is_redelivered(
     assert again[0]["pid"] != started[0]["pid"]
     open(os.path.join(folder, "kill.go"), "w").close()
     assert job.result(30) == f"kill finished by {again[0]['pid']}"
+
+
+@pytest.mark.parametrize("kind", ["amqp", "redis"])
+def test_cold_shutdown_keeps_the_uploads_for_the_redelivered_job(
+    kind: str, tmp_path: t.Any, request: pytest.FixtureRequest
+) -> None:
+    """SIGQUIT (a second Ctrl-C, the end of a soft shutdown) stops the job
+    in the pool process with SystemExit. The message goes back to the
+    broker; the job's stored upload must still be there for the next run.
+    """
+    folder = str(tmp_path)
+    config = _config(kind, folder)
+    if transport(config["OFFLOAD_CELERY"]) == "filesystem":
+        pytest.skip(
+            "The filesystem transport has no acknowledgements, so nothing is"
+            " redelivered; this needs Redis or RabbitMQ."
+        )
+    app: Flask = support.create_app(config)
+    first = Worker(config, pool="prefork", concurrency=1)
+    request.addfinalizer(first.kill)
+    first.wait_ready()
+    data = os.urandom(100_000)
+    with app.test_request_context(
+        "/upload", method="POST", data={"f": (io.BytesIO(data), "a.bin")}
+    ):
+        job = support.slow_upload.submit("cold")
+    wait_for(lambda: _starts(folder, "cold"), what="the job to start")
+    first.signal(signal.SIGQUIT, group=False)
+    first.proc.wait(30)
+
+    second = Worker(config)
+    request.addfinalizer(second.kill)
+    second.wait_ready()
+    wait_for(lambda: _starts(folder, "cold")[1:], what="the job to be redelivered")
+    open(os.path.join(folder, "cold.go"), "w").close()
+    assert job.result(30) == hashlib.sha256(data).hexdigest()
 
 
 def test_sigterm_finishes_the_current_job(

@@ -608,7 +608,9 @@ class Offload:
         for state in states:
             job = state.registry.get(job_id)
             if job is not None:
-                return job
+                job.state  # noqa: B018 -- a Celery job's read finds out if it expired
+                if not state.registry.forget_gone(job):
+                    return job
         # Submitted by another process: ask where the backend keeps state.
         for state in states:
             job = state.backend.get_job(job_id)
@@ -660,7 +662,8 @@ def join_states(states: t.Iterable[_AppState], timeout: float | None) -> bool:
         # Jobs sent to other processes (Celery) stay in the registry, their
         # state read from the result backend: wait for those too.
         for job in state.registry.recent():
-            if not job.done() and not job.wait(left()):
+            # One the backend forgot (an expired Celery result) is not waited for.
+            if not job.done() and not job._gone() and not job.wait(left()):
                 return False
     return True
 

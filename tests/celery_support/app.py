@@ -152,6 +152,22 @@ def slow(name: str) -> str:
 
 
 @offload.task
+def slow_upload(name: str) -> str:
+    """:func:`slow` for a job with an upload: the sha256 of ``f`` once the
+    test says go.
+    """
+    import time
+
+    record(name, {"pid": os.getpid(), "job": current_job.id})
+    deadline = time.monotonic() + 30
+    while not os.path.exists(marker(name + ".go")):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never said go")
+        time.sleep(0.02)
+    return hashlib.sha256(request.files["f"].read()).hexdigest()
+
+
+@offload.task
 def touch(name: str) -> None:
     """Create the marker ``name``: proves the body ran."""
     open(marker(name), "w").close()
@@ -256,6 +272,12 @@ def observe_body() -> dict[str, t.Any]:
     """The JSON body a job was submitted with (stored, if large)."""
     body = request.get_json()
     return {"password": body["password"], "padding": len(body["padding"])}
+
+
+@offload.authorize
+def may_see(job: t.Any) -> bool:
+    """Status URLs, for apps that turn the dashboard on: anyone may look."""
+    return True
 
 
 def create_app(config: dict[str, t.Any] | None = None) -> Flask:

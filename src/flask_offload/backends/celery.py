@@ -718,6 +718,15 @@ class CeleryBackend(Backend):
             except JobCancelled as e:
                 job._finish(JobState.CANCELLED, exc=e)
                 raise
+            except (SystemExit, KeyboardInterrupt):
+                # The worker is going away (its cold shutdown raises
+                # SystemExit in the pool process): the message is not
+                # acknowledged, the broker hands it out again, and that run
+                # needs the stored uploads. A pool process that really died
+                # is cleaned up by OffloadRequest in the worker's main process.
+                final = False
+                job._release()
+                raise
             except BaseException as e:
                 log_failure(job, e)
                 job._finish(JobState.FAILED, exc=e)
@@ -932,6 +941,13 @@ class CeleryBackend(Backend):
         except Exception:
             logger.exception("Could not store the state of job %s.", job_id)
 
+    def _record_gone(self, job_id: str) -> bool:
+        """Whether the job's record is known to be gone: there is a place
+        for records and it holds none for this job.
+        """
+        kv = self._kv()
+        return kv is not None and not kv.get((_INFO_PREFIX + job_id).encode())
+
     def _read_info(self, job_id: str) -> dict[str, t.Any] | None:
         kv = self._kv()
         if kv is None:
@@ -1099,11 +1115,42 @@ class CeleryJob(Job):
     on access.
     """
 
-    __slots__ = ("_sent",)
+    __slots__ = ("_sent", "_expired", "_next_cancel_check")
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self._sent = False
+        self._expired = False
+        self._next_cancel_check = 0.0
         super().__init__(*args, **kwargs)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether someone asked the job to stop, in this or another process
+        (looked up at most every :data:`CANCEL_CHECK_INTERVAL` seconds while
+        the job is not finished).
+        """
+        if _CANCEL.__get__(self, Job):
+            return True
+        if not self._sent or self._done:
+            return False
+        now = time.monotonic()
+        if now < self._next_cancel_check:
+            return False
+        self._next_cancel_check = now + CANCEL_CHECK_INTERVAL
+        backend = self._backend()
+        info = backend._read_info(self.id) if backend is not None else None
+        if info and info.get("cancel_requested"):
+            _CANCEL.__set__(self, True)
+            return True
+        return False
+
+    @cancel_requested.setter
+    def cancel_requested(self, value: bool) -> None:
+        _CANCEL.__set__(self, value)
+
+    def _gone(self) -> bool:
+        # Set by refresh(): reading the state finds out.
+        return self._expired and not self._done
 
     @property
     def state(self) -> JobState:
@@ -1127,7 +1174,15 @@ class CeleryJob(Job):
             return
         backend = self._backend()
         if backend is not None:
-            _apply_meta(backend, self, backend.task_meta(self.id), None)
+            meta = backend.task_meta(self.id)
+            _apply_meta(backend, self, meta, None)
+            if meta.get("status", "PENDING") == "PENDING" and backend._record_gone(
+                self.id
+            ):
+                # The sender writes the job's record before the message
+                # goes: with both gone, the result expired (result_expires)
+                # while no one here read it, and the state is unknown.
+                self._expired = True
 
     def done(self) -> bool:
         return self.state.finished
@@ -1138,6 +1193,8 @@ class CeleryJob(Job):
         while True:
             if self.state.finished:
                 return True
+            if self._expired:
+                return False  # it will never read otherwise
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
@@ -1146,17 +1203,25 @@ class CeleryJob(Job):
 
     def result(self, timeout: float | None = None) -> t.Any:
         if not self.wait(timeout):
-            raise TimeoutError(
-                f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
-            )
+            self._raise_unfinished(timeout)
         return super().result(0)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if not self.wait(timeout):
-            raise TimeoutError(
-                f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
-            )
+            self._raise_unfinished(timeout)
         return super().exception(0)
+
+    def _raise_unfinished(self, timeout: float | None) -> t.NoReturn:
+        if self._expired:
+            raise TimeoutError(
+                f"The state of job {self.id} ({self.name}) is gone from the result"
+                " backend: it expired (Celery's 'result_expires') before this"
+                " process read it, so how the job ended is unknown. Set"
+                " 'result_expires' in OFFLOAD_CELERY above OFFLOAD_RESULT_TTL."
+            )
+        raise TimeoutError(
+            f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
+        )
 
     def cancel(self) -> bool:
         """Revoke the job if no worker started it yet (workers running now
