@@ -197,7 +197,7 @@ def test_submit_after_shutdown_is_refused(app: Flask) -> None:
     offload = Offload(app)
     with app.app_context():
         offload.shutdown()
-        with pytest.raises(RuntimeError, match="was shut down"):
+        with pytest.raises(RuntimeError, match="was shut down.*the process is exiting"):
             offload.submit(int)
 
 
@@ -452,6 +452,112 @@ def test_sigterm_under_gevent_drains_from_a_greenlet(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGTERM, out
     assert "job finished" in out
     assert "Error" not in out and "not stopped" not in out
+
+
+EVENTLET_SIGTERM = """
+import eventlet
+eventlet.monkey_patch()
+import time
+from flask import Flask
+from flask_offload import Offload
+
+app = Flask("eventlet_term")
+offload = Offload(app)
+
+def job():
+    time.sleep(0.5)  # cooperative: eventlet patched time
+    print("job finished", flush=True)
+
+with app.app_context():
+    offload.submit(job)
+print("ready", flush=True)
+eventlet.sleep(30)  # the main greenlet waits in the hub, as eventlet.wsgi does
+print("not stopped", flush=True)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_sigterm_under_eventlet_drains_from_a_greenthread(tmp_path: Path) -> None:
+    """eventlet's patched threading has a main-thread object of its own,
+    which the real main thread is not: the handler is installed anyway, runs
+    in the hub, and drains in a greenthread.
+    """
+    pytest.importorskip("eventlet")
+    script = tmp_path / "eventlet_term.py"
+    script.write_text(EVENTLET_SIGTERM)
+    proc = subprocess.Popen(
+        [sys.executable, "-W", "ignore", str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, out
+    assert "job finished" in out
+    assert "Error" not in out and "not stopped" not in out
+
+
+INTERRUPTED_DRAIN = """
+import atexit, logging, sys, threading, time
+from flask import Flask
+from flask_offload import Offload
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                    format="%(levelname)s %(message)s")
+app = Flask("interrupted")
+app.config.update(OFFLOAD_SHUTDOWN_TIMEOUT=60)
+offload = Offload(app)
+started = threading.Event()
+
+def stuck():
+    started.set()
+    time.sleep(60)
+
+with app.app_context():
+    job = offload.submit(stuck)
+started.wait()
+print("job", job.id, flush=True)
+# Runs before Flask-Offload's drain (atexit runs the last registered first).
+atexit.register(lambda: print("exiting", flush=True))
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_interrupted_drain_logs_the_jobs_it_abandons(tmp_path: Path) -> None:
+    """A second Ctrl-C during the drain at exit (or eventlet's quick
+    shutdown, which raises SystemExit there) ends the wait: the jobs still
+    running are logged by id, and the exit is quiet, not a traceback.
+    """
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_DRAIN)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    job_id = proc.stdout.readline().split()[1]
+    assert proc.stdout.readline().strip() == "exiting"
+    # Until it exits: one SIGINT may land before the drain starts waiting.
+    for _ in range(40):
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        proc.kill()
+        raise AssertionError("The drain did not stop on SIGINT.")
+    assert (
+        f"Job {job_id} (__main__.stuck) submitted from" in out
+        and "was still running when KeyboardInterrupt ended the shutdown's wait" in out
+    ), out
+    assert "Exception ignored" not in out and "Traceback" not in out, out
 
 
 def test_shutdown_of_several_apps_closes_all_before_draining() -> None:

@@ -681,17 +681,28 @@ def _shutdown_states(
     if not wait:
         return
     start = time.monotonic()
-    for state in states:
+    for index, state in enumerate(states):
         limit = state.settings.shutdown_timeout if timeout is None else timeout
-        if not state.registry.join(max(0.0, start + limit - time.monotonic())):
+        try:
+            done = state.registry.join(max(0.0, start + limit - time.monotonic()))
+        except BaseException as e:
+            # Thrown into the wait: a second Ctrl-C, or eventlet's quick
+            # shutdown (sys.exit() in a greenthread). Stop waiting, but say
+            # which jobs are lost.
+            for left in states[index:]:
+                _abandon(left, limit, interrupted=type(e).__name__)
+            raise
+        if not done:
             _abandon(state, limit)
     for state in states:
         state.backend.stop()
 
 
-def _abandon(state: _AppState, timeout: float) -> None:
+def _abandon(state: _AppState, timeout: float, interrupted: str = "") -> None:
     """Log each job of ``state`` left unfinished by a shutdown; cancel those
     that did not start.
+
+    :param interrupted: The exception that ended the wait early, if one did.
     """
     for job in state.registry.unfinished():
         if job.cancel():
@@ -701,6 +712,15 @@ def _abandon(state: _AppState, timeout: float) -> None:
                 job.id,
                 job.name,
                 job.submitted_from,
+            )
+        elif interrupted and not job.done():
+            logger.error(
+                "Job %s (%s) submitted from %s was still running when %s ended"
+                " the shutdown's wait; it was abandoned.",
+                job.id,
+                job.name,
+                job.submitted_from,
+                interrupted,
             )
         elif not job.done():
             logger.error(
@@ -723,7 +743,12 @@ def _app_gone(states: dict[int, _AppState], app_id: int) -> None:
 
 
 def _shutdown_all() -> None:
-    _shutdown_states(list(_live_states), True, None)
+    try:
+        _shutdown_states(list(_live_states), True, None)
+    except (SystemExit, KeyboardInterrupt):
+        # The process is exiting already: the abandoned jobs were logged,
+        # and Python would only print the exception as ignored.
+        pass
 
 
 atexit.register(_shutdown_all)
@@ -741,14 +766,17 @@ def _install_sigterm() -> None:
     """
     global _sigterm_installed
     with _sigterm_lock:
-        if (
-            _sigterm_installed
-            or threading.current_thread() is not threading.main_thread()
-        ):
+        if _sigterm_installed:
             return
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:
+            # Not the main thread. (Asked of Python, not by comparing
+            # thread objects: eventlet's patched threading makes a new
+            # main-thread object, which the real main thread is not.)
+            return
         _sigterm_installed = True
 
 
@@ -760,7 +788,22 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         # for the jobs is not allowed: drain in a greenlet of its own.
         gevent.spawn(_drain_and_die)
         return
+    hubs = sys.modules.get("eventlet.hubs")
+    if hubs is not None and _in_eventlet_hub(hubs):
+        # The same under eventlet.
+        sys.modules["eventlet"].spawn(_drain_and_die)
+        return
     _drain_and_die()
+
+
+def _in_eventlet_hub(hubs: t.Any) -> bool:
+    greenlet = sys.modules.get("greenlet")  # eventlet runs on it
+    try:
+        return greenlet is not None and bool(
+            greenlet.getcurrent() is hubs.get_hub().greenlet
+        )
+    except Exception:  # an eventlet without a hub yet, or another layout
+        return False
 
 
 def _drain_and_die() -> None:

@@ -100,8 +100,11 @@ class ThreadBackend(Backend):
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(
-                "Flask-Offload was shut down for this app and accepts no more jobs."
-                " Submit before calling 'offload.shutdown()'."
+                "Flask-Offload was shut down for this app and accepts no more jobs:"
+                " the process is exiting (SIGTERM, or the end of the program)"
+                " and draining its jobs, or 'offload.shutdown()' was called."
+                " Stop the server from taking requests before the drain, or"
+                " submit before calling 'offload.shutdown()'."
             )
 
     def reserve(self) -> None:
