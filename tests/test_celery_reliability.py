@@ -38,6 +38,14 @@ def _config(kind: str, folder: str) -> dict[str, t.Any]:
     return {"OFFLOAD_CELERY": celery, "OFFLOAD_TEST_DIR": folder}
 
 
+def _skip_without_acks(config: dict[str, t.Any]) -> None:
+    if transport(config["OFFLOAD_CELERY"]) == "filesystem":
+        pytest.skip(
+            "The filesystem transport has no acknowledgements, so nothing is"
+            " redelivered; this needs Redis or RabbitMQ."
+        )
+
+
 def _starts(folder: str, name: str) -> list[dict[str, t.Any]]:
     path = os.path.join(folder, f"{name}.jsonl")
     if not os.path.exists(path):
@@ -52,11 +60,7 @@ def test_sigkill_mid_job_is_redelivered(
 ) -> None:
     folder = str(tmp_path)
     config = _config(kind, folder)
-    if transport(config["OFFLOAD_CELERY"]) == "filesystem":
-        pytest.skip(
-            "The filesystem transport has no acknowledgements, so nothing is"
-            " redelivered; this needs Redis or RabbitMQ."
-        )
+    _skip_without_acks(config)
     app: Flask = support.create_app(config)
     # The first worker through the Flask CLI, the second through Celery's.
     first = Worker(config, cli="flask")
@@ -91,11 +95,7 @@ def test_cold_shutdown_keeps_the_uploads_for_the_redelivered_job(
     """
     folder = str(tmp_path)
     config = _config(kind, folder)
-    if transport(config["OFFLOAD_CELERY"]) == "filesystem":
-        pytest.skip(
-            "The filesystem transport has no acknowledgements, so nothing is"
-            " redelivered; this needs Redis or RabbitMQ."
-        )
+    _skip_without_acks(config)
     app: Flask = support.create_app(config)
     first = Worker(config, pool="prefork", concurrency=1)
     request.addfinalizer(first.kill)

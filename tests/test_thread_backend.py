@@ -408,85 +408,49 @@ def test_gevent_worker_forked_after_loading_the_app(tmp_path: Path) -> None:
     assert "child status 0" in out.stdout
 
 
-GEVENT_SIGTERM = """
-from gevent import monkey
-monkey.patch_all()
+GREEN_SIGTERM = """
+{patch}
 import time
-import gevent
+import {library}
 from flask import Flask
 from flask_offload import Offload
 
-app = Flask("gevent_term")
+app = Flask("green_term")
 offload = Offload(app)
 
 def job():
-    time.sleep(0.5)  # cooperative: gevent patched time
+    time.sleep(0.5)  # cooperative: patched time
     print("job finished", flush=True)
 
 with app.app_context():
     offload.submit(job)
 print("ready", flush=True)
-gevent.sleep(30)  # the main greenlet waits in the hub, as serve_forever does
+{library}.sleep(30)  # the main greenlet waits in the hub, as servers do
 print("not stopped", flush=True)
 """
+# How each library patches the standard library, first thing in a program.
+PATCH = {
+    "gevent": "from gevent import monkey; monkey.patch_all()",
+    "eventlet": "import eventlet; eventlet.monkey_patch()",
+}
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
-def test_sigterm_under_gevent_drains_from_a_greenlet(tmp_path: Path) -> None:
-    """Under gevent the SIGTERM handler runs in the hub, where it may not
-    wait: it drains in a greenlet and still ends the process by SIGTERM.
+@pytest.mark.parametrize("library", ["gevent", "eventlet"])
+def test_sigterm_under_green_threads_drains_from_a_greenlet(
+    tmp_path: Path, library: str
+) -> None:
+    """Under gevent and eventlet the SIGTERM handler runs in the hub, where
+    it may not wait: it drains in a greenlet and still ends the process by
+    SIGTERM. (eventlet's patched threading has a main-thread object of its
+    own, which the real main thread is not: the handler is installed
+    anyway.)
     """
-    pytest.importorskip("gevent")
-    script = tmp_path / "gevent_term.py"
-    script.write_text(GEVENT_SIGTERM)
+    pytest.importorskip(library)
+    path = tmp_path / f"{library}_term.py"
+    path.write_text(GREEN_SIGTERM.format(library=library, patch=PATCH[library]))
     proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGTERM, out
-    assert "job finished" in out
-    assert "Error" not in out and "not stopped" not in out
-
-
-EVENTLET_SIGTERM = """
-import eventlet
-eventlet.monkey_patch()
-import time
-from flask import Flask
-from flask_offload import Offload
-
-app = Flask("eventlet_term")
-offload = Offload(app)
-
-def job():
-    time.sleep(0.5)  # cooperative: eventlet patched time
-    print("job finished", flush=True)
-
-with app.app_context():
-    offload.submit(job)
-print("ready", flush=True)
-eventlet.sleep(30)  # the main greenlet waits in the hub, as eventlet.wsgi does
-print("not stopped", flush=True)
-"""
-
-
-@pytest.mark.skipif(os.name != "posix", reason="signals")
-def test_sigterm_under_eventlet_drains_from_a_greenthread(tmp_path: Path) -> None:
-    """eventlet's patched threading has a main-thread object of its own,
-    which the real main thread is not: the handler is installed anyway, runs
-    in the hub, and drains in a greenthread.
-    """
-    pytest.importorskip("eventlet")
-    script = tmp_path / "eventlet_term.py"
-    script.write_text(EVENTLET_SIGTERM)
-    proc = subprocess.Popen(
-        [sys.executable, "-W", "ignore", str(script)],
+        [sys.executable, "-W", "ignore", str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1062,6 +1062,21 @@ CANCEL_CHECK_INTERVAL = 0.25
 _apply_lock = threading.Lock()
 
 
+def _asked_to_cancel(job: t.Any, backend: CeleryBackend) -> bool:
+    """Whether the job's record asks it to stop, read at most every
+    :data:`CANCEL_CHECK_INTERVAL` seconds; remembered on the job once it does.
+    """
+    now = time.monotonic()
+    if now < getattr(job, "_next_cancel_check", 0.0):
+        return False
+    job._next_cancel_check = now + CANCEL_CHECK_INTERVAL
+    info = backend._read_info(job.id)
+    if info and info.get("cancel_requested"):
+        _CANCEL.__set__(job, True)
+        return True
+    return False
+
+
 class WorkerJob(Job):
     """The job as the worker runs it: progress goes to the result backend,
     and a cancel request made in any process is read from there.
@@ -1078,15 +1093,7 @@ class WorkerJob(Job):
         if _CANCEL.__get__(self, Job):
             return True
         task = getattr(self, "_task", None)
-        now = time.monotonic()
-        if task is None or now < getattr(self, "_next_cancel_check", 0.0):
-            return False
-        self._next_cancel_check = now + CANCEL_CHECK_INTERVAL
-        info = task._offload_backend._read_info(self.id) or {}
-        if info.get("cancel_requested"):
-            _CANCEL.__set__(self, True)
-            return True
-        return False
+        return task is not None and _asked_to_cancel(self, task._offload_backend)
 
     @cancel_requested.setter
     def cancel_requested(self, value: bool) -> None:
@@ -1120,7 +1127,6 @@ class CeleryJob(Job):
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self._sent = False
         self._expired = False
-        self._next_cancel_check = 0.0
         super().__init__(*args, **kwargs)
 
     @property
@@ -1133,16 +1139,8 @@ class CeleryJob(Job):
             return True
         if not self._sent or self._done:
             return False
-        now = time.monotonic()
-        if now < self._next_cancel_check:
-            return False
-        self._next_cancel_check = now + CANCEL_CHECK_INTERVAL
         backend = self._backend()
-        info = backend._read_info(self.id) if backend is not None else None
-        if info and info.get("cancel_requested"):
-            _CANCEL.__set__(self, True)
-            return True
-        return False
+        return backend is not None and _asked_to_cancel(self, backend)
 
     @cancel_requested.setter
     def cancel_requested(self, value: bool) -> None:
