@@ -1178,7 +1178,8 @@ def test_a_job_whose_pool_process_dies_leaves_no_stored_upload(
 ) -> None:
     """A prefork pool process killed mid-job (by the OOM killer, or at the
     hard time limit): the job ends FAILED, and its stored upload is deleted
-    then, not a day later by the sweep, though no task_postrun ran.
+    then, not a day later by the sweep, though no task_postrun ran. Its
+    status keeps when it started and its last progress.
     """
     celery_conf = config["OFFLOAD_CELERY"]
     queue = f"{celery_conf['task_default_queue']}-{how}"
@@ -1202,6 +1203,9 @@ def test_a_job_whose_pool_process_dies_leaves_no_stored_upload(
         assert job.state is JobState.FAILED
         assert job.to_dict()["error"]["type"] == error
         wait_for(lambda: uploads_left(config) == [], what="the upload to be deleted")
+        seen = fetch(support.create_app(held_config), job.id).to_dict()
+        assert seen["started_at"] is not None and seen["duration"] is not None
+        assert (seen["progress"], seen["message"]) == (0.25, "a quarter")
     finally:
         prefork.kill()
 

@@ -234,6 +234,7 @@ def die() -> None:
     """Its pool process dies, as one the OOM killer ends. Only for a prefork
     worker: it would end a solo worker.
     """
+    current_job.set_progress(0.25, "a quarter")
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -245,6 +246,7 @@ def overrun() -> None:
     import time
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    current_job.set_progress(0.25, "a quarter")
     time.sleep(30)
 
 
