@@ -8,9 +8,11 @@ after the request is over, as they do in production.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sqlite3
 import threading
+import traceback
 import typing as t
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -393,6 +395,43 @@ def test_sqlalchemy_each_job_has_its_own_session(
             assert contexts[i] is not contexts[j]
     # Both commits are visible to a later request.
     assert server.get("/names").json() == {"names": ["ann", "ben"]}
+
+
+def test_sqlalchemy_failed_jobs_give_their_connections_back(
+    app: Flask, offload: Offload, pg: PG, serve: t.Any
+) -> None:
+    """A job that holds a connection in a local and fails: the job keeps
+    its exception, but not the frames' locals, so the pool gets the
+    connection back (before, each failed job kept one checked out until it
+    was evicted, and a small pool ran dry).
+    """
+    engine = pg.engine
+
+    def report(n: int) -> None:
+        conn = engine.connect()
+        conn.execute(select(1))
+        raise ValueError(f"report {n} failed while holding {conn!r}")
+
+    def healthy() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(select(1)).scalar_one())
+
+    @app.post("/reports")
+    def reports() -> dict[str, list[str]]:
+        return {"ids": [offload.submit(report, n).id for n in range(3)]}
+
+    ids = serve(app).post("/reports").json()["ids"]
+    with app.app_context():
+        failed = [offload.get_job(i) for i in ids]
+        for job in failed:
+            assert job is not None and isinstance(job.exception(WAIT), ValueError)
+        gc.collect()
+        assert engine.pool.checkedout() == 0
+        assert offload.submit(healthy).result(WAIT) == 1
+        # The traceback is kept (for result() and the log), its locals not.
+        exc = failed[0].exception(0)
+        frames = traceback.extract_tb(exc.__traceback__)
+        assert frames[-1].name == "report"
 
 
 def test_sqlalchemy_job_commit_visible_uncommitted_rolled_back(

@@ -464,8 +464,65 @@ def test_sigterm_under_green_threads_drains_from_a_greenlet(
     assert "Error" not in out and "not stopped" not in out
 
 
+EXIT_WITH_EXECUTORS = """
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from flask import Flask
+from flask_offload import Offload
+
+app = Flask("exit_executors")
+offload = Offload(app)
+exiting = threading.Event()
+# Registered after Flask-Offload's: runs first, when the process exits.
+threading._register_atexit(exiting.set)
+# An executor of the app's own, never shut down: its idle workers are
+# non-daemon threads that only concurrent.futures' exit hook stops.
+idle = ThreadPoolExecutor(2)
+idle.submit(int).result()
+
+def after_main_ends():
+    exiting.wait(30)
+
+def fan_out():
+    after_main_ends()  # the process is exiting: the drain waits for this
+    with ThreadPoolExecutor(2) as pool:
+        print("fanned out", list(pool.map(abs, [-1, -2, -3])), flush=True)
+
+def late_submitter():
+    after_main_ends()
+    with app.app_context():
+        offload.submit(print, "late job ran", flush=True)
+
+with app.app_context():
+    offload.submit(fan_out)
+threading.Thread(target=late_submitter).start()
+print("main ends", flush=True)
+"""
+
+
+def test_jobs_use_executors_during_the_drain_at_exit(tmp_path: Path) -> None:
+    """concurrent.futures refuses new work once its exit hook ran; the drain
+    runs before it, so a job fanning out to an executor (boto3's transfers,
+    ``executor.map``) while the process exits still works. A non-daemon
+    thread still running may still submit, and an executor never shut down
+    does not keep the process from exiting.
+    """
+    script = tmp_path / "exit_executors.py"
+    script.write_text(EXIT_WITH_EXECUTORS)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "fanned out [1, 2, 3]" in out.stdout, out.stdout + out.stderr
+    assert "late job ran" in out.stdout, out.stdout + out.stderr
+    assert "cannot schedule new futures" not in out.stdout + out.stderr
+
+
 INTERRUPTED_DRAIN = """
-import atexit, logging, sys, threading, time
+import logging, sys, threading, time
 from flask import Flask
 from flask_offload import Offload
 
@@ -484,8 +541,8 @@ with app.app_context():
     job = offload.submit(stuck)
 started.wait()
 print("job", job.id, flush=True)
-# Runs before Flask-Offload's drain (atexit runs the last registered first).
-atexit.register(lambda: print("exiting", flush=True))
+# Registered after Flask-Offload's drain: runs right before it.
+threading._register_atexit(lambda: print("exiting", flush=True))
 """
 
 

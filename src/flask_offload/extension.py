@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 -- its exit hook first, see below
 import dataclasses
 import logging
 import os
@@ -669,18 +670,28 @@ def join_states(states: t.Iterable[_AppState], timeout: float | None) -> bool:
 
 
 def _shutdown_states(
-    states: t.Sequence[_AppState], wait: bool, timeout: float | None
+    states: t.Sequence[_AppState],
+    wait: bool,
+    timeout: float | None,
+    start: float | None = None,
+    close: bool = True,
 ) -> None:
     """Shut down several apps' backends at once: every one stops accepting
     jobs first, then each waits for its jobs up to its own timeout counted
     from now (not after the others'), so a drain takes the longest timeout,
     not their sum.
+
+    :param start: When the timeouts count from, if not now.
+    :param close: Stop accepting jobs and, after the wait, release the
+        workers. Without, only wait, and log nothing for a timeout.
     """
-    for state in states:
-        state.backend.close()
+    if close:
+        for state in states:
+            state.backend.close()
     if not wait:
         return
-    start = time.monotonic()
+    if start is None:
+        start = time.monotonic()
     for index, state in enumerate(states):
         limit = state.settings.shutdown_timeout if timeout is None else timeout
         try:
@@ -692,10 +703,11 @@ def _shutdown_states(
             for left in states[index:]:
                 _abandon(left, limit, interrupted=type(e).__name__)
             raise
-        if not done:
+        if not done and close:
             _abandon(state, limit)
-    for state in states:
-        state.backend.stop()
+    if close:
+        for state in states:
+            state.backend.stop()
 
 
 def _abandon(state: _AppState, timeout: float, interrupted: str = "") -> None:
@@ -743,14 +755,50 @@ def _app_gone(states: dict[int, _AppState], app_id: int) -> None:
 
 
 def _shutdown_all() -> None:
+    """The drain at exit (and on SIGTERM), of every app of the process."""
+    if _exit_interrupted:
+        # What was left was logged when the wait was interrupted.
+        for state in list(_live_states):
+            state.backend.close()
+        return
     try:
-        _shutdown_states(list(_live_states), True, None)
+        _shutdown_states(list(_live_states), True, None, start=_exit_started)
     except (SystemExit, KeyboardInterrupt):
         # The process is exiting already: the abandoned jobs were logged,
         # and Python would only print the exception as ignored.
         pass
 
 
+def _wait_before_executors_stop() -> None:
+    """The first half of the drain at a normal exit, run by ``threading``
+    before ``concurrent.futures`` refuses new work ("cannot schedule new
+    futures after interpreter shutdown"): wait for the jobs while those
+    they run can still use an executor (boto3's transfers,
+    ``executor.map``). Jobs are still accepted (the program's non-daemon
+    threads, joined after this, may submit); the atexit hook then stops
+    accepting and waits for what is left, within the same timeout.
+    """
+    global _exit_started, _exit_interrupted
+    _exit_started = time.monotonic()
+    try:
+        _shutdown_states(
+            list(_live_states), True, None, start=_exit_started, close=False
+        )
+    except (SystemExit, KeyboardInterrupt):
+        # The jobs left were logged; the process is exiting already, and
+        # Python would only print the exception as ignored.
+        _exit_interrupted = True
+
+
+#: When the drain at exit began, and whether its wait was interrupted.
+_exit_started: float | None = None
+_exit_interrupted = False
+# concurrent.futures registers its exit hook when imported; threading runs
+# these hooks in reverse order, so one registered after it runs before it.
+# (A private hook of the standard library, there since Python 3.9.)
+_register_atexit = getattr(threading, "_register_atexit", None)
+if _register_atexit is not None:
+    _register_atexit(_wait_before_executors_stop)
 atexit.register(_shutdown_all)
 
 _sigterm_lock = threading.Lock()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 import typing as t
 
 from ..errors import JobCancelled
@@ -91,14 +92,31 @@ def run_job(
             settings.max_body_size,
         )
     except JobCancelled as e:
-        job._finish(JobState.CANCELLED, exc=e)
+        _keep_exception(job, JobState.CANCELLED, e)
     except BaseException as e:
         log_failure(job, e)
-        job._finish(JobState.FAILED, exc=e)
+        _keep_exception(job, JobState.FAILED, e)
     else:
         # A module global: reading an enum member off its class costs about
         # 1k instructions on Python 3.11, once per job.
         job._finish(_SUCCEEDED, result)
+
+
+def _keep_exception(job: Job, state: JobState, exc: BaseException) -> None:
+    """End ``job`` with ``exc``, which it keeps with its traceback (for
+    ``result()``) but not the locals of its frames: a failed job must not
+    hold a database connection, a large buffer or its arguments until it is
+    evicted. They are cleared after ``job_finished``, whose receivers (an
+    error tracker) may read them.
+    """
+    tb = exc.__traceback__
+    if tb is not None:
+        # run_job's own frame, where it was caught: it holds the job's
+        # arguments and snapshot, and it is still running, so it could not
+        # be cleared.
+        exc.__traceback__ = tb.tb_next
+    job._finish(state, exc=exc)
+    traceback.clear_frames(exc.__traceback__)
 
 
 def log_failure(job: Job, exc: BaseException) -> None:
