@@ -1224,6 +1224,28 @@ def test_the_first_failed_status_has_the_error(capp: Flask, worker: Worker) -> N
     assert seen["finished_at"] is not None
 
 
+def test_a_builtin_error_raised_by_library_code_is_hidden_everywhere(
+    capp: Flask, other_app: Flask, worker: Worker
+) -> None:
+    """Only the worker sees where an error was raised: it marks a message
+    the status URLs must not show, for the process that submitted the job
+    and any other, which get the exception without its traceback.
+    """
+    with capp.app_context():
+        job = support.relative_url.submit()
+        assert isinstance(job.exception(20), ValueError)
+        mine = job.to_dict()["error"]
+    theirs = fetch(other_app, job.id).to_dict()["error"]
+    for error in (mine, theirs):
+        assert error["type"] == "ValueError"
+        assert "S3cret" not in error["message"]
+        assert "this urllib error is not shown" in error["message"]
+    with capp.app_context():
+        shown = support.fail.submit("order 42 is out of stock")
+        assert shown.exception(20) is not None
+        assert shown.to_dict()["error"]["message"] == "order 42 is out of stock"
+
+
 def test_a_task_name_taken_by_another_celery_task_is_refused(capp: Flask) -> None:
     """A Celery task already registered under a declared task's name would
     run instead of it: submit refuses, naming the fix.

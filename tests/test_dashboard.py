@@ -1400,3 +1400,79 @@ def test_a_subprocess_errors_command_line_is_not_shown(
     error = server.get(f"/offload/jobs/{job_id}").json()["error"]
     assert error["type"] == "CalledProcessError"
     assert "S3cret" not in error["message"] and "is not shown" in error["message"]
+
+
+def _command_as_one_string() -> None:
+    import subprocess
+
+    subprocess.run("mysqldump --password=S3cret shop", check=True)
+
+
+def _relative_url() -> None:
+    import urllib.request
+
+    urllib.request.urlopen("/v1/charge?api_key=S3cret")
+
+
+def _token_with_newline() -> None:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", 9)
+    conn.putrequest("GET", "/")
+    conn.putheader("Authorization", "Bearer S3cret\n")
+
+
+def _urllib3_header() -> None:
+    import urllib3
+
+    urllib3.PoolManager().request(
+        "GET", "http://127.0.0.1:9/", headers={"Authorization": "Bearer S3cret\n"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("func", "kind", "source"),
+    [
+        (_command_as_one_string, "FileNotFoundError", "subprocess"),
+        (_relative_url, "ValueError", "urllib"),
+        (_token_with_newline, "ValueError", "http"),
+        (_urllib3_header, "ValueError", "http"),
+    ],
+)
+def test_a_builtin_error_raised_by_library_code_is_not_shown(
+    app: Flask,
+    offload: Offload,
+    serve: t.Any,
+    jobs: Jobs,
+    func: t.Callable[[], None],
+    kind: str,
+    source: str,
+) -> None:
+    """The standard library and installed libraries raise builtin errors
+    too (a ValueError with the URL and its API key, a FileNotFoundError
+    with the command line): where it was raised decides, not the class.
+    """
+    jobs.funcs["leaky"] = func
+    server = serve(app)
+    login(server, "ann")
+    job_id = submit(server, "leaky")
+    wait_done(app, offload, job_id)
+    error = server.get(f"/offload/jobs/{job_id}").json()["error"]
+    assert error["type"] == kind
+    assert "S3cret" not in error["message"], error
+    assert f"this {source} error is not shown" in error["message"]
+
+
+def test_a_builtin_error_the_job_raises_is_shown(
+    app: Flask, offload: Offload, serve: t.Any, jobs: Jobs
+) -> None:
+    def check_stock() -> None:
+        raise ValueError("order 42 is out of stock")
+
+    jobs.funcs["check_stock"] = check_stock
+    server = serve(app)
+    login(server, "ann")
+    job_id = submit(server, "check_stock")
+    wait_done(app, offload, job_id)
+    error = server.get(f"/offload/jobs/{job_id}").json()["error"]
+    assert error == {"type": "ValueError", "message": "order 42 is out of stock"}

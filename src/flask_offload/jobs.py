@@ -537,24 +537,69 @@ def _installed(module_name: str) -> bool:
     return bool(parts & {"site-packages", "dist-packages"})
 
 
+#: Set on an exception rebuilt from a Celery result when the worker, which
+#: saw where it was raised, found its message must not be shown: the
+#: package it came from.
+HIDDEN_MESSAGE_ATTR = "__flask_offload_hidden__"
+
+
+def _hidden_source(module_name: str, app: Flask | None) -> str | None:
+    """The top-level package of ``module_name`` if messages of errors from
+    there are not shown (see :func:`_error_message`), else ``None``.
+    """
+    top = module_name.partition(".")[0]
+    if app is not None and top == app.import_name.partition(".")[0]:
+        return None
+    if top in _HIDDEN_STDLIB or (
+        top not in _SHOWN_PACKAGES and _installed(module_name)
+    ):
+        return top
+    return None
+
+
+def _raised_in(exc: BaseException) -> str:
+    """The module whose code raised ``exc`` (the innermost frame of its
+    traceback), or ``""``.
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_globals.get("__name__")
+    return name if isinstance(name, str) else ""
+
+
+def hides_message(exc: BaseException, app: Flask | None) -> str | None:
+    """Why the status URLs do not show ``exc``'s message: the package its
+    class comes from, or the one whose code raised it (``urllib`` raising a
+    ``ValueError`` with the URL), if that is a hidden one; else ``None``.
+    """
+    marked = getattr(exc, HIDDEN_MESSAGE_ATTR, None)
+    if marked:
+        return str(marked)
+    source = _hidden_source(type(exc).__module__, app)
+    if source is None:
+        raised = _raised_in(exc)
+        if raised:
+            source = _hidden_source(raised, app)
+    return source
+
+
 def _error_message(exc: BaseException, app_ref: weakref.ref[Flask] | None) -> str:
     """The message the status URLs show for a failed job: ``str(exc)``, at
     most :data:`_MAX_MESSAGE` characters, except for exceptions of installed
     libraries other than Flask and Werkzeug (and the app's own package, if
-    installed), and of :data:`_HIDDEN_STDLIB`: their messages can hold what
-    the job handled (SQLAlchemy's SQL parameters, a URL with its API key), so
+    installed), and of :data:`_HIDDEN_STDLIB`, or raised by their code:
+    their messages can hold what the job handled (SQLAlchemy's SQL
+    parameters, a URL with its API key, a command line with a password), so
     the log (the worker's, on Celery) has them instead.
     Never raises (one job's broken ``__str__`` must not break every user's
     job list).
     """
     kind = type(exc)
-    top = kind.__module__.partition(".")[0]
-    app = app_ref() if app_ref is not None else None
-    own = app is not None and top == app.import_name.partition(".")[0]
-    if not own and (
-        top in _HIDDEN_STDLIB
-        or (top not in _SHOWN_PACKAGES and _installed(kind.__module__))
-    ):
+    top = hides_message(exc, app_ref() if app_ref is not None else None)
+    if top is not None:
         return (
             f"(The message of this {top} error is not shown: it may hold data"
             " the job handled. The log of the process that ran the job has it,"

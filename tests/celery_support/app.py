@@ -172,6 +172,14 @@ def fail(message: str) -> None:
 
 
 @offload.task
+def relative_url() -> None:
+    """urllib raises a ValueError holding the URL, with its API key."""
+    import urllib.request
+
+    urllib.request.urlopen("/v1/charge?api_key=S3cret")
+
+
+@offload.task
 def nested(label: str) -> str:
     """Submit another job from inside a job."""
     child = observe.submit(label + "-child")

@@ -66,6 +66,8 @@ from ..errors import NotRegistered
 from ..errors import SnapshotError
 from ..errors import SnapshotTampered
 from ..files import UploadedFile
+from ..jobs import HIDDEN_MESSAGE_ATTR
+from ..jobs import hides_message
 from ..jobs import Job
 from ..jobs import JobState
 from ..snapshot import caller_site
@@ -729,6 +731,12 @@ class CeleryBackend(Backend):
                 raise
             except BaseException as e:
                 log_failure(job, e)
+                hidden = hides_message(e, app)
+                if hidden is not None:
+                    # Only here is it known where it was raised: the
+                    # submitting process gets the exception rebuilt, without
+                    # its traceback.
+                    info["error_hidden"] = hidden
                 job._finish(JobState.FAILED, exc=e)
                 raise
             job._finish(JobState.SUCCEEDED, result)
@@ -1294,6 +1302,11 @@ def _apply_meta(
             job._finish(JobState.SUCCEEDED, value)
         else:
             exc = value if isinstance(value, BaseException) else None
+            if exc is not None and info.get("error_hidden"):
+                try:
+                    setattr(exc, HIDDEN_MESSAGE_ATTR, str(info["error_hidden"]))
+                except (AttributeError, TypeError):  # no instance attributes
+                    exc = SnapshotError(f"The job failed with {type(exc).__name__}.")
             if status == "REVOKED":
                 # As on the thread backend, not Celery's TaskRevokedError.
                 exc = JobCancelled(f"Job {job.id} ({job.name}) was cancelled.")
