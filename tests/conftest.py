@@ -57,6 +57,9 @@ class LiveServer:
     def post(self, path: str, **kwargs: t.Any) -> requests.Response:
         return self.session.post(self.url + path, timeout=30, **kwargs)
 
+    def request(self, method: str, path: str, **kwargs: t.Any) -> requests.Response:
+        return self.session.request(method, self.url + path, timeout=30, **kwargs)
+
     def wait_idle(self, timeout: float = 10) -> None:
         """Wait until no request thread runs: after the client has the response
         Werkzeug still drains the request body (with a selector of its own).

@@ -210,13 +210,20 @@ def test_upload_watch_cancel_and_refuse_in_chromium(
             job_b = upload(SAMPLE_PATH)
             assert gate.reached.wait(WAIT)
             assert gate.job_id == job_b
+            # From the keyboard: the place stays on the row, not the page's top.
             cancel = dashboard.locator(f"{row(job_b)} [data-action=cancel]")
+            cancel.focus()
             with dashboard.expect_response(lambda r: r.url.endswith("/cancel")) as r:
-                cancel.click()
+                dashboard.keyboard.press("Enter")
             assert r.value.status == 200
             gate.release.set()
             dashboard.wait_for_selector(f'{row(job_b)}[data-state="CANCELLED"]')
             assert dashboard.locator(f"{row(job_b)} [data-action=cancel]").count() == 0
+            focused = dashboard.evaluate(
+                "[document.activeElement.dataset.field,"
+                " document.activeElement.closest('tr')?.dataset.jobId]"
+            )
+            assert focused == ["state", job_b]
             assert "JobCancelled" in (
                 dashboard.text_content(f"{row(job_b)} [data-field=error]") or ""
             )

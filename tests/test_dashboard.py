@@ -448,6 +448,8 @@ def test_no_authorize_callback_refuses_everything(
         server.get("/offload/jobs/0123456789abcdef0123456789abcdef"),
         server.post(f"/offload/jobs/{job_id}/cancel"),
         server.post("/offload/jobs/unknown/cancel", headers={"X-CSRF-Token": "x"}),
+        server.request("PUT", f"/offload/jobs/{job_id}"),
+        server.get(f"/offload/jobs/{job_id}/cancel"),
     ):
         assert response.status_code == 403, response.url
         if response.headers["Content-Type"] == "application/json":
@@ -1476,3 +1478,68 @@ def test_a_builtin_error_the_job_raises_is_shown(
     wait_done(app, offload, job_id)
     error = server.get(f"/offload/jobs/{job_id}").json()["error"]
     assert error == {"type": "ValueError", "message": "order 42 is out of stock"}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"),
+    [
+        ("PUT", "/offload/jobs/{id}", "GET, HEAD"),
+        ("DELETE", "/offload/jobs/{id}", "GET, HEAD"),
+        ("POST", "/offload/jobs", "GET, HEAD"),
+        ("GET", "/offload/jobs/{id}/cancel", "POST"),
+    ],
+)
+def test_other_methods_get_the_dashboards_errors(
+    app: Flask,
+    offload: Offload,
+    serve: t.Any,
+    jobs: Jobs,
+    method: str,
+    url: str,
+    allowed: str,
+) -> None:
+    """A method a URL does not take: 405 as JSON for a JSON client, never
+    cached, like the other errors of the status URLs (not the app's HTML).
+    """
+    server = serve(app)
+    login(server, "ann")
+    job_id = submit(server, "quick")
+    response = server.request(method, url.format(id=job_id))
+    assert response.status_code == 405
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Allow"] == allowed
+    assert response.json()["status"] == 405
+
+
+@pytest.mark.parametrize(
+    ("progress", "shown"), [(0.57, "57%"), (0.29, "29%"), (0.995, "99%"), (1.0, "100%")]
+)
+def test_progress_percent_is_the_same_on_the_page_and_in_the_cli(
+    app: Flask, offload: Offload, serve: t.Any, jobs: Jobs, progress: float, shown: str
+) -> None:
+    """Whole percents, as set (``0.57 * 100`` is 56.99999999999999 in
+    floating point), never 100% before the end, alike everywhere.
+    """
+    started = threading.Event()
+    release = threading.Event()
+
+    def held() -> None:
+        current_job.set_progress(progress)
+        started.set()
+        assert release.wait(WAIT)
+
+    jobs.funcs["held_at"] = held
+    server = serve(app)
+    login(server, "ann")
+    job_id = submit(server, "held_at")
+    try:
+        assert started.wait(WAIT)
+        page = server.get("/offload/").text
+        row = page[page.index(f'data-job-id="{job_id}"') :]
+        assert f'data-field="percent">{shown}<' in row
+        table = app.test_cli_runner().invoke(args=["offload", "jobs"]).output
+        assert f"RUNNING  {shown:>5}" in table or f"RUNNING {shown:>5}" in table
+    finally:
+        release.set()
+        wait_done(app, offload, job_id)

@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .jobs import JobState
+from .jobs import percent_text
 
 offload_cli = AppGroup(
     "offload", help="Flask-Offload: jobs, workers and the context checker."
@@ -41,7 +42,7 @@ def jobs_command(state: str | None, as_json: bool) -> None:
         return
     for job in jobs:
         d = job.to_dict()
-        progress = "" if d["progress"] is None else f" {d['progress']:.0%}"
+        progress = "" if d["progress"] is None else f" {percent_text(d['progress'])}"
         click.echo(f"{d['id']}  {d['state']:<9}{progress}  {d['name']}")
 
 

@@ -614,6 +614,15 @@ def _error_message(exc: BaseException, app_ref: weakref.ref[Flask] | None) -> st
     return message
 
 
+def percent_text(value: float) -> str:
+    """Progress as whole percents, as the dashboard and ``flask offload
+    jobs`` show it: never rounded up to 100% before the end (the page's
+    script does the same), with an epsilon that keeps ``0.57 * 100``
+    (56.99999999999999) at 57.
+    """
+    return f"{math.floor(value * 100 + 1e-9)}%"
+
+
 class _TooLarge(Exception):
     pass
 

@@ -41,6 +41,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..jobs import Job
 from ..jobs import JobState
+from ..jobs import percent_text
 from ..jobs import PUBLIC_ARGS
 from ..jobs import PUBLIC_ATTR
 from ..jobs import PUBLIC_RESULT
@@ -260,7 +261,7 @@ def _percent(job: dict[str, t.Any]) -> str:
     value = job["progress"]
     if job["state"] == JobState.SUCCEEDED.value:
         value = 1.0
-    return "" if value is None else f"{math.floor(value * 100)}%"
+    return "" if value is None else percent_text(value)
 
 
 def _duration(job: dict[str, t.Any]) -> str:
@@ -559,6 +560,25 @@ def create_blueprint(offload: Offload) -> Blueprint:
         data["detail"] = "The job had already finished; there was nothing to cancel."
         return jsonify(data), 409
 
+    # Other methods on the same URLs: answered here, so that they get the
+    # blueprint's JSON errors, headers and 403 without a callback, not the
+    # app's HTML 405.
+    def wrong_method(**kwargs: t.Any) -> ResponseReturnValue:
+        cancel = request.url_rule is not None and request.url_rule.rule.endswith(
+            "/cancel"
+        )
+        abort(405, valid_methods=["POST"] if cancel else ["GET", "HEAD"])
+
+    others = ["POST", "PUT", "PATCH", "DELETE"]
+    for rule in ("/", "/jobs", "/jobs/<job_id>"):
+        bp.add_url_rule(rule, "wrong_method", wrong_method, methods=others)
+    bp.add_url_rule(
+        "/jobs/<job_id>/cancel",
+        "wrong_method",
+        wrong_method,
+        methods=["GET", "PUT", "PATCH", "DELETE"],
+    )
+
     @bp.after_request
     def no_store(response: t.Any) -> t.Any:
         # Job states are per user and change: never cached.
@@ -576,6 +596,10 @@ def create_blueprint(offload: Offload) -> Blueprint:
             {"error": e.name, "status": e.code, "message": e.description}
         )
         response.status_code = e.code or 500
+        # What the error adds (a 405's Allow), not its HTML content type.
+        for name, value in e.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
         return response
 
     return bp

@@ -40,7 +40,9 @@
   function percent(job) {
     let value = job.progress;
     if (job.state === "SUCCEEDED") value = 1;
-    return value === null ? "" : Math.floor(value * 100) + "%";
+    // Whole percents, never rounded up to 100 before the end; the epsilon
+    // keeps 0.57 * 100 (56.99999999999999) at 57.
+    return value === null ? "" : Math.floor(value * 100 + 1e-9) + "%";
   }
 
   function duration(job) {
@@ -244,8 +246,13 @@
     if (!form) return;
     event.preventDefault();
     const button = form.querySelector('[data-action="cancel"]');
+    // The button is disabled now and removed once the job ends: keep the
+    // keyboard user's place on the row (its state), not the page's top.
+    const state = field(form.closest("tr"), "state");
+    state.tabIndex = -1;
     button.disabled = true;
     button.textContent = "Cancelling";
+    state.focus();
     try {
       const response = await fetch(form.action, {
         method: "POST",
@@ -257,11 +264,13 @@
         showLive("error", data.message || response.statusText);
         button.disabled = false;
         button.textContent = "Cancel";
+        button.focus();
       }
     } catch (error) {
       showLive("error", "Cannot reach the server; the job was not cancelled.");
       button.disabled = false;
       button.textContent = "Cancel";
+      button.focus();
     }
     schedule(0);
   });
