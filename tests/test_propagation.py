@@ -12,6 +12,7 @@ import functools
 import multiprocessing.dummy
 import multiprocessing.pool
 import os
+import queue
 import subprocess
 import sys
 import textwrap
@@ -283,6 +284,55 @@ def test_nested_any_depth(
     assert server.get("/deep?doc_id=z&n=9", headers={"X-User": "zoe"}).ok
     assert col.finish() == [("zoe", "z", "zoe", 9, "timer")]
     assert done.is_set()
+
+
+@pytest.mark.parametrize("by_name", [True, False])
+def test_pool_callbacks_hand_off_with_the_request(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    by_name: bool,
+) -> None:
+    """A ThreadPool runs ``callback`` and ``error_callback`` in its result
+    thread, which has no context. What they hand to the pool in turn must
+    see the request too: joblib's threading backend sends every batch
+    after the first few from there.
+    """
+    pool = ThreadPool(2)
+    results: queue.Queue[tuple[str, str]] = queue.Queue()
+
+    def who() -> str:
+        return str(request.headers["X-User"])
+
+    def fails() -> None:
+        raise ValueError(request.headers["X-User"])
+
+    def submit(func: t.Callable[..., t.Any], callback: t.Any, errback: t.Any) -> None:
+        if by_name:
+            pool.apply_async(func, callback=callback, error_callback=errback)
+        else:
+            pool.apply_async(func, (), {}, callback, errback)
+
+    def chain(first: str) -> None:
+        submit(who, lambda second: results.put((first, second)), None)
+
+    def after_error(error: BaseException) -> None:
+        submit(who, lambda second: results.put((str(error), second)), None)
+
+    @app.get("/chain")
+    def start() -> str:
+        submit(who, chain, None)
+        submit(fails, None, after_error)
+        return "ok"
+
+    try:
+        server = serve(app)
+        assert server.get("/chain", headers={"X-User": "zoe"}).ok
+        got = {results.get(timeout=WAIT), results.get(timeout=WAIT)}
+        assert got == {("zoe", "zoe")}
+    finally:
+        pool.close()
+        pool.join()
 
 
 @pytest.mark.parametrize("kind", ["executor", "pool"])

@@ -221,3 +221,61 @@ def test_a_job_left_running_is_reported_once(pytester: pytest.Pytester) -> None:
         if line.startswith("E ") and "Flask-Offload leak check" in line
     ]
     assert "carried call" not in failure
+
+
+def test_a_carried_call_is_blamed_on_the_test_that_started_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """A carried thread a session fixture started (a consumer that runs all
+    along) is no test's leak; one a test leaves running fails that test
+    only, once: later tests neither wait for it nor report it.
+    """
+    pytester.makeconftest(
+        APP
+        + """
+from flask_offload import carry
+
+stop = threading.Event()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def consumer():
+    with app.test_request_context("/"):
+        thread = threading.Thread(target=carry(stop.wait))
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+"""
+    )
+    pytester.makepyfile(
+        """
+        import threading
+        from flask_offload import carry
+        from conftest import app
+
+        gate = threading.Event()
+
+        def test_first(offload_leak_check):
+            assert True
+
+        def test_leaves_a_carried_call_running(offload_leak_check):
+            with app.test_request_context("/"):
+                threading.Thread(target=carry(gate.wait), args=(60,)).start()
+
+        def test_next(offload_leak_check):
+            assert True
+
+        def test_release():
+            gate.set()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-o", "console_output_style=classic", timeout=90
+    )
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*test_leaves_a_carried_call_running*", "*1 carried call(s) still running*"]
+    )
+    errors = [line for line in result.outlines if line.startswith("ERROR ")]
+    assert len(errors) == 1 and "test_leaves_a_carried_call_running" in errors[0]

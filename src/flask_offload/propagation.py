@@ -452,14 +452,44 @@ def _executor_map(
 # -- multiprocessing.pool.ThreadPool ------------------------------------------
 
 
+#: Where the ``*_async`` methods take ``callback`` and ``error_callback``
+#: among the arguments after ``func``.
+_CALLBACK_POSITIONS = {"apply_async": 2, "map_async": 2, "starmap_async": 2}
+
+
 def _pool_method(name: str) -> t.Callable[..., t.Any]:
+    first_callback = _CALLBACK_POSITIONS.get(name)
+
     def method(self: ThreadPool, func: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
         if has_app_context():
-            func = _wrap_task(func, _caller_module())
+            caller = _caller_module()
+            func = _wrap_task(func, caller)
+            if first_callback is not None:
+                # The callbacks run in the pool's result thread, which has
+                # no context: what they hand to the pool in turn (joblib's
+                # later batches) must see the request too.
+                args, kwargs = _wrap_callbacks(args, kwargs, first_callback, caller)
         return _originals[f"ThreadPool.{name}"](self, func, *args, **kwargs)
 
     method.__name__ = method.__qualname__ = name
     return method
+
+
+def _wrap_callbacks(
+    args: tuple[t.Any, ...], kwargs: dict[str, t.Any], first: int, caller: str
+) -> tuple[tuple[t.Any, ...], dict[str, t.Any]]:
+    """``callback`` and ``error_callback`` wrapped as tasks, given by
+    position (from ``first``) or by name.
+    """
+    given = list(args)
+    for offset, key in enumerate(("callback", "error_callback")):
+        index = first + offset
+        if index < len(given):
+            if given[index] is not None:
+                given[index] = _wrap_task(given[index], caller)
+        elif kwargs.get(key) is not None:
+            kwargs = {**kwargs, key: _wrap_task(kwargs[key], caller)}
+    return tuple(given), kwargs
 
 
 # -- gevent ----------------------------------------------------------------

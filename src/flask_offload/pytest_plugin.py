@@ -8,12 +8,15 @@ imports nothing heavy.
 from __future__ import annotations
 
 import typing as t
+import weakref
 
 import pytest
 
-# Jobs a leak check already failed a test for: not reported again by later
-# tests (a job that never ends would otherwise fail every one of them).
+# Jobs and carried calls a leak check already failed a test for: not
+# reported again by later tests (one that never ends would otherwise fail
+# every one of them).
 _reported: set[str] = set()
+_reported_replays: weakref.WeakSet[t.Any] = weakref.WeakSet()
 
 
 def _pushed() -> t.Any:
@@ -40,19 +43,40 @@ def _pending_ids() -> set[str]:
     return {j.id for s in list(extension._live_states) for j in s.registry.pending()}
 
 
-def _check_no_leaks(pushed: t.Any, before: set[str], timeout: float = 5.0) -> None:
-    """Fail if a job submitted during the test or a carried call is still
-    running, or a Flask context is left pushed in the test's thread.
+def _replays() -> set[object]:
+    from .snapshot import running_replays
+
+    return running_replays()
+
+
+def _check_no_leaks(
+    pushed: t.Any,
+    before: set[str],
+    replays: t.AbstractSet[object] = frozenset(),
+    timeout: float = 5.0,
+) -> None:
+    """Fail if a job submitted during the test or a carried call started
+    during it is still running, or a Flask context is left pushed in the
+    test's thread.
 
     :param pushed: The context that was active when the fixture was set up
         (a fixture's ``with app.app_context(): yield app``): not a leak.
     :param before: Ids of jobs unfinished when the fixture was set up: not
         this test's.
+    :param replays: Carried calls running when the fixture was set up (a
+        session fixture's consumer thread): not this test's.
     """
     import time
 
     from . import extension
-    from .snapshot import active_replays
+    from .snapshot import running_replays
+
+    def new_replays() -> list[object]:
+        return [
+            r
+            for r in running_replays()
+            if r not in replays and r not in _reported_replays
+        ]
 
     deadline = time.monotonic() + timeout
     unfinished: list[t.Any] = []
@@ -71,7 +95,7 @@ def _check_no_leaks(pushed: t.Any, before: set[str], timeout: float = 5.0) -> No
             seen.add(job.id)
             if not job.wait(max(0.0, deadline - time.monotonic())):
                 unfinished.append(job)
-    while active_replays() and time.monotonic() < deadline:
+    while new_replays() and time.monotonic() < deadline:
         time.sleep(0.01)
     problems = []
     if unfinished:
@@ -80,8 +104,10 @@ def _check_no_leaks(pushed: t.Any, before: set[str], timeout: float = 5.0) -> No
             f"{j!r} submitted from {j.submitted_from}" for j in unfinished
         )
         problems.append(f"jobs still unfinished after {timeout}s: {listed}")
-    if active_replays():
-        problems.append(f"{active_replays()} carried call(s) still running")
+    left = new_replays()
+    if left:
+        _reported_replays.update(left)
+        problems.append(f"{len(left)} carried call(s) still running")
     current = _pushed()
     if current is not pushed and not _preserved_by_test_client():
         problems.append(
@@ -99,9 +125,9 @@ def offload_leak_check() -> t.Iterator[None]:
     A context that was already pushed when it was set up (by an ``app``
     fixture) is not a leak.
     """
-    pushed, before = _pushed(), _pending_ids()
+    pushed, before, replays = _pushed(), _pending_ids(), _replays()
     yield
-    _check_no_leaks(pushed, before)
+    _check_no_leaks(pushed, before, replays)
 
 
 @pytest.fixture
@@ -112,14 +138,14 @@ def offload_inline() -> t.Iterator[None]:
     """
     from . import extension
 
-    pushed, before = _pushed(), _pending_ids()
+    pushed, before, replays = _pushed(), _pending_ids(), _replays()
     previous = extension._force_inline
     extension._force_inline = True
     try:
         yield
     finally:
         extension._force_inline = previous
-    _check_no_leaks(pushed, before)
+    _check_no_leaks(pushed, before, replays)
 
 
 @pytest.fixture
@@ -129,13 +155,13 @@ def offload_join() -> t.Iterator[t.Callable[[float | None], bool]]:
     """
     from . import extension
 
-    pushed, before = _pushed(), _pending_ids()
+    pushed, before, replays = _pushed(), _pending_ids(), _replays()
 
     def join(timeout: float | None = 10.0) -> bool:
         return extension.join_states(list(extension._live_states), timeout)
 
     yield join
-    _check_no_leaks(pushed, before)
+    _check_no_leaks(pushed, before, replays)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -774,6 +774,13 @@ def active_replays() -> int:
     return len(_active)
 
 
+def running_replays() -> set[object]:
+    """The carried calls running right now, in any thread (each by its
+    context), for telling those of one test from those started before it.
+    """
+    return set(_active)
+
+
 def replay(
     app: Flask,
     snapshot: Snapshot,
