@@ -448,8 +448,6 @@ def test_no_authorize_callback_refuses_everything(
         server.get("/offload/jobs/0123456789abcdef0123456789abcdef"),
         server.post(f"/offload/jobs/{job_id}/cancel"),
         server.post("/offload/jobs/unknown/cancel", headers={"X-CSRF-Token": "x"}),
-        server.request("PUT", f"/offload/jobs/{job_id}"),
-        server.get(f"/offload/jobs/{job_id}/cancel"),
     ):
         assert response.status_code == 403, response.url
         if response.headers["Content-Type"] == "application/json":
@@ -1478,38 +1476,6 @@ def test_a_builtin_error_the_job_raises_is_shown(
     wait_done(app, offload, job_id)
     error = server.get(f"/offload/jobs/{job_id}").json()["error"]
     assert error == {"type": "ValueError", "message": "order 42 is out of stock"}
-
-
-@pytest.mark.parametrize(
-    ("method", "url", "allowed"),
-    [
-        ("PUT", "/offload/jobs/{id}", "GET, HEAD"),
-        ("DELETE", "/offload/jobs/{id}", "GET, HEAD"),
-        ("POST", "/offload/jobs", "GET, HEAD"),
-        ("GET", "/offload/jobs/{id}/cancel", "POST"),
-    ],
-)
-def test_other_methods_get_the_dashboards_errors(
-    app: Flask,
-    offload: Offload,
-    serve: t.Any,
-    jobs: Jobs,
-    method: str,
-    url: str,
-    allowed: str,
-) -> None:
-    """A method a URL does not take: 405 as JSON for a JSON client, never
-    cached, like the other errors of the status URLs (not the app's HTML).
-    """
-    server = serve(app)
-    login(server, "ann")
-    job_id = submit(server, "quick")
-    response = server.request(method, url.format(id=job_id))
-    assert response.status_code == 405
-    assert response.headers["Content-Type"] == "application/json"
-    assert response.headers["Cache-Control"] == "no-store"
-    assert response.headers["Allow"] == allowed
-    assert response.json()["status"] == 405
 
 
 @pytest.mark.parametrize(

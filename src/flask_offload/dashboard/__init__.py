@@ -560,25 +560,6 @@ def create_blueprint(offload: Offload) -> Blueprint:
         data["detail"] = "The job had already finished; there was nothing to cancel."
         return jsonify(data), 409
 
-    # Other methods on the same URLs: answered here, so that they get the
-    # blueprint's JSON errors, headers and 403 without a callback, not the
-    # app's HTML 405.
-    def wrong_method(**kwargs: t.Any) -> ResponseReturnValue:
-        cancel = request.url_rule is not None and request.url_rule.rule.endswith(
-            "/cancel"
-        )
-        abort(405, valid_methods=["POST"] if cancel else ["GET", "HEAD"])
-
-    others = ["POST", "PUT", "PATCH", "DELETE"]
-    for rule in ("/", "/jobs", "/jobs/<job_id>"):
-        bp.add_url_rule(rule, "wrong_method", wrong_method, methods=others)
-    bp.add_url_rule(
-        "/jobs/<job_id>/cancel",
-        "wrong_method",
-        wrong_method,
-        methods=["GET", "PUT", "PATCH", "DELETE"],
-    )
-
     @bp.after_request
     def no_store(response: t.Any) -> t.Any:
         # Job states are per user and change: never cached.
