@@ -185,6 +185,57 @@ def test_failure_logged_and_reraised(
     assert finished == [job]
 
 
+def test_failed_job_keeps_its_traceback_not_its_locals(
+    app: Flask, offload: Offload
+) -> None:
+    """The locals of a failed job's frames are let go (a connection, a
+    buffer), not the traceback; job_finished receivers still see them, and
+    a generator that made the exception, still in use, is not closed.
+    """
+    import gc
+    import traceback
+    import weakref
+
+    class Buffer:
+        pass
+
+    def errors() -> t.Iterator[ValueError]:
+        n = 0
+        while True:
+            n += 1
+            try:
+                raise ValueError(f"row {n} is malformed")
+            except ValueError as e:
+                yield e
+
+    source = errors()
+    seen: list[bool] = []
+    refs: list[weakref.ref[Buffer]] = []
+
+    def parse() -> None:
+        buffer = Buffer()
+        refs.append(weakref.ref(buffer))
+        raise next(source)
+
+    def receiver(sender: Flask, job: Job) -> None:
+        tb = job.exception(0).__traceback__  # type: ignore[union-attr]
+        seen.append(any("buffer" in f.f_locals for f, _ in traceback.walk_tb(tb)))
+
+    with (
+        signals.job_finished.connected_to(receiver, sender=app),
+        app.app_context(),
+    ):
+        job = offload.submit(parse)
+        exc = job.exception(10)
+        assert offload.join(10)
+    assert isinstance(exc, ValueError) and seen == [True]
+    gc.collect()
+    assert refs[0]() is None
+    names = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+    assert "parse" in names and "run_job" not in names
+    assert str(next(source)) == "row 2 is malformed"  # still usable
+
+
 def test_signals_order(app: Flask, offload: Offload) -> None:
     events: list[tuple[str, str]] = []
 

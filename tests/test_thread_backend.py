@@ -465,12 +465,13 @@ def test_sigterm_under_green_threads_drains_from_a_greenlet(
 
 
 EXIT_WITH_EXECUTORS = """
-import threading
+import threading, time
 from concurrent.futures import ThreadPoolExecutor
 from flask import Flask
 from flask_offload import Offload
 
 app = Flask("exit_executors")
+app.config["OFFLOAD_SHUTDOWN_TIMEOUT"] = 1
 offload = Offload(app)
 exiting = threading.Event()
 # Registered after Flask-Offload's: runs first, when the process exits.
@@ -490,11 +491,20 @@ def fan_out():
 
 def late_submitter():
     after_main_ends()
+    time.sleep(1.5)  # longer than the shutdown timeout: its job still runs
     with app.app_context():
         offload.submit(print, "late job ran", flush=True)
 
+def follow_up():
+    after_main_ends()
+    try:
+        offload.submit(print, "follow-up ran", flush=True)
+    except RuntimeError:
+        print("follow-up refused", flush=True)
+
 with app.app_context():
     offload.submit(fan_out)
+    offload.submit(follow_up)
 threading.Thread(target=late_submitter).start()
 print("main ends", flush=True)
 """
@@ -504,8 +514,9 @@ def test_jobs_use_executors_during_the_drain_at_exit(tmp_path: Path) -> None:
     """concurrent.futures refuses new work once its exit hook ran; the drain
     runs before it, so a job fanning out to an executor (boto3's transfers,
     ``executor.map``) while the process exits still works. A non-daemon
-    thread still running may still submit, and an executor never shut down
-    does not keep the process from exiting.
+    thread still running may still submit (its job gets a timeout of its
+    own), and an executor never shut down does not keep the process from
+    exiting.
     """
     script = tmp_path / "exit_executors.py"
     script.write_text(EXIT_WITH_EXECUTORS)
@@ -519,6 +530,10 @@ def test_jobs_use_executors_during_the_drain_at_exit(tmp_path: Path) -> None:
     assert "fanned out [1, 2, 3]" in out.stdout, out.stdout + out.stderr
     assert "late job ran" in out.stdout, out.stdout + out.stderr
     assert "cannot schedule new futures" not in out.stdout + out.stderr
+    # A job may not submit more while the process exits (a chain of jobs
+    # would keep it alive until the timeout): refused, as by a shutdown.
+    assert "follow-up refused" in out.stdout, out.stdout + out.stderr
+    assert "follow-up ran" not in out.stdout
 
 
 INTERRUPTED_DRAIN = """
@@ -546,7 +561,7 @@ def second_ctrl_c():
         while frame is not None:
             names.append(frame.f_code.co_name)
             frame = frame.f_back
-        if names and names[0] == "wait" and "_wait_before_executors_stop" in names:
+        if names and names[0] == "wait" and "_drain_before_executors_stop" in names:
             os.kill(os.getpid(), signal.SIGINT)
             return
         time.sleep(0.01)
@@ -624,3 +639,25 @@ def test_shutdown_of_several_apps_closes_all_before_draining() -> None:
         release.set()
         drain.join(10)
     assert first.result(0) == "done"
+
+
+LATE_IMPORT = """
+import threading
+
+def late():
+    threading.main_thread().join()
+    import flask_offload  # while the interpreter exits
+    print("imported", flask_offload.Offload.__name__, flush=True)
+
+threading.Thread(target=late).start()
+"""
+
+
+def test_import_while_the_interpreter_exits(tmp_path: Path) -> None:
+    script = tmp_path / "late_import.py"
+    script.write_text(LATE_IMPORT)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "imported Offload" in out.stdout, out.stdout + out.stderr

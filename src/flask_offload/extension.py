@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import concurrent.futures.thread  # noqa: F401 -- its exit hook first, see below
 import dataclasses
 import logging
 import os
@@ -609,9 +608,7 @@ class Offload:
         for state in states:
             job = state.registry.get(job_id)
             if job is not None:
-                job.state  # noqa: B018 -- a Celery job's read finds out if it expired
-                if not state.registry.forget_gone(job):
-                    return job
+                return job
         # Submitted by another process: ask where the backend keeps state.
         for state in states:
             job = state.backend.get_job(job_id)
@@ -663,8 +660,7 @@ def join_states(states: t.Iterable[_AppState], timeout: float | None) -> bool:
         # Jobs sent to other processes (Celery) stay in the registry, their
         # state read from the result backend: wait for those too.
         for job in state.registry.recent():
-            # One the backend forgot (an expired Celery result) is not waited for.
-            if not job.done() and not job._gone() and not job.wait(left()):
+            if not job.done() and not job.wait(left()):
                 return False
     return True
 
@@ -673,41 +669,43 @@ def _shutdown_states(
     states: t.Sequence[_AppState],
     wait: bool,
     timeout: float | None,
-    start: float | None = None,
-    close: bool = True,
-) -> None:
+    late: bool = False,
+) -> bool:
     """Shut down several apps' backends at once: every one stops accepting
     jobs first, then each waits for its jobs up to its own timeout counted
     from now (not after the others'), so a drain takes the longest timeout,
-    not their sum.
+    not their sum. Return whether every job ended in time.
 
-    :param start: When the timeouts count from, if not now.
-    :param close: Stop accepting jobs and, after the wait, release the
-        workers. Without, only wait, and log nothing for a timeout.
+    :param late: Still accept jobs from threads other than the backends'
+        workers, and keep the workers for them (the first part of the drain
+        at exit, see :func:`_drain_before_executors_stop`).
     """
-    if close:
-        for state in states:
-            state.backend.close()
+    for state in states:
+        state.backend.close(late=late)
     if not wait:
-        return
-    if start is None:
-        start = time.monotonic()
+        return True
+    start = time.monotonic()
+    all_done = True
     for index, state in enumerate(states):
         limit = state.settings.shutdown_timeout if timeout is None else timeout
         try:
             done = state.registry.join(max(0.0, start + limit - time.monotonic()))
         except BaseException as e:
             # Thrown into the wait: a second Ctrl-C, or eventlet's quick
-            # shutdown (sys.exit() in a greenthread). Stop waiting, but say
-            # which jobs are lost.
+            # shutdown (sys.exit() in a greenthread). Stop waiting and
+            # accepting, but say which jobs are lost.
             for left in states[index:]:
+                left.backend.close()
                 _abandon(left, limit, interrupted=type(e).__name__)
             raise
-        if not done and close:
+        if not done:
+            all_done = False
+            state.backend.close()
             _abandon(state, limit)
-    if close:
+    if not late:
         for state in states:
             state.backend.stop()
+    return all_done
 
 
 def _abandon(state: _AppState, timeout: float, interrupted: str = "") -> None:
@@ -717,6 +715,9 @@ def _abandon(state: _AppState, timeout: float, interrupted: str = "") -> None:
     :param interrupted: The exception that ended the wait early, if one did.
     """
     for job in state.registry.unfinished():
+        if job.id in _abandoned:
+            continue  # logged by the first part of the drain at exit
+        _abandoned.add(job.id)
         if job.cancel():
             logger.error(
                 "Job %s (%s) submitted from %s was abandoned at shutdown before"
@@ -756,50 +757,53 @@ def _app_gone(states: dict[int, _AppState], app_id: int) -> None:
 
 def _shutdown_all() -> None:
     """The drain at exit (and on SIGTERM), of every app of the process."""
-    if _exit_interrupted:
-        # What was left was logged when the wait was interrupted.
-        for state in list(_live_states):
-            state.backend.close()
-        return
+    # After a first part that gave up (timeout, Ctrl-C), nothing more is
+    # waited for: what is left is logged.
+    timeout = 0.0 if _exit_gave_up else None
     try:
-        _shutdown_states(list(_live_states), True, None, start=_exit_started)
+        _shutdown_states(list(_live_states), True, timeout)
     except (SystemExit, KeyboardInterrupt):
         # The process is exiting already: the abandoned jobs were logged,
         # and Python would only print the exception as ignored.
         pass
 
 
-def _wait_before_executors_stop() -> None:
-    """The first half of the drain at a normal exit, run by ``threading``
+def _drain_before_executors_stop() -> None:
+    """The first part of the drain at a normal exit, run by ``threading``
     before ``concurrent.futures`` refuses new work ("cannot schedule new
     futures after interpreter shutdown"): wait for the jobs while those
     they run can still use an executor (boto3's transfers,
-    ``executor.map``). Jobs are still accepted (the program's non-daemon
-    threads, joined after this, may submit); the atexit hook then stops
-    accepting and waits for what is left, within the same timeout.
+    ``executor.map``). Jobs may no longer submit jobs, but the program's
+    non-daemon threads, joined after this, still may: the atexit hook
+    waits for those, with a timeout of its own.
     """
-    global _exit_started, _exit_interrupted
-    _exit_started = time.monotonic()
+    global _exit_gave_up
     try:
-        _shutdown_states(
-            list(_live_states), True, None, start=_exit_started, close=False
-        )
+        _exit_gave_up = not _shutdown_states(list(_live_states), True, None, True)
     except (SystemExit, KeyboardInterrupt):
         # The jobs left were logged; the process is exiting already, and
         # Python would only print the exception as ignored.
-        _exit_interrupted = True
+        _exit_gave_up = True
 
 
-#: When the drain at exit began, and whether its wait was interrupted.
-_exit_started: float | None = None
-_exit_interrupted = False
-# concurrent.futures registers its exit hook when imported; threading runs
-# these hooks in reverse order, so one registered after it runs before it.
-# (A private hook of the standard library, there since Python 3.9.)
-_register_atexit = getattr(threading, "_register_atexit", None)
-if _register_atexit is not None:
-    _register_atexit(_wait_before_executors_stop)
+#: Whether the first part of the drain at exit gave up (see _shutdown_all).
+_exit_gave_up = False
+#: Jobs already logged as abandoned, not logged twice.
+_abandoned: set[str] = set()
 atexit.register(_shutdown_all)
+try:
+    # concurrent.futures registers its exit hook when imported; threading
+    # runs these hooks in reverse order, so one registered after it runs
+    # before it. (A private hook of the standard library, since 3.9.)
+    import concurrent.futures.thread  # noqa: F401
+
+    _register_atexit = getattr(threading, "_register_atexit", None)
+    if _register_atexit is not None:
+        _register_atexit(_drain_before_executors_stop)
+except RuntimeError:
+    # Imported while the interpreter is exiting ("can't register atexit
+    # after shutdown"): the atexit hook drains.
+    pass
 
 _sigterm_lock = threading.Lock()
 _sigterm_installed = False

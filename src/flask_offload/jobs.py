@@ -472,12 +472,6 @@ class Job:
         if event is not None:
             event.set()
 
-    def _gone(self) -> bool:
-        """Whether the backend has forgotten the job, though this process
-        still holds it (a Celery result that expired unread).
-        """
-        return False
-
     def _make_public(
         self, flags: int, args: tuple[t.Any, ...], kwargs: dict[str, t.Any]
     ) -> None:
@@ -861,23 +855,7 @@ class JobRegistry:
         if state is not None:
             state = parse_state(state)
             jobs = [j for j in jobs if j.state is state]
-        if any(j._gone() for j in jobs):
-            jobs = [j for j in jobs if not self.forget_gone(j)]
         return jobs
-
-    def forget_gone(self, job: Job) -> bool:
-        """Drop ``job`` if its backend forgot it (:meth:`Job._gone`, known
-        once its state was read); return whether it did.
-        """
-        if not job._gone():
-            return False
-        with self._cond:
-            if self._jobs.get(job.id) is job:
-                del self._jobs[job.id]
-            self._pending.discard(job)
-            if self._joiners and not self._pending:
-                self._cond.notify_all()
-        return True
 
     def pending(self) -> list[Job]:
         """The jobs added here and not done yet, in this process (not those

@@ -77,6 +77,7 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         "propagating",
         "celery_alias",
         "celery_deep",
+        "celery_named",
         "spawn_args",
     ],
 )

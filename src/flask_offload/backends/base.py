@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-import traceback
 import typing as t
 
 from ..errors import JobCancelled
@@ -56,8 +56,13 @@ class Backend:
         """
         return None
 
-    def close(self) -> None:
-        """Stop accepting jobs."""
+    def close(self, late: bool = False) -> None:
+        """Stop accepting jobs.
+
+        :param late: Still accept them from threads other than the
+            backend's own workers (the program's threads at exit, while its
+            jobs may not start new ones).
+        """
 
     def stop(self) -> None:
         """Release the backend's threads once no job will run any more."""
@@ -102,6 +107,9 @@ def run_job(
         job._finish(_SUCCEEDED, result)
 
 
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def _keep_exception(job: Job, state: JobState, exc: BaseException) -> None:
     """End ``job`` with ``exc``, which it keeps with its traceback (for
     ``result()``) but not the locals of its frames: a failed job must not
@@ -114,9 +122,24 @@ def _keep_exception(job: Job, state: JobState, exc: BaseException) -> None:
         # run_job's own frame, where it was caught: it holds the job's
         # arguments and snapshot, and it is still running, so it could not
         # be cleared.
-        exc.__traceback__ = tb.tb_next
+        tb = exc.__traceback__ = tb.tb_next
+    # Taken now: a waiter re-raising the exception puts its own frames in
+    # front of it, which are not the job's to clear.
     job._finish(state, exc=exc)
-    traceback.clear_frames(exc.__traceback__)
+    while tb is not None:
+        frame = tb.tb_frame
+        # Not a suspended generator's or coroutine's: clearing it would
+        # close it (one that made the exception and is still in use).
+        if not frame.f_code.co_flags & _SUSPENDABLE:
+            try:
+                frame.clear()
+            except RuntimeError:  # still running, in some thread
+                pass
+            else:
+                # A receiver that read f_locals left a copy of them on the
+                # frame (Python 3.11): reading again empties it too.
+                frame.f_locals  # noqa: B018
+        tb = tb.tb_next
 
 
 def log_failure(job: Job, exc: BaseException) -> None:

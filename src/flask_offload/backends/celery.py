@@ -949,13 +949,6 @@ class CeleryBackend(Backend):
         except Exception:
             logger.exception("Could not store the state of job %s.", job_id)
 
-    def _record_gone(self, job_id: str) -> bool:
-        """Whether the job's record is known to be gone: there is a place
-        for records and it holds none for this job.
-        """
-        kv = self._kv()
-        return kv is not None and not kv.get((_INFO_PREFIX + job_id).encode())
-
     def _read_info(self, job_id: str) -> dict[str, t.Any] | None:
         kv = self._kv()
         if kv is None:
@@ -1130,11 +1123,10 @@ class CeleryJob(Job):
     on access.
     """
 
-    __slots__ = ("_sent", "_expired", "_next_cancel_check")
+    __slots__ = ("_sent", "_next_cancel_check")
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         self._sent = False
-        self._expired = False
         super().__init__(*args, **kwargs)
 
     @property
@@ -1153,10 +1145,6 @@ class CeleryJob(Job):
     @cancel_requested.setter
     def cancel_requested(self, value: bool) -> None:
         _CANCEL.__set__(self, value)
-
-    def _gone(self) -> bool:
-        # Set by refresh(): reading the state finds out.
-        return self._expired and not self._done
 
     @property
     def state(self) -> JobState:
@@ -1180,15 +1168,7 @@ class CeleryJob(Job):
             return
         backend = self._backend()
         if backend is not None:
-            meta = backend.task_meta(self.id)
-            _apply_meta(backend, self, meta, None)
-            if meta.get("status", "PENDING") == "PENDING" and backend._record_gone(
-                self.id
-            ):
-                # The sender writes the job's record before the message
-                # goes: with both gone, the result expired (result_expires)
-                # while no one here read it, and the state is unknown.
-                self._expired = True
+            _apply_meta(backend, self, backend.task_meta(self.id), None)
 
     def done(self) -> bool:
         return self.state.finished
@@ -1199,8 +1179,6 @@ class CeleryJob(Job):
         while True:
             if self.state.finished:
                 return True
-            if self._expired:
-                return False  # it will never read otherwise
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
@@ -1218,13 +1196,6 @@ class CeleryJob(Job):
         return super().exception(0)
 
     def _raise_unfinished(self, timeout: float | None) -> t.NoReturn:
-        if self._expired:
-            raise TimeoutError(
-                f"The state of job {self.id} ({self.name}) is gone from the result"
-                " backend: it expired (Celery's 'result_expires') before this"
-                " process read it, so how the job ended is unknown. Set"
-                " 'result_expires' in OFFLOAD_CELERY above OFFLOAD_RESULT_TTL."
-            )
         raise TimeoutError(
             f"Job {self.id} ({self.name}) did not finish within {timeout} seconds."
         )

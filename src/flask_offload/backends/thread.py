@@ -57,6 +57,9 @@ class ThreadBackend(Backend):
         self._max_queue = settings.max_queue
         self._block = settings.queue_full == "block"
         self._closed = False
+        # Closed, but still accepting jobs from threads that are not this
+        # backend's workers (see close()).
+        self._late = False
         self._prefix = f"flask-offload-{app_name}-{next(_counter)}"
         #: The app's job registry, set by the extension: it counts the
         #: cancelled jobs still in the queue (see :meth:`_waiting_jobs`).
@@ -98,7 +101,9 @@ class ThreadBackend(Backend):
         self.reserve()
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed and not (
+            self._late and threading.get_ident() not in self._idents
+        ):
             raise RuntimeError(
                 "Flask-Offload was shut down for this app and accepts no more jobs:"
                 " the process is exiting (SIGTERM, or the end of the program)"
@@ -229,12 +234,14 @@ class ThreadBackend(Backend):
         finally:
             self._idents.discard(ident)
 
-    def close(self) -> None:
+    def close(self, late: bool = False) -> None:
+        self._late = late
         self._closed = True
         with self._room:
             self._room.notify_all()
 
     def stop(self) -> None:
+        self._late = False
         self._closed = True
         self._queue.put(None)
 

@@ -245,10 +245,10 @@ def parameters(func: FunctionInfo) -> list[str]:
 
 def _names_task(expr: ast.expr, scope: Scope | None, depth: int = 0) -> bool:
     """Whether ``expr`` is spelled as Celery's task class (its last name
-    contains "task", in any case), directly or through names assigned such
-    a value in ``scope`` and the scopes around it.
+    contains "Task"), directly or through names assigned such a value in
+    ``scope`` and the scopes around it (``task_base = celery_app.Task``).
     """
-    if "task" in _last_identifier(expr).lower():
+    if "Task" in _last_identifier(expr):
         return True
     if not isinstance(expr, ast.Name) or depth > 8:
         return False
@@ -407,19 +407,23 @@ class Analyzer:
 
     def task_class(self, cls: ClassInfo, _seen: set[int] | None = None) -> bool:
         """Whether ``cls`` looks like a subclass of Celery's ``Task``: a base
-        named like one (``Task``, ``celery.Task``, ``task_base``), a name
-        bound to such a value (``base = celery_app.Task``, as Superset
-        does), or a project class that is one itself.
+        named like one (``Task``, ``celery.Task``), a name bound to such a
+        value (``task_base = celery_app.Task``, as Superset does), or a
+        project class that is one itself.
         """
         seen = set() if _seen is None else _seen
         if id(cls) in seen:
             return False
         seen.add(id(cls))
         for base in cls.node.bases:
-            if _names_task(base, cls.scope):
-                return True
             value = self.project.resolve(base, cls.scope)
-            if isinstance(value, ClassInfo) and self.task_class(value, seen):
+            # A class of the project: by what it subclasses, not its name
+            # (not itself: ``class AppTask(self.Task)`` with ``self.Task =
+            # AppTask`` set later resolves to the class being defined).
+            if isinstance(value, ClassInfo) and value is not cls:
+                if self.task_class(value, seen):
+                    return True
+            elif _names_task(base, cls.scope):
                 return True
         return False
 
@@ -1944,6 +1948,14 @@ class _Walker:
                 keywords=() if many else keywords,
             )
 
+    def through_class(self, expr: ast.expr) -> bool:
+        """Whether ``expr`` is a method looked up on its class
+        (``Exporter.run``), which takes the instance as its first argument.
+        """
+        return isinstance(expr, ast.Attribute) and isinstance(
+            self.resolve(expr.value), ClassInfo
+        )
+
     def copied_context_run(self, expr: ast.expr) -> bool:
         """Whether ``expr`` is the ``run`` method of a context made by
         ``contextvars.copy_context()``.
@@ -2038,7 +2050,9 @@ class _Walker:
                 self.shared_in_loop(node, expr)
         if kinds:
             return
-        falsy = self.falsy(value, args, keywords) if not given else frozenset()
+        falsy: frozenset[str] = frozenset()
+        if not given and not self.through_class(expr):
+            falsy = self.falsy(value, args, _final_keywords(keywords))
         value = self.analyzer.decorated(value)
         self.analyzer.entries.append(Entry(value, kind, self.spawner, app, req, falsy))
 
@@ -2267,18 +2281,33 @@ def _keywords(node: ast.Call) -> list[tuple[str | None, ast.expr]]:
 
 def _dict_items(expr: ast.expr | None) -> list[tuple[str | None, ast.expr]]:
     """The string-keyed items of a dict literal (``kwargs={"a": 1}``), as
-    ``(name, value)``; ``dict(a=1)`` too.
+    ``(name, value)``, with ``(None, value)`` for a ``**value`` in it;
+    ``dict(a=1)`` too.
     """
     if isinstance(expr, ast.Dict):
-        return [
-            (k.value, v)
-            for k, v in zip(expr.keys, expr.values, strict=True)
-            if isinstance(k, ast.Constant) and isinstance(k.value, str)
-        ]
+        items: list[tuple[str | None, ast.expr]] = []
+        for k, v in zip(expr.keys, expr.values, strict=True):
+            if k is None:
+                items.append((None, v))
+            elif isinstance(k, ast.Constant) and isinstance(k.value, str):
+                items.append((k.value, v))
+        return items
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
         if expr.func.id == "dict" and not expr.args:
             return _keywords(expr)
     return []
+
+
+def _final_keywords(
+    keywords: Sequence[tuple[str | None, ast.expr]],
+) -> list[tuple[str | None, ast.expr]]:
+    """The keywords a call surely ends up with, the last of each name
+    winning (a partial's, then the call's own); none at all after a
+    ``**mapping``, which may replace any of them.
+    """
+    if any(name is None for name, _ in keywords):
+        return []
+    return list(dict(keywords).items())
 
 
 def _argument(node: ast.Call, pos: int, key: str) -> ast.expr | None:

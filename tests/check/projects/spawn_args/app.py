@@ -75,3 +75,35 @@ def view():
     ProcessPoolExecutor().submit(config_in_pool)
     Pool(2).apply_async(work, kwds={"req": request})  # expect: OFF104
     return ""
+
+
+def overridden(notify=True):
+    if notify:
+        return request.path  # expect: OFF101
+
+
+def unpacked(notify=True):
+    if notify:
+        return request.url  # expect: OFF101
+
+
+OPTIONS = {"notify": True}
+
+
+class Exporter:
+    def run(self, bucket=None):
+        if bucket is None:
+            bucket = current_app.config["BUCKET"]  # expect: OFF102
+        return bucket
+
+
+@app.get("/more")
+def more():
+    # The call's keyword wins over the partial's; **OPTIONS may set it.
+    Thread(
+        target=functools.partial(overridden, notify=False), kwargs={"notify": 1}
+    ).start()
+    Thread(target=unpacked, kwargs={"notify": False, **OPTIONS}).start()
+    # Through the class, the instance is the first argument: bucket is not given.
+    Thread(target=Exporter.run, args=(Exporter(),)).start()
+    return ""
