@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 
 import pytest
 import requests
+from flask import abort
 from flask import Flask
 from flask import request
 from flask import session
@@ -1509,3 +1510,33 @@ def test_progress_percent_is_the_same_on_the_page_and_in_the_cli(
     finally:
         release.set()
         wait_done(app, offload, job_id)
+
+
+def test_an_error_keeps_every_header_it_sets(
+    app: Flask, offload: Offload, serve: t.Any
+) -> None:
+    """An authorize callback asking for credentials two ways: both
+    challenges reach the client, as from the app's own views.
+    """
+    from werkzeug.datastructures import WWWAuthenticate
+
+    @offload.authorize
+    def ask(job: Job) -> bool:
+        abort(
+            401,
+            www_authenticate=[
+                WWWAuthenticate("basic", {"realm": "jobs"}),
+                WWWAuthenticate("bearer", {"realm": "jobs"}),
+            ],
+        )
+
+    @app.post("/run")
+    def run() -> str:
+        return offload.submit(int).id
+
+    server = serve(app)
+    job_id = server.post("/run").text
+    response = server.get(f"/offload/jobs/{job_id}")
+    assert response.status_code == 401
+    challenges = response.raw.headers.getlist("WWW-Authenticate")
+    assert sorted(challenges) == ["Basic realm=jobs", "Bearer realm=jobs"]

@@ -58,6 +58,19 @@ def test_jobs_lists_state_progress_and_name(app: Flask, offload: Offload) -> Non
     assert none.output == "No jobs.\n"
 
 
+def test_a_finished_job_shows_100_percent_as_on_the_dashboard(
+    app: Flask, offload: Offload
+) -> None:
+    def part_way() -> None:
+        current_job.set_progress(0.57)
+
+    with app.app_context():
+        job = offload.submit(part_way)
+        assert job.wait(WAIT)
+    table = app.test_cli_runner().invoke(args=["offload", "jobs"]).output
+    assert table.startswith(f"{job.id}  SUCCEEDED 100%  ")
+
+
 def test_help_says_what_each_command_does(app: Flask, offload: Offload) -> None:
     runner = app.test_cli_runner()
     group = runner.invoke(args=["offload", "--help"])

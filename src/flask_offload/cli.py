@@ -42,7 +42,8 @@ def jobs_command(state: str | None, as_json: bool) -> None:
         return
     for job in jobs:
         d = job.to_dict()
-        progress = "" if d["progress"] is None else f" {percent_text(d['progress'])}"
+        value = 1.0 if d["state"] == JobState.SUCCEEDED.value else d["progress"]
+        progress = "" if value is None else f" {percent_text(value)}"
         click.echo(f"{d['id']}  {d['state']:<9}{progress}  {d['name']}")
 
 

@@ -580,7 +580,7 @@ def create_blueprint(offload: Offload) -> Blueprint:
         # What the error adds (a 405's Allow), not its HTML content type.
         for name, value in e.get_headers():
             if name.lower() != "content-type":
-                response.headers[name] = value
+                response.headers.add(name, value)
         return response
 
     return bp
