@@ -189,8 +189,9 @@ def test_failed_job_keeps_its_traceback_not_its_locals(
     app: Flask, offload: Offload
 ) -> None:
     """The locals of a failed job's frames are let go (a connection, a
-    buffer), not the traceback; job_finished receivers still see them, and
-    a generator that made the exception, still in use, is not closed.
+    buffer), not the traceback nor what the job put in its exception; a
+    generator that made the exception, still in use, is not closed; and
+    job_finished receivers still see the locals.
     """
     import gc
     import traceback
@@ -209,7 +210,6 @@ def test_failed_job_keeps_its_traceback_not_its_locals(
                 yield e
 
     source = errors()
-    seen: list[bool] = []
     refs: list[weakref.ref[Buffer]] = []
 
     def parse() -> None:
@@ -217,23 +217,31 @@ def test_failed_job_keeps_its_traceback_not_its_locals(
         refs.append(weakref.ref(buffer))
         raise next(source)
 
+    def check(amount: int) -> None:
+        limit = 100
+        raise ValueError("amount over limit", locals())
+
+    seen: list[bool] = []
+
     def receiver(sender: Flask, job: Job) -> None:
         tb = job.exception(0).__traceback__  # type: ignore[union-attr]
-        seen.append(any("buffer" in f.f_locals for f, _ in traceback.walk_tb(tb)))
+        seen.append(any("limit" in f.f_locals for f, _ in traceback.walk_tb(tb)))
 
-    with (
-        signals.job_finished.connected_to(receiver, sender=app),
-        app.app_context(),
-    ):
+    with app.app_context():
         job = offload.submit(parse)
         exc = job.exception(10)
+        with signals.job_finished.connected_to(receiver, sender=app):
+            checked = offload.submit(check, 250).exception(10)
         assert offload.join(10)
-    assert isinstance(exc, ValueError) and seen == [True]
+    assert isinstance(exc, ValueError)
     gc.collect()
     assert refs[0]() is None
     names = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
     assert "parse" in names and "run_job" not in names
     assert str(next(source)) == "row 2 is malformed"  # still usable
+    assert seen == [True]
+    assert checked is not None
+    assert checked.args == ("amount over limit", {"amount": 250, "limit": 100})
 
 
 def test_signals_order(app: Flask, offload: Offload) -> None:

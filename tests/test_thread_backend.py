@@ -661,3 +661,72 @@ def test_import_while_the_interpreter_exits(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "imported Offload" in out.stdout, out.stdout + out.stderr
+
+
+EXIT_WITH_PRODUCERS = """
+import logging, sys, threading, time
+from flask import Flask
+from flask_offload import Offload
+
+logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                    format="%(levelname)s %(message)s")
+offload = Offload()
+stuck_app = Flask("stuck_app")
+stuck_app.config["OFFLOAD_SHUTDOWN_TIMEOUT"] = 0.5
+offload.init_app(stuck_app)
+busy = Flask("busy")
+busy.config.update(
+    OFFLOAD_SHUTDOWN_TIMEOUT=10, OFFLOAD_MAX_WORKERS=1, OFFLOAD_MAX_QUEUE=2,
+    OFFLOAD_QUEUE_FULL="block",
+)
+offload.init_app(busy)
+closed = Flask("closed")
+offload.init_app(closed)
+most = [0]
+
+def work(i):
+    time.sleep(0.1)
+    print("ran", i, flush=True)
+
+def producer():
+    threading.main_thread().join()  # the process is exiting
+    with busy.app_context():
+        for i in range(8):
+            offload.submit(work, i)
+            state = offload._states_here()[0]
+            most[0] = max(most[0], state.backend._waiting_jobs())
+    print("most waiting", most[0], flush=True)
+    with closed.app_context():
+        try:
+            offload.submit(work, 99)
+        except RuntimeError:
+            print("closed app refused", flush=True)
+
+with stuck_app.app_context():
+    offload.submit(time.sleep, 30)
+with closed.app_context():
+    offload.shutdown()
+threading.Thread(target=producer).start()
+"""
+
+
+def test_the_programs_threads_submit_while_the_process_exits(tmp_path: Path) -> None:
+    """A non-daemon thread submitting after the main thread returned: its
+    jobs are waited for with their app's own timeout, after another app gave
+    up on a stuck job, and the queue's bound holds for it; an app shut down
+    before stays shut.
+    """
+    script = tmp_path / "producers.py"
+    script.write_text(EXIT_WITH_PRODUCERS)
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert sorted(re.findall(r"^ran (\d)$", out, re.M)) == list("01234567"), out
+    assert "most waiting 2" in out, out
+    assert "closed app refused" in out, out
+    assert "(time.sleep) submitted from" in out and "it was abandoned" in out, out
+    assert "Traceback" not in out, out

@@ -688,24 +688,45 @@ def _shutdown_states(
     all_done = True
     for index, state in enumerate(states):
         limit = state.settings.shutdown_timeout if timeout is None else timeout
+        if state in _gave_up:
+            limit = 0.0  # the first part of the drain at exit waited already
         try:
-            done = state.registry.join(max(0.0, start + limit - time.monotonic()))
+            if late:
+                # The jobs there are now: those the program's threads
+                # submit meanwhile are waited for by the next part, with a
+                # timeout of their own.
+                done = _wait_for(state.registry.pending(), start + limit)
+            else:
+                done = state.registry.join(max(0.0, start + limit - time.monotonic()))
         except BaseException as e:
             # Thrown into the wait: a second Ctrl-C, or eventlet's quick
             # shutdown (sys.exit() in a greenthread). Stop waiting and
             # accepting, but say which jobs are lost.
+            for other in states:
+                other.backend.close()
+                _gave_up.add(other)
             for left in states[index:]:
-                left.backend.close()
                 _abandon(left, limit, interrupted=type(e).__name__)
             raise
         if not done:
             all_done = False
             state.backend.close()
+            _gave_up.add(state)
             _abandon(state, limit)
     if not late:
         for state in states:
             state.backend.stop()
     return all_done
+
+
+def _wait_for(jobs: list[Job], deadline: float) -> bool:
+    """Wait until every one of ``jobs`` is done, or the monotonic
+    ``deadline``; return whether they all are.
+    """
+    for job in jobs:
+        if not job.wait(max(0.0, deadline - time.monotonic())):
+            return False
+    return True
 
 
 def _abandon(state: _AppState, timeout: float, interrupted: str = "") -> None:
@@ -757,11 +778,10 @@ def _app_gone(states: dict[int, _AppState], app_id: int) -> None:
 
 def _shutdown_all() -> None:
     """The drain at exit (and on SIGTERM), of every app of the process."""
-    # After a first part that gave up (timeout, Ctrl-C), nothing more is
-    # waited for: what is left is logged.
-    timeout = 0.0 if _exit_gave_up else None
     try:
-        _shutdown_states(list(_live_states), True, timeout)
+        # An app whose first part gave up (timeout, Ctrl-C) is not waited
+        # for again: what is left is logged (see _shutdown_states).
+        _shutdown_states(list(_live_states), True, None)
     except (SystemExit, KeyboardInterrupt):
         # The process is exiting already: the abandoned jobs were logged,
         # and Python would only print the exception as ignored.
@@ -777,17 +797,17 @@ def _drain_before_executors_stop() -> None:
     non-daemon threads, joined after this, still may: the atexit hook
     waits for those, with a timeout of its own.
     """
-    global _exit_gave_up
     try:
-        _exit_gave_up = not _shutdown_states(list(_live_states), True, None, True)
+        _shutdown_states(list(_live_states), True, None, True)
     except (SystemExit, KeyboardInterrupt):
         # The jobs left were logged; the process is exiting already, and
         # Python would only print the exception as ignored.
-        _exit_gave_up = True
+        pass
 
 
-#: Whether the first part of the drain at exit gave up (see _shutdown_all).
-_exit_gave_up = False
+#: The apps (their states) whose drain gave up: a timeout or an
+#: interruption. A later part of the drain does not wait for them again.
+_gave_up: weakref.WeakSet[_AppState] = weakref.WeakSet()
 #: Jobs already logged as abandoned, not logged twice.
 _abandoned: set[str] = set()
 atexit.register(_shutdown_all)

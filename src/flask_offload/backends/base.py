@@ -135,10 +135,6 @@ def _keep_exception(job: Job, state: JobState, exc: BaseException) -> None:
                 frame.clear()
             except RuntimeError:  # still running, in some thread
                 pass
-            else:
-                # A receiver that read f_locals left a copy of them on the
-                # frame (Python 3.11): reading again empties it too.
-                frame.f_locals  # noqa: B018
         tb = tb.tb_next
 
 

@@ -140,7 +140,11 @@ class ThreadBackend(Backend):
                 # Workers notify after taking a job when someone waits; the
                 # timeout only bounds the cost of a wake-up lost to a race, and
                 # notices jobs cancelled in the queue.
-                while self._waiting_jobs() >= limit and not self._closed:
+                # Closed "late" (at exit), the bound still holds for
+                # those still allowed to submit.
+                while self._waiting_jobs() >= limit and (
+                    not self._closed or self._late
+                ):
                     self._room.wait(0.05)
             finally:
                 self._waiting -= 1
@@ -235,6 +239,8 @@ class ThreadBackend(Backend):
             self._idents.discard(ident)
 
     def close(self, late: bool = False) -> None:
+        if late and self._closed:
+            return  # closed already (offload.shutdown()): it stays so
         self._late = late
         self._closed = True
         with self._room:
