@@ -464,78 +464,6 @@ def test_sigterm_under_green_threads_drains_from_a_greenlet(
     assert "Error" not in out and "not stopped" not in out
 
 
-EXIT_WITH_EXECUTORS = """
-import threading, time
-from concurrent.futures import ThreadPoolExecutor
-from flask import Flask
-from flask_offload import Offload
-
-app = Flask("exit_executors")
-app.config["OFFLOAD_SHUTDOWN_TIMEOUT"] = 1
-offload = Offload(app)
-exiting = threading.Event()
-# Registered after Flask-Offload's: runs first, when the process exits.
-threading._register_atexit(exiting.set)
-# An executor of the app's own, never shut down: its idle workers are
-# non-daemon threads that only concurrent.futures' exit hook stops.
-idle = ThreadPoolExecutor(2)
-idle.submit(int).result()
-
-def after_main_ends():
-    exiting.wait(30)
-
-def fan_out():
-    after_main_ends()  # the process is exiting: the drain waits for this
-    with ThreadPoolExecutor(2) as pool:
-        print("fanned out", list(pool.map(abs, [-1, -2, -3])), flush=True)
-
-def late_submitter():
-    after_main_ends()
-    time.sleep(1.5)  # longer than the shutdown timeout: its job still runs
-    with app.app_context():
-        offload.submit(print, "late job ran", flush=True)
-
-def follow_up():
-    after_main_ends()
-    try:
-        offload.submit(print, "follow-up ran", flush=True)
-    except RuntimeError:
-        print("follow-up refused", flush=True)
-
-with app.app_context():
-    offload.submit(fan_out)
-    offload.submit(follow_up)
-threading.Thread(target=late_submitter).start()
-print("main ends", flush=True)
-"""
-
-
-def test_jobs_use_executors_during_the_drain_at_exit(tmp_path: Path) -> None:
-    """concurrent.futures refuses new work once its exit hook ran; the drain
-    runs before it, so a job fanning out to an executor (boto3's transfers,
-    ``executor.map``) while the process exits still works. A non-daemon
-    thread still running may still submit (its job gets a timeout of its
-    own), and an executor never shut down does not keep the process from
-    exiting.
-    """
-    script = tmp_path / "exit_executors.py"
-    script.write_text(EXIT_WITH_EXECUTORS)
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "fanned out [1, 2, 3]" in out.stdout, out.stdout + out.stderr
-    assert "late job ran" in out.stdout, out.stdout + out.stderr
-    assert "cannot schedule new futures" not in out.stdout + out.stderr
-    # A job may not submit more while the process exits (a chain of jobs
-    # would keep it alive until the timeout): refused, as by a shutdown.
-    assert "follow-up refused" in out.stdout, out.stdout + out.stderr
-    assert "follow-up ran" not in out.stdout
-
-
 INTERRUPTED_DRAIN = """
 import logging, os, signal, sys, threading, time
 from flask import Flask
@@ -561,7 +489,7 @@ def second_ctrl_c():
         while frame is not None:
             names.append(frame.f_code.co_name)
             frame = frame.f_back
-        if names and names[0] == "wait" and "_drain_before_executors_stop" in names:
+        if names and names[0] == "wait" and "_shutdown_all" in names:
             os.kill(os.getpid(), signal.SIGINT)
             return
         time.sleep(0.01)
@@ -661,72 +589,3 @@ def test_import_while_the_interpreter_exits(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "imported Offload" in out.stdout, out.stdout + out.stderr
-
-
-EXIT_WITH_PRODUCERS = """
-import logging, sys, threading, time
-from flask import Flask
-from flask_offload import Offload
-
-logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                    format="%(levelname)s %(message)s")
-offload = Offload()
-stuck_app = Flask("stuck_app")
-stuck_app.config["OFFLOAD_SHUTDOWN_TIMEOUT"] = 0.5
-offload.init_app(stuck_app)
-busy = Flask("busy")
-busy.config.update(
-    OFFLOAD_SHUTDOWN_TIMEOUT=10, OFFLOAD_MAX_WORKERS=1, OFFLOAD_MAX_QUEUE=2,
-    OFFLOAD_QUEUE_FULL="block",
-)
-offload.init_app(busy)
-closed = Flask("closed")
-offload.init_app(closed)
-most = [0]
-
-def work(i):
-    time.sleep(0.1)
-    print("ran", i, flush=True)
-
-def producer():
-    threading.main_thread().join()  # the process is exiting
-    with busy.app_context():
-        for i in range(8):
-            offload.submit(work, i)
-            state = offload._states_here()[0]
-            most[0] = max(most[0], state.backend._waiting_jobs())
-    print("most waiting", most[0], flush=True)
-    with closed.app_context():
-        try:
-            offload.submit(work, 99)
-        except RuntimeError:
-            print("closed app refused", flush=True)
-
-with stuck_app.app_context():
-    offload.submit(time.sleep, 30)
-with closed.app_context():
-    offload.shutdown()
-threading.Thread(target=producer).start()
-"""
-
-
-def test_the_programs_threads_submit_while_the_process_exits(tmp_path: Path) -> None:
-    """A non-daemon thread submitting after the main thread returned: its
-    jobs are waited for with their app's own timeout, after another app gave
-    up on a stuck job, and the queue's bound holds for it; an app shut down
-    before stays shut.
-    """
-    script = tmp_path / "producers.py"
-    script.write_text(EXIT_WITH_PRODUCERS)
-    out = subprocess.run(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=60,
-    ).stdout
-    assert sorted(re.findall(r"^ran (\d)$", out, re.M)) == list("01234567"), out
-    assert "most waiting 2" in out, out
-    assert "closed app refused" in out, out
-    assert "(time.sleep) submitted from" in out and "it was abandoned" in out, out
-    assert "Traceback" not in out, out

@@ -666,67 +666,33 @@ def join_states(states: t.Iterable[_AppState], timeout: float | None) -> bool:
 
 
 def _shutdown_states(
-    states: t.Sequence[_AppState],
-    wait: bool,
-    timeout: float | None,
-    late: bool = False,
-) -> bool:
+    states: t.Sequence[_AppState], wait: bool, timeout: float | None
+) -> None:
     """Shut down several apps' backends at once: every one stops accepting
     jobs first, then each waits for its jobs up to its own timeout counted
     from now (not after the others'), so a drain takes the longest timeout,
-    not their sum. Return whether every job ended in time.
-
-    :param late: Still accept jobs from threads other than the backends'
-        workers, and keep the workers for them (the first part of the drain
-        at exit, see :func:`_drain_before_executors_stop`).
+    not their sum.
     """
     for state in states:
-        state.backend.close(late=late)
+        state.backend.close()
     if not wait:
-        return True
+        return
     start = time.monotonic()
-    all_done = True
     for index, state in enumerate(states):
         limit = state.settings.shutdown_timeout if timeout is None else timeout
-        if state in _gave_up:
-            limit = 0.0  # the first part of the drain at exit waited already
         try:
-            if late:
-                # The jobs there are now: those the program's threads
-                # submit meanwhile are waited for by the next part, with a
-                # timeout of their own.
-                done = _wait_for(state.registry.pending(), start + limit)
-            else:
-                done = state.registry.join(max(0.0, start + limit - time.monotonic()))
+            done = state.registry.join(max(0.0, start + limit - time.monotonic()))
         except BaseException as e:
             # Thrown into the wait: a second Ctrl-C, or eventlet's quick
-            # shutdown (sys.exit() in a greenthread). Stop waiting and
-            # accepting, but say which jobs are lost.
-            for other in states:
-                other.backend.close()
-                _gave_up.add(other)
+            # shutdown (sys.exit() in a greenthread). Stop waiting, but say
+            # which jobs are lost.
             for left in states[index:]:
                 _abandon(left, limit, interrupted=type(e).__name__)
             raise
         if not done:
-            all_done = False
-            state.backend.close()
-            _gave_up.add(state)
             _abandon(state, limit)
-    if not late:
-        for state in states:
-            state.backend.stop()
-    return all_done
-
-
-def _wait_for(jobs: list[Job], deadline: float) -> bool:
-    """Wait until every one of ``jobs`` is done, or the monotonic
-    ``deadline``; return whether they all are.
-    """
-    for job in jobs:
-        if not job.wait(max(0.0, deadline - time.monotonic())):
-            return False
-    return True
+    for state in states:
+        state.backend.stop()
 
 
 def _abandon(state: _AppState, timeout: float, interrupted: str = "") -> None:
@@ -736,9 +702,6 @@ def _abandon(state: _AppState, timeout: float, interrupted: str = "") -> None:
     :param interrupted: The exception that ended the wait early, if one did.
     """
     for job in state.registry.unfinished():
-        if job.id in _abandoned:
-            continue  # logged by the first part of the drain at exit
-        _abandoned.add(job.id)
         if job.cancel():
             logger.error(
                 "Job %s (%s) submitted from %s was abandoned at shutdown before"
@@ -777,10 +740,7 @@ def _app_gone(states: dict[int, _AppState], app_id: int) -> None:
 
 
 def _shutdown_all() -> None:
-    """The drain at exit (and on SIGTERM), of every app of the process."""
     try:
-        # An app whose first part gave up (timeout, Ctrl-C) is not waited
-        # for again: what is left is logged (see _shutdown_states).
         _shutdown_states(list(_live_states), True, None)
     except (SystemExit, KeyboardInterrupt):
         # The process is exiting already: the abandoned jobs were logged,
@@ -788,42 +748,7 @@ def _shutdown_all() -> None:
         pass
 
 
-def _drain_before_executors_stop() -> None:
-    """The first part of the drain at a normal exit, run by ``threading``
-    before ``concurrent.futures`` refuses new work ("cannot schedule new
-    futures after interpreter shutdown"): wait for the jobs while those
-    they run can still use an executor (boto3's transfers,
-    ``executor.map``). Jobs may no longer submit jobs, but the program's
-    non-daemon threads, joined after this, still may: the atexit hook
-    waits for those, with a timeout of its own.
-    """
-    try:
-        _shutdown_states(list(_live_states), True, None, True)
-    except (SystemExit, KeyboardInterrupt):
-        # The jobs left were logged; the process is exiting already, and
-        # Python would only print the exception as ignored.
-        pass
-
-
-#: The apps (their states) whose drain gave up: a timeout or an
-#: interruption. A later part of the drain does not wait for them again.
-_gave_up: weakref.WeakSet[_AppState] = weakref.WeakSet()
-#: Jobs already logged as abandoned, not logged twice.
-_abandoned: set[str] = set()
 atexit.register(_shutdown_all)
-try:
-    # concurrent.futures registers its exit hook when imported; threading
-    # runs these hooks in reverse order, so one registered after it runs
-    # before it. (A private hook of the standard library, since 3.9.)
-    import concurrent.futures.thread  # noqa: F401
-
-    _register_atexit = getattr(threading, "_register_atexit", None)
-    if _register_atexit is not None:
-        _register_atexit(_drain_before_executors_stop)
-except RuntimeError:
-    # Imported while the interpreter is exiting ("can't register atexit
-    # after shutdown"): the atexit hook drains.
-    pass
 
 _sigterm_lock = threading.Lock()
 _sigterm_installed = False

@@ -56,13 +56,8 @@ class Backend:
         """
         return None
 
-    def close(self, late: bool = False) -> None:
-        """Stop accepting jobs.
-
-        :param late: Still accept them from threads other than the
-            backend's own workers (the program's threads at exit, while its
-            jobs may not start new ones).
-        """
+    def close(self) -> None:
+        """Stop accepting jobs."""
 
     def stop(self) -> None:
         """Release the backend's threads once no job will run any more."""

@@ -57,9 +57,6 @@ class ThreadBackend(Backend):
         self._max_queue = settings.max_queue
         self._block = settings.queue_full == "block"
         self._closed = False
-        # Closed, but still accepting jobs from threads that are not this
-        # backend's workers (see close()).
-        self._late = False
         self._prefix = f"flask-offload-{app_name}-{next(_counter)}"
         #: The app's job registry, set by the extension: it counts the
         #: cancelled jobs still in the queue (see :meth:`_waiting_jobs`).
@@ -101,9 +98,7 @@ class ThreadBackend(Backend):
         self.reserve()
 
     def _check_open(self) -> None:
-        if self._closed and not (
-            self._late and threading.get_ident() not in self._idents
-        ):
+        if self._closed:
             raise RuntimeError(
                 "Flask-Offload was shut down for this app and accepts no more jobs:"
                 " the process is exiting (SIGTERM, or the end of the program)"
@@ -140,11 +135,7 @@ class ThreadBackend(Backend):
                 # Workers notify after taking a job when someone waits; the
                 # timeout only bounds the cost of a wake-up lost to a race, and
                 # notices jobs cancelled in the queue.
-                # Closed "late" (at exit), the bound still holds for
-                # those still allowed to submit.
-                while self._waiting_jobs() >= limit and (
-                    not self._closed or self._late
-                ):
+                while self._waiting_jobs() >= limit and not self._closed:
                     self._room.wait(0.05)
             finally:
                 self._waiting -= 1
@@ -238,16 +229,12 @@ class ThreadBackend(Backend):
         finally:
             self._idents.discard(ident)
 
-    def close(self, late: bool = False) -> None:
-        if late and self._closed:
-            return  # closed already (offload.shutdown()): it stays so
-        self._late = late
+    def close(self) -> None:
         self._closed = True
         with self._room:
             self._room.notify_all()
 
     def stop(self) -> None:
-        self._late = False
         self._closed = True
         self._queue.put(None)
 
