@@ -110,6 +110,24 @@ def wait_done(app: Flask, offload: Offload, job_id: str) -> Job:
     return job
 
 
+def run_failing(
+    app: Flask,
+    offload: Offload,
+    serve: t.Any,
+    jobs: Jobs,
+    func: t.Callable[[], None],
+) -> tuple[t.Any, str]:
+    """Submit ``func`` as ann's job through a real server and wait for it to
+    fail; return the server and the job's id.
+    """
+    jobs.funcs[func.__name__] = func
+    server = serve(app)
+    login(server, "ann")
+    job_id = submit(server, func.__name__)
+    wait_done(app, offload, job_id)
+    return server, job_id
+
+
 def csrf_from_page(server: t.Any) -> str:
     page = server.get("/offload/")
     assert page.status_code == 200
@@ -1365,11 +1383,7 @@ def test_a_library_errors_message_is_not_shown(
             Exception("UNIQUE constraint failed: keys.owner"),
         )
 
-    jobs.funcs["insert"] = insert
-    server = serve(app)
-    login(server, "ann")
-    job_id = submit(server, "insert")
-    wait_done(app, offload, job_id)
+    server, job_id = run_failing(app, offload, serve, jobs, insert)
     status = server.get(f"/offload/jobs/{job_id}")
     assert status.json()["error"]["type"] == "IntegrityError"
     assert "is not shown" in status.json()["error"]["message"]
@@ -1393,11 +1407,7 @@ def test_a_subprocess_errors_command_line_is_not_shown(
             [sys.executable, "-c", "raise SystemExit(3)", "-pS3cret"], check=True
         )
 
-    jobs.funcs["run_tool"] = run_tool
-    server = serve(app)
-    login(server, "ann")
-    job_id = submit(server, "run_tool")
-    wait_done(app, offload, job_id)
+    server, job_id = run_failing(app, offload, serve, jobs, run_tool)
     error = server.get(f"/offload/jobs/{job_id}").json()["error"]
     assert error["type"] == "CalledProcessError"
     assert "S3cret" not in error["message"] and "is not shown" in error["message"]
@@ -1453,11 +1463,7 @@ def test_a_builtin_error_raised_by_library_code_is_not_shown(
     too (a ValueError with the URL and its API key, a FileNotFoundError
     with the command line): where it was raised decides, not the class.
     """
-    jobs.funcs["leaky"] = func
-    server = serve(app)
-    login(server, "ann")
-    job_id = submit(server, "leaky")
-    wait_done(app, offload, job_id)
+    server, job_id = run_failing(app, offload, serve, jobs, func)
     error = server.get(f"/offload/jobs/{job_id}").json()["error"]
     assert error["type"] == kind
     assert "S3cret" not in error["message"], error
@@ -1470,11 +1476,7 @@ def test_a_builtin_error_the_job_raises_is_shown(
     def check_stock() -> None:
         raise ValueError("order 42 is out of stock")
 
-    jobs.funcs["check_stock"] = check_stock
-    server = serve(app)
-    login(server, "ann")
-    job_id = submit(server, "check_stock")
-    wait_done(app, offload, job_id)
+    server, job_id = run_failing(app, offload, serve, jobs, check_stock)
     error = server.get(f"/offload/jobs/{job_id}").json()["error"]
     assert error == {"type": "ValueError", "message": "order 42 is out of stock"}
 

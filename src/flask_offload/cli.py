@@ -10,7 +10,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .jobs import JobState
-from .jobs import percent_text
+from .jobs import progress_percent
 
 offload_cli = AppGroup(
     "offload", help="Flask-Offload: jobs, workers and the context checker."
@@ -42,8 +42,8 @@ def jobs_command(state: str | None, as_json: bool) -> None:
         return
     for job in jobs:
         d = job.to_dict()
-        value = 1.0 if d["state"] == JobState.SUCCEEDED.value else d["progress"]
-        progress = "" if value is None else f" {percent_text(value)}"
+        percent = progress_percent(d)
+        progress = f" {percent}" if percent else ""
         click.echo(f"{d['id']}  {d['state']:<9}{progress}  {d['name']}")
 
 

@@ -608,13 +608,15 @@ def _error_message(exc: BaseException, app_ref: weakref.ref[Flask] | None) -> st
     return message
 
 
-def percent_text(value: float) -> str:
-    """Progress as whole percents, as the dashboard and ``flask offload
-    jobs`` show it: never rounded up to 100% before the end (the page's
-    script does the same), with an epsilon that keeps ``0.57 * 100``
-    (56.99999999999999) at 57.
+def progress_percent(data: dict[str, t.Any]) -> str:
+    """A job's progress as whole percents, from its :meth:`Job.to_dict`, as
+    the dashboard and ``flask offload jobs`` show it: 100% once it
+    succeeded, never rounded up to 100% before (the page's script does the
+    same), with an epsilon that keeps ``0.57 * 100`` (56.99999999999999) at
+    57; ``""`` without progress.
     """
-    return f"{math.floor(value * 100 + 1e-9)}%"
+    value = 1.0 if data["state"] == JobState.SUCCEEDED.value else data["progress"]
+    return "" if value is None else f"{math.floor(value * 100 + 1e-9)}%"
 
 
 class _TooLarge(Exception):

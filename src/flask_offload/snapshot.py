@@ -767,13 +767,6 @@ if hasattr(os, "register_at_fork"):
 _warned_session: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 
-def active_replays() -> int:
-    """How many carried calls (replays that are not jobs) run right now, in
-    any thread.
-    """
-    return len(_active)
-
-
 def running_replays() -> set[object]:
     """The carried calls running right now, in any thread (each by its
     context), for telling those of one test from those started before it.

@@ -41,7 +41,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..jobs import Job
 from ..jobs import JobState
-from ..jobs import percent_text
+from ..jobs import progress_percent
 from ..jobs import PUBLIC_ARGS
 from ..jobs import PUBLIC_ATTR
 from ..jobs import PUBLIC_RESULT
@@ -255,13 +255,6 @@ def _bar_value(job: dict[str, t.Any]) -> float | None:
     if job["state"] == JobState.RUNNING.value:
         return None
     return 0.0
-
-
-def _percent(job: dict[str, t.Any]) -> str:
-    value = job["progress"]
-    if job["state"] == JobState.SUCCEEDED.value:
-        value = 1.0
-    return "" if value is None else percent_text(value)
 
 
 def _duration(job: dict[str, t.Any]) -> str:
@@ -525,7 +518,7 @@ def create_blueprint(offload: Offload) -> Blueprint:
             csrf_field=CSRF_FIELD,
             row_template=_ROW_TEMPLATE,
             bar_value=_bar_value,
-            percent=_percent,
+            percent=progress_percent,
             duration=_duration,
             result_summary=_result_summary,
             args_text=_args_text,
