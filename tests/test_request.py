@@ -16,6 +16,7 @@ from flask import g
 from flask import request
 from flask import session
 from flask import url_for
+from flask.wrappers import Request
 
 from flask_offload import Offload
 from flask_offload import SnapshotError
@@ -136,6 +137,39 @@ def test_form_and_seed_service(
         offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
     assert seen["form"] == {"name": "Ann", "city": "Oslo"}
     assert operation_log == [("u9", "import")]
+
+
+def test_mutable_parameter_storage_is_not_shared_between_jobs(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """An app whose request class parses into a mutable ``MultiDict`` (a
+    Werkzeug customisation point): each job gets the form and query string
+    as submitted, whatever the jobs before it changed in theirs, and the
+    view's own are left alone.
+    """
+    from werkzeug.datastructures import MultiDict
+
+    class MutableRequest(Request):
+        parameter_storage_class = MultiDict
+
+    app.request_class = MutableRequest
+
+    def job(n: int) -> dict[str, str | None]:
+        seen = {"form": request.form.get("f"), "args": request.args.get("x")}
+        request.form["f"] = f"job{n}"
+        request.args["x"] = f"job{n}"
+        return seen
+
+    @app.post("/scrub")
+    def scrub() -> dict[str, t.Any]:
+        saw = [offload.submit(job, n).result(10) for n in range(3)]
+        return {"saw": saw, "view": [request.form["f"], request.args["x"]]}
+
+    r = serve(app).post("/scrub?x=orig", data={"f": "orig"})
+    assert r.json() == {
+        "saw": [{"form": "orig", "args": "orig"}] * 3,
+        "view": ["orig", "orig"],
+    }
 
 
 def test_session_and_g_are_copies(

@@ -36,6 +36,7 @@ from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSession
 from flask.sessions import SessionMixin
 from flask.wrappers import Request
+from werkzeug.datastructures import ImmutableMultiDictMixin
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
@@ -428,7 +429,9 @@ class RequestData:
     ) -> Request:
         """A new request object for one replay, with its own environ, body
         stream and file handles. The query string (if the view parsed it) and
-        the form are parsed once and shared: they are immutable.
+        the form are parsed once and shared when they are immutable
+        (Werkzeug's default ``parameter_storage_class``); an app's mutable
+        one is parsed again for each job.
 
         :param match: The route match to give it (see
             :func:`.compat.view_state`), if any.
@@ -443,7 +446,11 @@ class RequestData:
             stream = io.BytesIO(self.body or b"")
             form = self._form
             if form is None or form[0] is not cls:
-                form = self._form = (cls, cls.parameter_storage_class(self.form))
+                form = (cls, cls.parameter_storage_class(self.form))
+                # Shared by the next replays only if no job can change it: an
+                # app's parameter_storage_class may be a mutable MultiDict.
+                if isinstance(form[1], ImmutableMultiDictMixin):
+                    self._form = form
             extra = {
                 "form": form[1],
                 "files": cls.parameter_storage_class(
@@ -492,8 +499,11 @@ class RequestData:
         if args is None:
             if self._replays:
                 # Several jobs from a request whose view never read the query
-                # string: parse it once, here, and share it with the next ones.
-                self.args = req.args
+                # string: parse it once, here, and share it with the next
+                # ones, unless a job could change it (as for the form).
+                parsed = req.args
+                if isinstance(parsed, ImmutableMultiDictMixin):
+                    self.args = parsed
             self._replays = 1
         return req
 
