@@ -224,6 +224,37 @@ def test_progress_and_state_from_another_process(
     assert (finished.progress, finished.message) == (0.5, "half way")
 
 
+@pytest.mark.parametrize("fail", [False, True])
+def test_progress_after_the_job_ended_keeps_it_final(
+    capp: Flask, other_app: Flask, worker: Worker, fail: bool
+) -> None:
+    """A thread the job left running reports progress after the job ended:
+    the job's record stays final (SUCCEEDED with its result, or FAILED with
+    its error), not turned back into a running job that pollers would wait
+    on forever.
+    """
+    folder = capp.config["OFFLOAD_TEST_DIR"]
+    name = f"late-{int(fail)}"
+    final = JobState.FAILED if fail else JobState.SUCCEEDED
+    with capp.app_context():
+        job = support.progress_after_return.submit(name, fail)
+        assert job.wait(20)
+    assert fetch(other_app, job.id).state is final
+    open(os.path.join(folder, name + ".go"), "w").close()
+    reported = os.path.join(folder, name + ".reported")
+    wait_for(lambda: os.path.exists(reported), what="the late report")
+    with open(reported) as f:
+        assert f.read() == "returned"
+    with other_app.app_context():
+        seen = support.offload.get_job(job.id)
+        assert seen is not None
+        assert (seen.state, seen.progress, seen.message) == (final, None, None)
+        if fail:
+            assert seen.to_dict()["error"]["type"] == "ValueError"
+        else:
+            assert seen.result(0) == "done"
+
+
 def test_failure_visible_everywhere(
     capp: Flask, other_app: Flask, worker: Worker
 ) -> None:

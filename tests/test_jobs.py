@@ -347,6 +347,51 @@ def test_task_decorator(app: Flask, offload: Offload) -> None:
         offload.task(name="reports.build")(lambda: None)
 
 
+def test_progress_after_the_job_ended_is_ignored(app: Flask, offload: Offload) -> None:
+    """A thread the job left running reports progress after the job ended:
+    the finished job keeps its last progress, and no ``job_progress``
+    signal follows its ``job_finished``. A bad value still raises.
+    """
+    events: list[tuple[str, t.Any]] = []
+    go = threading.Event()
+    reported: list[t.Any] = []
+
+    def late(job: Job) -> None:
+        go.wait(10)
+        job.set_progress(0.9, "late")
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            job.set_progress(2)
+        reported.append(True)
+
+    left: list[threading.Thread] = []
+
+    def work() -> str:
+        current_job.set_progress(0.5, "half")
+        job = current_job._get_current_object()  # type: ignore[attr-defined]
+        left.append(threading.Thread(target=late, args=(job,)))
+        left[0].start()
+        return "done"
+
+    def on_progress(sender: t.Any, job: Job) -> None:
+        events.append(("progress", job.progress))
+
+    def on_finished(sender: t.Any, job: Job) -> None:
+        events.append(("finished", job.state))
+
+    with (
+        signals.job_progress.connected_to(on_progress, sender=app),
+        signals.job_finished.connected_to(on_finished, sender=app),
+        app.app_context(),
+    ):
+        job = offload.submit(work)
+        assert job.result(10) == "done"
+        go.set()
+        left[0].join(10)
+    assert reported == [True]
+    assert (job.progress, job.message) == (0.5, "half")
+    assert events == [("progress", 0.5), ("finished", JobState.SUCCEEDED)]
+
+
 def test_async_job_function(app: Flask, offload: Offload) -> None:
     async def fetch(x: int) -> int:
         return x * 2

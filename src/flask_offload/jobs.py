@@ -362,6 +362,9 @@ class Job:
         """Report progress, visible at once to other threads (the request that
         polls the job, the dashboard) and sent as :data:`~signals.job_progress`.
 
+        Once the job has ended its progress is final: a call from a thread
+        the job left running is checked and then ignored.
+
         :param progress: A fraction between 0 and 1, or ``None`` if unknown.
         :param message: A short text for people, such as ``"parsed 4,000 rows"``,
             or ``None``.
@@ -391,6 +394,10 @@ class Job:
                 f" {type(message).__name__}. Pass text, for example"
                 ' set_progress(0.4, f"parsed {rows} rows").'
             )
+        if self._done:
+            # After job_finished: no progress signal after it, and on Celery
+            # no PROGRESS record over the final one.
+            return
         self.progress = progress
         self.message = message
         self._send(signals.job_progress)

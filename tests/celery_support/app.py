@@ -122,6 +122,39 @@ def progress_then_wait(name: str) -> str:
 
 
 @offload.task
+def progress_after_return(name: str, fail: bool = False) -> str:
+    """Leave a thread that reports progress once the test creates
+    ``<name>.go``, after the job has ended (failed, with ``fail``); it
+    writes ``<name>.reported`` when its call has returned (with the error,
+    if it raised).
+    """
+    import threading
+    import time
+
+    job = current_job._get_current_object()  # type: ignore[attr-defined]
+    done = marker(name + ".reported")
+    go = marker(name + ".go")
+
+    def late() -> None:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            job.set_progress(0.9, "late")
+            outcome = "returned"
+        except Exception as e:
+            outcome = repr(e)
+        with open(done + ".tmp", "w") as f:
+            f.write(outcome)
+        os.replace(done + ".tmp", done)
+
+    threading.Thread(target=late, daemon=True).start()
+    if fail:
+        raise ValueError("failed before the late report")
+    return "done"
+
+
+@offload.task
 def stoppable(name: str) -> str:
     """Work until cancelled (checking as long jobs should), 30 s at most."""
     import time

@@ -1109,7 +1109,8 @@ class WorkerJob(Job):
 
     def set_progress(self, progress: float | None, message: str | None = None) -> None:
         super().set_progress(progress, message)
-        self._task.update_state(task_id=self.id, state="PROGRESS", meta=self.meta())
+        if not self._done:
+            self._task.update_state(task_id=self.id, state="PROGRESS", meta=self.meta())
 
     def _release(self) -> None:
         snapshot, self.snapshot = self.snapshot, None
