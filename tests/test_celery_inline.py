@@ -78,3 +78,69 @@ def test_an_existing_celery_app() -> None:
         task = backend.celery_task(double.name)
         assert celery.tasks[double.name] is task
         assert task.run(4) == 8
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("redis://127.0.0.1:6379/0", "a URL: it takes Celery's settings"),
+        ("no_such_module.settings", "could not be imported"),
+        (5, "not Celery's settings"),
+        (["broker_url"], "not Celery's settings"),
+    ],
+)
+def test_celery_settings_that_are_not_settings(value: t.Any, match: str) -> None:
+    """``OFFLOAD_CELERY`` given a broker URL (``from_prefixed_env`` makes
+    one easily), an import path that does not import, or a number or list:
+    refused at ``init_app``, naming the key and showing the dict it takes.
+    """
+    from flask_offload import Offload
+
+    app = Flask("bad_celery")
+    app.config.update(SECRET_KEY="x", OFFLOAD_BACKEND="celery", OFFLOAD_CELERY=value)
+    ext = Offload()
+    with pytest.raises(ValueError, match=match) as info:
+        ext.init_app(app)
+    assert "OFFLOAD_CELERY" in str(info.value)
+    assert "{'broker_url': 'redis://" in str(info.value)
+    assert "offload" not in app.extensions
+
+
+def test_celery_settings_as_an_object_or_import_path() -> None:
+    from flask_offload import Offload
+
+    class Settings:
+        broker_url = "memory://"
+        task_default_queue = "from-object"
+
+    for value in (Settings, f"{__name__}:CELERY_SETTINGS"):
+        app = Flask("object_celery")
+        app.config.update(
+            SECRET_KEY="x", OFFLOAD_BACKEND="celery", OFFLOAD_CELERY=value
+        )
+        ext = Offload(app)
+        with app.app_context():
+            assert ext.celery.conf.broker_url == "memory://"
+        expected = "from-object" if value is Settings else "from-path"
+        assert ext.celery.conf.task_default_queue == expected
+
+
+class CELERY_SETTINGS:  # noqa: N801 - a settings object, as users name them
+    broker_url = "memory://"
+    task_default_queue = "from-path"
+
+
+def test_celery_argument_must_be_a_celery_app() -> None:
+    from flask_offload import Offload
+
+    with pytest.raises(TypeError, match=r"takes a Celery app, not 'redis://"):
+        Offload(celery="redis://127.0.0.1:6379/0")
+
+
+def test_get_job_with_an_empty_or_missing_id(capp: Flask) -> None:
+    """A status view's ``get_job(request.args.get("id", ""))``: no job,
+    not an error from the result backend.
+    """
+    with capp.app_context():
+        for bad in ("", None, 42):
+            assert support.offload.get_job(bad) is None  # type: ignore[arg-type]

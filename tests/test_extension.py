@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 
 import click
@@ -45,7 +46,9 @@ def test_registering_twice_is_an_error(app: Flask) -> None:
         ("OFFLOAD_MAX_WORKERS", 0, "at least 1"),
         ("OFFLOAD_QUEUE_FULL", "drop", "'raise' or 'block'"),
         ("OFFLOAD_CARRY_G", "user", "OFFLOAD_CARRY_G must be"),
-        ("OFFLOAD_URL_PREFIX", "offload", "must start with '/'"),
+        ("OFFLOAD_URL_PREFIX", "offload", "starts with '/'"),
+        # Shown as given, not as the string 'None'.
+        ("OFFLOAD_URL_PREFIX", None, r"like '/offload', not None\."),
         ("OFFLOAD_MAX_WORKERS", True, "OFFLOAD_MAX_WORKERS must be a whole number"),
         ("OFFLOAD_MAX_QUEUE", "abc", "OFFLOAD_MAX_QUEUE must be a whole number"),
         ("OFFLOAD_MAX_QUEUE", -1, "OFFLOAD_MAX_QUEUE must be a whole number"),
@@ -333,3 +336,26 @@ def test_submit_and_carry_refuse_what_is_not_callable(
         with pytest.raises(TypeError, match="'carry' needs a function to wrap"):
             carry("report")  # type: ignore[arg-type]
         assert offload.jobs() == []  # nothing half-submitted
+
+
+def test_misspelt_settings_are_named(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misspelt setting would leave the app on the default without a word
+    (Flask ignores unknown keys): ``init_app`` logs which setting was meant.
+    A key of the app's own, close to no setting, passes quietly.
+    """
+    app.config.update(
+        OFFLOAD_MAX_WORKER=2, OFFLOAD_DASHBAORD=True, OFFLOAD_APP_OWN_DIR="/tmp"
+    )
+    with caplog.at_level(logging.WARNING, logger="flask_offload"):
+        Offload(app)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "The config key OFFLOAD_MAX_WORKER is not a Flask-Offload setting and has"
+        " no effect: did you mean OFFLOAD_MAX_WORKERS? See the settings in the"
+        " configuration docs.",
+        "The config key OFFLOAD_DASHBAORD is not a Flask-Offload setting and has"
+        " no effect: did you mean OFFLOAD_DASHBOARD? See the settings in the"
+        " configuration docs.",
+    ]

@@ -347,6 +347,59 @@ def test_task_decorator(app: Flask, offload: Offload) -> None:
         offload.task(name="reports.build")(lambda: None)
 
 
+def test_task_decorator_refuses_what_is_not_a_function(
+    app: Flask, offload: Offload
+) -> None:
+    """A name written positionally, or anything else not callable, is
+    refused where it is declared, saying how to name a task, and declares
+    nothing: the mistake does not reappear as a duplicate task elsewhere.
+    """
+    with pytest.raises(TypeError, match=r"offload\.task\(name='reports\.build'\)"):
+
+        @offload.task("reports.build")  # type: ignore[call-overload]
+        def build() -> None:
+            pass
+
+    with pytest.raises(TypeError, match="42, which is not callable"):
+        offload.task(42)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="not callable"):
+        offload.task(name="reports.other")(None)  # type: ignore[arg-type]
+    for bad in ("", 5, ["x"]):
+        with pytest.raises(TypeError, match="must be a non-empty string"):
+            offload.task(name=bad)  # type: ignore[call-overload]
+    assert offload.tasks == {}
+
+    @offload.task(name="reports.build")
+    def build_it() -> int:
+        return 1
+
+    with app.app_context():
+        assert build_it.delay().result(10) == 1
+
+
+def test_join_inside_a_job_says_it_would_wait_for_itself(
+    app: Flask, offload: Offload
+) -> None:
+    """``offload.join()`` in a job would wait for that job too (forever with
+    no timeout): it raises at once, naming what to call instead, and the
+    job's own children are waited for through their handles.
+    """
+
+    def child(n: int) -> int:
+        return n * 2
+
+    def parent() -> list[int]:
+        kids = [offload.submit(child, n) for n in range(3)]
+        with pytest.raises(RuntimeError, match=r"inside job .*'result\(\)'"):
+            offload.join()
+        return [k.result(10) for k in kids]
+
+    with app.app_context():
+        # Without the error the join would never return, nor the job.
+        assert offload.submit(parent).result(10) == [0, 2, 4]
+        assert offload.join(10)
+
+
 def test_progress_after_the_job_ended_is_ignored(app: Flask, offload: Offload) -> None:
     """A thread the job left running reports progress after the job ended:
     the finished job keeps its last progress, and no ``job_progress``

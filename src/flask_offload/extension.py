@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import difflib
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from .backends.base import Backend
 from .errors import NotRegistered
 from .files import swap_uploads
 from .files import WithUploads
+from .jobs import _cv_job
 from .jobs import Job
 from .jobs import JobRegistry
 from .jobs import JobState
@@ -206,11 +208,11 @@ class Settings:
         max_queue = get("OFFLOAD_MAX_QUEUE")
         if max_queue is None:
             max_queue = 0  # no limit, as 0 is
-        url_prefix = str(get("OFFLOAD_URL_PREFIX"))
-        if not url_prefix.startswith("/"):
+        url_prefix = get("OFFLOAD_URL_PREFIX")
+        if not isinstance(url_prefix, str) or not url_prefix.startswith("/"):
             raise ValueError(
-                "OFFLOAD_URL_PREFIX must start with '/', like '/offload',"
-                f" not {url_prefix!r}."
+                "OFFLOAD_URL_PREFIX must be a string that starts with '/', like"
+                f" '/offload', not {url_prefix!r}."
             )
         return cls(
             backend=backend,
@@ -269,6 +271,25 @@ class _AppState:
 
             inline = self._inline = InlineBackend(self.settings, app.name)
         return inline
+
+
+def _warn_misspelt_keys(app: Flask) -> None:
+    """Log a warning for each config key that looks like a misspelt
+    ``OFFLOAD_*`` setting (``OFFLOAD_MAX_WORKER``): Flask ignores unknown
+    keys, and the app would silently run with the default. Keys that are
+    close to no setting are the app's own business and pass.
+    """
+    for key in app.config:
+        if key.startswith("OFFLOAD_") and key not in DEFAULTS:
+            close = difflib.get_close_matches(key, DEFAULTS, n=1, cutoff=0.8)
+            if close:
+                logger.warning(
+                    "The config key %s is not a Flask-Offload setting and has"
+                    " no effect: did you mean %s? See the settings in the"
+                    " configuration docs.",
+                    key,
+                    close[0],
+                )
 
 
 def _make_backend(settings: Settings, app: Flask, offload: Offload) -> Backend:
@@ -347,6 +368,15 @@ class Offload:
         # entry goes when the app does, by the callback of a weak reference
         # that its state keeps, before the app's id can be reused.
         self._states: dict[int, _AppState] = {}
+        if celery is not None and not (
+            hasattr(celery, "send_task") and hasattr(celery, "on_after_finalize")
+        ):
+            raise TypeError(
+                f"'Offload(celery=...)' takes a Celery app, not {celery!r}. Pass"
+                " the app ('celery = Celery(...)'), or leave it out and set"
+                " OFFLOAD_CELERY to a dict of Celery settings, for example"
+                " {'broker_url': 'redis://127.0.0.1:6379/0'}."
+            )
         self._celery = celery
         self._authorize: t.Callable[[Job], bool] | None = None
         #: Declared tasks by name.
@@ -371,6 +401,7 @@ class Offload:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         settings = Settings.from_config(app.config)
+        _warn_misspelt_keys(app)
         # Everything that can fail comes before the app is touched, so a
         # failed init_app leaves no half-registered extension behind.
         backend = _make_backend(settings, app, self)
@@ -544,7 +575,26 @@ class Offload:
         :meth:`Task.submit` and :meth:`Task.delay` to run it as a job.
         """
 
+        if name is not None and (type(name) is not str or not name):
+            raise TypeError(
+                f"A task's name must be a non-empty string, not {name!r}:"
+                " '@offload.task(name=\"reports.build\")', or leave 'name' out"
+                " to name the task after its function."
+            )
+
         def decorate(f: t.Callable[P, R]) -> Task[P, R]:
+            if not callable(f):
+                if isinstance(f, str):
+                    hint = (
+                        f" To name the task, pass the name as a keyword:"
+                        f" '@offload.task(name={f!r})'."
+                    )
+                else:
+                    hint = " Use it on a function: '@offload.task' above 'def'."
+                raise TypeError(
+                    f"'offload.task' declares a function as a task, and was"
+                    f" given {f!r}, which is not callable.{hint}"
+                )
             refuse_generator(f)
             declared = Task(self, f, name or task_name(f))
             if declared.name in self.tasks:
@@ -604,6 +654,10 @@ class Offload:
 
     def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or ``None`` if it is unknown or expired."""
+        if type(job_id) is not str or not job_id:
+            # An empty or missing id (``request.args.get("id", "")``) is no
+            # job's, on every backend: Celery's result backend would raise.
+            return None
         states = self._states_here()
         for state in states:
             job = state.registry.get(job_id)
@@ -633,7 +687,18 @@ class Offload:
 
         :param timeout: Seconds to wait at most, in all.
         :return: ``False`` if some job was still unfinished at the timeout.
+        :raises RuntimeError: Called inside a running job, which would wait
+            for itself.
         """
+        running = _cv_job.get(None)
+        if running is not None and not running.done():
+            raise RuntimeError(
+                f"'offload.join()' was called inside job {running.id}"
+                f" ({running.name}): it waits for every job, this one too,"
+                " which cannot end while it waits. To wait for the jobs this"
+                " one submitted, keep what 'submit' returns and call"
+                " 'result()' or 'wait()' on each."
+            )
         return join_states(self._states_here(), timeout)
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:

@@ -181,14 +181,39 @@ def _environ_name(header: str) -> str:
 
 
 def _config_dict(value: t.Any) -> dict[str, t.Any]:
+    """The Celery settings ``OFFLOAD_CELERY`` gives: a mapping, an import
+    path, or an object with the settings as attributes.
+
+    :raises ValueError: It is none of these (a broker URL, a number, a list).
+    """
     if value is None:
         return {}
-    if isinstance(value, dict):
+    if isinstance(value, t.Mapping):
         return dict(value)
+    example = (
+        " Set it to a dict of Celery settings, for example"
+        " OFFLOAD_CELERY = {'broker_url': 'redis://127.0.0.1:6379/0'}."
+    )
     if isinstance(value, str):
+        if "://" in value:
+            raise ValueError(
+                f"OFFLOAD_CELERY is {value!r}, a URL: it takes Celery's"
+                f" settings, not the broker's URL.{example}"
+            )
         from werkzeug.utils import import_string
+        from werkzeug.utils import ImportStringError
 
-        value = import_string(value)
+        try:
+            value = import_string(value)
+        except ImportStringError as e:
+            raise ValueError(
+                f"OFFLOAD_CELERY is {value!r}, which could not be imported as"
+                f" the object holding Celery's settings ({e.exception}).{example}"
+            ) from e
+    elif isinstance(value, (int, float, complex, bytes, list, tuple, set, frozenset)):
+        raise ValueError(
+            f"OFFLOAD_CELERY is {value!r}, not Celery's settings.{example}"
+        )
     return {k: getattr(value, k) for k in dir(value) if k.islower() and k[0] != "_"}
 
 
