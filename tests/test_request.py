@@ -10,6 +10,7 @@ import threading
 import typing as t
 
 import pytest
+from flask import after_this_request
 from flask import flash
 from flask import Flask
 from flask import g
@@ -426,6 +427,40 @@ def test_flash_in_job_warns(
         with app.app_context():
             offload.get_job(r.json()["id"]).result(10)  # type: ignore[union-attr]
     assert "A job changed the session" in caplog.text
+
+
+def test_after_this_request_in_job_warns(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A function a job registers with ``after_this_request`` never runs:
+    no response follows a job. Warned about once per app, as session
+    changes are.
+    """
+    ran: list[str] = []
+
+    def job() -> None:
+        @after_this_request
+        def add_header(response: t.Any) -> t.Any:
+            ran.append("after")
+            return response
+
+    @app.post("/a")
+    def a() -> dict[str, list[str]]:
+        return {"ids": [offload.submit(job).id, offload.submit(job).id]}
+
+    server = serve(app)
+    with caplog.at_level("WARNING", logger="flask_offload"):
+        r = server.post("/a")
+        with app.app_context():
+            for job_id in r.json()["ids"]:
+                offload.get_job(job_id).result(10)  # type: ignore[union-attr]
+    warnings = [r for r in caplog.records if "after_this_request" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "never runs" in warnings[0].getMessage()
+    assert ran == []
 
 
 def test_submit_does_not_add_vary_cookie(

@@ -366,6 +366,14 @@ class _MergedJobContext(AppContext):
         return copied
 
 
+def registered_after_request(ctx: t.Any) -> bool:
+    """Whether code run in the job's context ``ctx`` called
+    ``after_this_request``: no response follows a job, so what it
+    registered never runs. (On 3.1 the list exists only if used.)
+    """
+    return bool(ctx.__dict__.get("_after_request_functions"))
+
+
 def _enter_app_context(app: Flask, ctx: t.Any) -> None:
     """What pushing a 3.1 app context does, for ``ctx`` in the job's own
     ``Context``: make it the active app context, then send

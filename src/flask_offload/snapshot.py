@@ -775,6 +775,7 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 _warned_session: weakref.WeakSet[Flask] = weakref.WeakSet()
+_warned_after_request: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 
 def running_replays() -> set[object]:
@@ -892,6 +893,17 @@ def _replay(
         finally:
             if job is None:
                 _active.discard(ctx)
+            if (
+                compat.registered_after_request(ctx)
+                and app not in _warned_after_request
+            ):
+                _warned_after_request.add(app)
+                logger.warning(
+                    "A job called 'after_this_request'. Jobs run after the"
+                    " response was sent, so the function it registered never"
+                    " runs. Change the response in the view instead. This"
+                    " warning is logged once per app."
+                )
             if (
                 sess is not None
                 and sess.modified
