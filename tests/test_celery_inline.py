@@ -85,6 +85,7 @@ def test_an_existing_celery_app() -> None:
     [
         ("redis://127.0.0.1:6379/0", "a URL: it takes Celery's settings"),
         ("no_such_module.settings", "could not be imported"),
+        ("", "OFFLOAD_CELERY is empty"),
         (5, "not Celery's settings"),
         (["broker_url"], "not Celery's settings"),
     ],
@@ -135,12 +136,3 @@ def test_celery_argument_must_be_a_celery_app() -> None:
 
     with pytest.raises(TypeError, match=r"takes a Celery app, not 'redis://"):
         Offload(celery="redis://127.0.0.1:6379/0")
-
-
-def test_get_job_with_an_empty_or_missing_id(capp: Flask) -> None:
-    """A status view's ``get_job(request.args.get("id", ""))``: no job,
-    not an error from the result backend.
-    """
-    with capp.app_context():
-        for bad in ("", None, 42):
-            assert support.offload.get_job(bad) is None  # type: ignore[arg-type]

@@ -346,7 +346,14 @@ def test_misspelt_settings_are_named(
     A key of the app's own, close to no setting, passes quietly.
     """
     app.config.update(
-        OFFLOAD_MAX_WORKER=2, OFFLOAD_DASHBAORD=True, OFFLOAD_APP_OWN_DIR="/tmp"
+        OFFLOAD_MAX_WORKER=2,
+        OFFLOAD_DASHBAORD=True,
+        # The app's own keys, some starting with a setting's name.
+        OFFLOAD_APP_OWN_DIR="/tmp",
+        OFFLOAD_STORAGE_DIR="/tmp",
+        OFFLOAD_CELERY_QUEUE="jobs",
+        OFFLOAD_MAX_RETRIES=3,
+        OFFLOAD_SNAPSHOT_MAX_SIZE=1,
     )
     with caplog.at_level(logging.WARNING, logger="flask_offload"):
         Offload(app)

@@ -369,12 +369,18 @@ def test_task_decorator_refuses_what_is_not_a_function(
             offload.task(name=bad)  # type: ignore[call-overload]
     assert offload.tasks == {}
 
-    @offload.task(name="reports.build")
+    class Name(str):  # a StrEnum member, say: a string
+        pass
+
+    @offload.task(name=Name("reports.build"))
     def build_it() -> int:
         return 1
 
     with app.app_context():
-        assert build_it.delay().result(10) == 1
+        job = build_it.delay()
+        assert job.result(10) == 1
+        # An id that is a str subclass (Markup from a template) finds it.
+        assert offload.get_job(Name(job.id)) is job
 
 
 def test_join_inside_a_job_says_it_would_wait_for_itself(
@@ -443,6 +449,21 @@ def test_progress_after_the_job_ended_is_ignored(app: Flask, offload: Offload) -
     assert reported == [True]
     assert (job.progress, job.message) == (0.5, "half")
     assert events == [("progress", 0.5), ("finished", JobState.SUCCEEDED)]
+
+
+def test_job_finished_receivers_may_set_progress(app: Flask, offload: Offload) -> None:
+    """A ``job_finished`` receiver completing the progress of a job that
+    succeeded (a common pattern) still sets it, while it runs.
+    """
+
+    def complete(sender: t.Any, job: Job) -> None:
+        if job.state is JobState.SUCCEEDED:
+            job.set_progress(1.0, "done")
+
+    with signals.job_finished.connected_to(complete, sender=app), app.app_context():
+        job = offload.submit(int)
+        assert job.result(10) == 0
+    assert (job.progress, job.message) == (1.0, "done")
 
 
 def test_async_job_function(app: Flask, offload: Offload) -> None:

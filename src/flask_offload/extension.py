@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
-import difflib
 import logging
 import os
 import signal
@@ -281,7 +280,9 @@ def _warn_misspelt_keys(app: Flask) -> None:
     """
     for key in app.config:
         if key.startswith("OFFLOAD_") and key not in DEFAULTS:
-            close = difflib.get_close_matches(key, DEFAULTS, n=1, cutoff=0.8)
+            # Two typing slips at most: a longer key that starts with a
+            # setting's name (OFFLOAD_STORAGE_DIR) is the app's own.
+            close = [name for name in DEFAULTS if _slips(key, name) <= 2]
             if close:
                 logger.warning(
                     "The config key %s is not a Flask-Offload setting and has"
@@ -290,6 +291,25 @@ def _warn_misspelt_keys(app: Flask) -> None:
                     key,
                     close[0],
                 )
+
+
+def _slips(a: str, b: str) -> int:
+    """The edit distance of ``a`` and ``b``, counting a swap of two
+    neighbouring letters as one (``DASHBAORD``).
+    """
+    if abs(len(a) - len(b)) > 2:
+        return 3
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, prev2[j - 2] + 1)
+            row.append(cost)
+        prev2, prev = prev, row
+    return prev[-1]
 
 
 def _make_backend(settings: Settings, app: Flask, offload: Offload) -> Backend:
@@ -575,7 +595,7 @@ class Offload:
         :meth:`Task.submit` and :meth:`Task.delay` to run it as a job.
         """
 
-        if name is not None and (type(name) is not str or not name):
+        if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(
                 f"A task's name must be a non-empty string, not {name!r}:"
                 " '@offload.task(name=\"reports.build\")', or leave 'name' out"
@@ -654,7 +674,7 @@ class Offload:
 
     def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or ``None`` if it is unknown or expired."""
-        if type(job_id) is not str or not job_id:
+        if not isinstance(job_id, str) or not job_id:
             # An empty or missing id (``request.args.get("id", "")``) is no
             # job's, on every backend: Celery's result backend would raise.
             return None
@@ -690,8 +710,14 @@ class Offload:
         :raises RuntimeError: Called inside a running job, which would wait
             for itself.
         """
+        states = self._states_here()
         running = _cv_job.get(None)
-        if running is not None and not running.done():
+        # Only where the running job is one of those waited for: a Celery
+        # task's job is not in its worker's registry, and may wait there for
+        # the jobs it sent.
+        if running is not None and any(
+            running in state.registry._pending for state in states
+        ):
             raise RuntimeError(
                 f"'offload.join()' was called inside job {running.id}"
                 f" ({running.name}): it waits for every job, this one too,"
@@ -699,7 +725,7 @@ class Offload:
                 " one submitted, keep what 'submit' returns and call"
                 " 'result()' or 'wait()' on each."
             )
-        return join_states(self._states_here(), timeout)
+        return join_states(states, timeout)
 
     def shutdown(self, wait: bool = True, timeout: float | None = None) -> None:
         """Stop accepting jobs, and with ``wait`` let queued and running jobs

@@ -363,7 +363,8 @@ class Job:
         polls the job, the dashboard) and sent as :data:`~signals.job_progress`.
 
         Once the job has ended its progress is final: a call from a thread
-        the job left running is checked and then ignored.
+        the job left running is checked and then ignored. Receivers of
+        :data:`~signals.job_finished` may still set it, while they run.
 
         :param progress: A fraction between 0 and 1, or ``None`` if unknown.
         :param message: A short text for people, such as ``"parsed 4,000 rows"``,
@@ -394,13 +395,19 @@ class Job:
                 f" {type(message).__name__}. Pass text, for example"
                 ' set_progress(0.4, f"parsed {rows} rows").'
             )
-        if self._done:
-            # After job_finished: no progress signal after it, and on Celery
-            # no PROGRESS record over the final one.
+        if not self._takes_progress():
             return
         self.progress = progress
         self.message = message
         self._send(signals.job_progress)
+
+    def _takes_progress(self) -> bool:
+        """Whether progress may still change: until the job has ended, and
+        then only in the ``job_finished`` receivers run by the thread that
+        ended it. Not after: no progress signal after ``job_finished``, and
+        on Celery no PROGRESS record over the final one.
+        """
+        return not self._done or _cv_finishing.get(None) is self
 
     def to_dict(self) -> dict[str, t.Any]:
         """A JSON-safe summary, without arguments, headers or results."""
@@ -472,7 +479,11 @@ class Job:
         self._done = True
         event = self._event
         if signals.job_finished.receivers:
-            self._send(signals.job_finished)
+            token = _cv_finishing.set(self)
+            try:
+                self._send(signals.job_finished)
+            finally:
+                _cv_finishing.reset(token)
         registry = self._registry
         if registry is not None:
             registry._job_done(self)
@@ -718,6 +729,8 @@ def _safe_repr(value: t.Any) -> str:
 
 
 _cv_job: ContextVar[Job] = ContextVar("flask_offload.job")
+# The job whose job_finished receivers this context is running.
+_cv_finishing: ContextVar[Job] = ContextVar("flask_offload.finishing")
 
 #: The job running in this context. Raises :exc:`RuntimeError` outside a job.
 current_job: Job = LocalProxy(  # type: ignore[assignment]

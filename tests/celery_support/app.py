@@ -155,6 +155,20 @@ def progress_after_return(name: str, fail: bool = False) -> str:
 
 
 @offload.task
+def double(n: int) -> int:
+    return n * 2
+
+
+@offload.task
+def join_children() -> list[t.Any]:
+    """Send three jobs, then wait for them with ``offload.join()``: the
+    task's own job is not among those this worker process waits for.
+    """
+    kids = [double.submit(n) for n in range(3)]
+    return [offload.join(20), [kid.result(0) for kid in kids]]
+
+
+@offload.task
 def stoppable(name: str) -> str:
     """Work until cancelled (checking as long jobs should), 30 s at most."""
     import time

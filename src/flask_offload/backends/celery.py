@@ -195,6 +195,9 @@ def _config_dict(value: t.Any) -> dict[str, t.Any]:
         " OFFLOAD_CELERY = {'broker_url': 'redis://127.0.0.1:6379/0'}."
     )
     if isinstance(value, str):
+        if not value.strip():
+            # An empty environment variable, read by from_prefixed_env.
+            raise ValueError(f"OFFLOAD_CELERY is empty.{example}")
         if "://" in value:
             raise ValueError(
                 f"OFFLOAD_CELERY is {value!r}, a URL: it takes Celery's"
@@ -1134,7 +1137,7 @@ class WorkerJob(Job):
 
     def set_progress(self, progress: float | None, message: str | None = None) -> None:
         super().set_progress(progress, message)
-        if not self._done:
+        if self._takes_progress():
             self._task.update_state(task_id=self.id, state="PROGRESS", meta=self.meta())
 
     def _release(self) -> None:
