@@ -517,3 +517,50 @@ def test_a_submit_while_streaming_says_why_it_has_no_uploads(
         assert while_streaming == ({}, "hi")
         assert "'a.bin' (field 'up') was closed when the view returned" in (caplog.text)
         assert "Submit the jobs that read uploads in the view" in caplog.text
+
+
+@pytest.mark.parametrize("touched", [True, False])
+def test_streamed_submit_without_a_job_in_the_view(
+    app: Flask,
+    offload: Offload,
+    serve: t.Callable[[Flask], LiveServer],
+    caplog: pytest.LogCaptureFixture,
+    touched: bool,
+) -> None:
+    """The same without a job submitted in the view. A view that read the
+    uploads had them closed when it returned (Flask 3.1): the streamed job
+    does not get them, and the log says it was the return, not the view,
+    that closed them. A view that never read them leaves the body unread:
+    the streamed job parses it and gets them.
+    """
+    from flask import stream_with_context
+
+    jobs = []
+
+    def sizes() -> dict[str, int]:
+        return {k: len(f.read()) for k, f in request.files.items()}
+
+    @app.post("/stream")
+    def stream() -> t.Any:
+        if touched:
+            assert "up" in request.files
+
+        def body() -> t.Iterator[str]:
+            yield "started\n"
+            jobs.append(offload.submit(sizes))
+            yield "done\n"
+
+        return app.response_class(stream_with_context(body()))
+
+    server = serve(app)
+    with caplog.at_level("WARNING", logger="flask_offload"):
+        r = server.post("/stream", files={"up": ("a.bin", b"x" * 700_000)})
+        assert r.text == "started\ndone\n"
+        seen = jobs[0].result(10)
+    if touched and not compat.MERGED_CONTEXT:
+        assert seen == {}
+        assert "'a.bin' (field 'up') was closed when the view returned" in (caplog.text)
+        assert "closed in the view" not in caplog.text
+    else:
+        assert seen == {"up": 700_000}
+        assert "was closed" not in caplog.text

@@ -663,13 +663,14 @@ def _release_request_data() -> None:
     if req is None:
         return
     environ = req.environ
+    # Flask closes the uploads next; a submit from a stream_with_context
+    # generator captures again without them, and says why (also when the
+    # view read them without submitting).
+    environ[_TORN_DOWN_KEY] = True
     if environ.pop(_OWNER_KEY, False):
         data = environ.pop(ENV_KEY, None)
         if data is not None:
             data.release()
-            # Flask closes the uploads next; a submit from a
-            # stream_with_context generator captures again without them.
-            environ[_TORN_DOWN_KEY] = True
 
 
 def prepare_app(app: Flask) -> None:
