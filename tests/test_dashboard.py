@@ -1470,6 +1470,30 @@ def test_a_builtin_error_raised_by_library_code_is_not_shown(
     assert f"this {source} error is not shown" in error["message"]
 
 
+def test_an_xmlrpc_error_with_the_urls_password_is_not_shown(
+    app: Flask, offload: Offload, serve: t.Any, jobs: Jobs
+) -> None:
+    """``xmlrpc.client`` puts the URL, with its ``user:password@``, in its
+    ProtocolError: hidden as the other standard library clients' are.
+    """
+
+    @app.post("/rpc")
+    def rpc() -> tuple[str, int]:
+        return "no", 401
+
+    def call_rpc() -> None:
+        import xmlrpc.client
+
+        url = request.host_url.replace("://", "://svc:S3cret@", 1) + "rpc"
+        xmlrpc.client.ServerProxy(url).ping()
+
+    server, job_id = run_failing(app, offload, serve, jobs, call_rpc)
+    error = server.get(f"/offload/jobs/{job_id}").json()["error"]
+    assert error["type"] == "ProtocolError"
+    assert "S3cret" not in error["message"], error
+    assert "this xmlrpc error is not shown" in error["message"]
+
+
 def test_a_builtin_error_the_job_raises_is_shown(
     app: Flask, offload: Offload, serve: t.Any, jobs: Jobs
 ) -> None:

@@ -637,7 +637,7 @@ class Offload:
 
             @offload.authorize
             def may_see(job):
-                return job.user_id == current_user.get_id()
+                return job.user_id is not None and job.user_id == current_user.get_id()
         """
         self._authorize = f
         return f

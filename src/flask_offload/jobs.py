@@ -534,7 +534,16 @@ _MAX_MESSAGE = 4096
 #: Standard library modules whose errors carry what the job handled: a
 #: command line (subprocess), a URL with its query string (urllib, http).
 _HIDDEN_STDLIB = frozenset(
-    {"subprocess", "urllib", "http", "smtplib", "ftplib", "imaplib", "poplib"}
+    {
+        "subprocess",
+        "urllib",
+        "http",
+        "xmlrpc",
+        "smtplib",
+        "ftplib",
+        "imaplib",
+        "poplib",
+    }
 )
 _SHOWN_PACKAGES = frozenset({"__main__", "flask", "werkzeug", "flask_offload"})
 
