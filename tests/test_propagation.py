@@ -9,6 +9,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
+import hashlib
 import multiprocessing.dummy
 import multiprocessing.pool
 import os
@@ -159,6 +160,47 @@ def test_seed_code_unchanged(
     release.set()
     threads[0].join(WAIT)
     assert seen == ["42"]
+
+
+def test_threads_sharing_the_request_capture_it_once(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """Threads running in copies of the view's own context (as
+    ``asyncio.to_thread`` and ``copy_context().run`` make) hand work off at
+    the same time, before anything read the body: one captures it, the
+    others wait for that capture, and every task and the view get the whole
+    body. Reading the one input stream at once left them all waiting for
+    bytes another took, and the request never answered.
+    """
+    pool = ThreadPoolExecutor(8)
+
+    def digest() -> str:
+        return hashlib.sha256(request.get_data()).hexdigest()
+
+    def fan_out() -> str:
+        return pool.submit(digest).result(WAIT)
+
+    @app.post("/fan-out")
+    def fan_out_view() -> dict[str, t.Any]:
+        starts = [
+            pool.submit(contextvars.copy_context().run, fan_out) for _ in range(4)
+        ]
+        seen = {f.result(WAIT) for f in starts}
+        return {"tasks": sorted(seen), "view": digest()}
+
+    server = serve(app)
+    try:
+        for size in (200, 5_000, 300_000) * 3:
+            body = os.urandom(size)
+            want = hashlib.sha256(body).hexdigest()
+            r = server.post(
+                "/fan-out",
+                data=body,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert r.json() == {"tasks": [want], "view": want}
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def start_everything(col: Collector) -> None:

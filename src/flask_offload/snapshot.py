@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import typing as t
 import weakref
 from inspect import CO_COROUTINE
@@ -63,6 +64,9 @@ ENV_KEY = "flask_offload.request"
 # the environ.
 _OWNER_KEY = "flask_offload.owner"
 _TORN_DOWN_KEY = "flask_offload.torn_down"
+# A lock for the first capture of a request, made by the first thread that
+# needs it (see capture).
+_LOCK_KEY = "flask_offload.capture_lock"
 
 _URLENCODED = "application/x-www-form-urlencoded"
 _FORM_TYPES = frozenset({"multipart/form-data", _URLENCODED})
@@ -88,6 +92,7 @@ _NON_STRING_KEYS = (
     "gunicorn.socket",
     "werkzeug.socket",
     "werkzeug.request",
+    _LOCK_KEY,
 )
 _PRIMITIVES = (str, int, float, bool, type(None))
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -726,10 +731,7 @@ def capture(
     environ = req.environ
     data = environ.get(ENV_KEY)
     if data is None:
-        data = environ[ENV_KEY] = RequestData.from_request(req, ctx, max_body_size)
-        if data.files:
-            environ[_OWNER_KEY] = True
-            data.acquire()  # the request's own reference, until its teardown
+        data = _capture_request(req, ctx, environ, max_body_size)
     return Snapshot(
         data,
         # Messages flashed for the user's next page are not the job's: a job
@@ -740,6 +742,28 @@ def capture(
         g,
         site,
     )
+
+
+def _capture_request(
+    req: Request, ctx: t.Any, environ: dict[str, t.Any], max_body_size: int
+) -> RequestData:
+    """The first capture of a request, cached in its environ. Threads that
+    share the view's request (``copy_context().run``, ``asyncio.to_thread``)
+    may capture at once: one reads the body and the others wait for it, as
+    two readers of one input stream would wait for bytes the other took.
+    """
+    lock = environ.get(_LOCK_KEY)
+    if lock is None:
+        lock = environ.setdefault(_LOCK_KEY, threading.Lock())
+    with lock:
+        data: RequestData | None = environ.get(ENV_KEY)
+        if data is None:
+            data = RequestData.from_request(req, ctx, max_body_size)
+            if data.files:
+                environ[_OWNER_KEY] = True
+                data.acquire()  # the request's own reference, until its teardown
+            environ[ENV_KEY] = data
+    return data
 
 
 def _carried_g(
