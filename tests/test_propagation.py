@@ -1258,6 +1258,83 @@ def test_threads_under_sentry_set_up_before_offload(tmp_path: t.Any) -> None:
     ]
 
 
+SENTRY_SCOPE_SCRIPT = textwrap.dedent(
+    """
+    import json, threading
+    from concurrent.futures import ThreadPoolExecutor
+    import requests
+    import sentry_sdk
+    from sentry_sdk.integrations.threading import ThreadingIntegration
+
+    events = []
+
+    def keep(event, hint):
+        events.append([event["message"], event.get("tags", {}).get("customer")])
+        return None  # nothing is sent
+
+    sentry_sdk.init(
+        dsn="http://key@127.0.0.1:9/1",
+        before_send=keep,
+        integrations=[ThreadingIntegration(propagate_scope=True)],
+    )
+
+    from flask import Flask, request
+    from werkzeug.serving import make_server
+    from flask_offload import Offload
+
+    app = Flask("sentry_scope")
+    app.config["OFFLOAD_PROPAGATE"] = True
+    Offload(app)
+    pool = ThreadPoolExecutor(2)
+
+    def report(kind):
+        sentry_sdk.capture_message(f"{kind} {request.args['v']}")
+
+    @app.get("/")
+    def index():
+        sentry_sdk.set_tag("customer", request.args["v"])
+        pool.submit(report, "task").result(10)
+        thread = threading.Thread(target=report, args=("thread",))
+        thread.start()
+        thread.join(10)
+        return "ok"
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    for v in ("alice", "bob"):
+        assert requests.get(url, params={"v": v}, timeout=10).text == "ok"
+    server.shutdown()
+    print(json.dumps(events))
+    """
+)
+
+
+def test_sentry_scope_reaches_propagated_work(tmp_path: t.Any) -> None:
+    """Sentry set up first (its documented place) wraps threads and tasks to
+    give them the view's scope: the propagated call keeps it, so an event
+    reported there has the tags the view set, as without Flask-Offload.
+    """
+    path = tmp_path / "sentry_scope.py"
+    path.write_text(SENTRY_SCOPE_SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+        ["task alice", "alice"],
+        ["thread alice", "alice"],
+        ["task bob", "bob"],
+        ["thread bob", "bob"],
+    ]
+
+
 def test_a_library_service_thread_started_in_a_request_carries_none(
     app: Flask, serve: t.Callable[[Flask], LiveServer]
 ) -> None:

@@ -45,6 +45,8 @@ _cv_app: t.Any = _flask_globals._cv_app
 _cv_ctx: t.Any = (
     _cv_app if MERGED_CONTEXT else _flask_globals._cv_request  # type: ignore[attr-defined,unused-ignore]
 )
+#: Flask's context variables: a replay sets its own, never another's.
+FLASK_CONTEXT_VARS: frozenset[t.Any] = frozenset({_cv_app, _cv_ctx})
 
 
 # Submit and replay run once per job, so they read Flask's context variables

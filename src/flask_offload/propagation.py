@@ -92,6 +92,7 @@ def carry(fn: t.Callable[P, R]) -> t.Callable[P, R]:
                 job=job,
                 teardown_request=teardown_request,
                 max_body_size=max_body_size,
+                inherit=True,
             ),
         )
 
@@ -252,6 +253,7 @@ class _Carrier:
             job=self.job,
             teardown_request=self.teardown_request,
             max_body_size=self.max_body_size,
+            inherit=True,
         )
 
     def __del__(self) -> None:

@@ -819,6 +819,7 @@ def replay(
     job: Job | None = None,
     teardown_request: bool = False,
     max_body_size: int = 0,
+    inherit: bool = False,
 ) -> t.Any:
     """Call ``fn(*args, **kwargs)`` in a fresh context rebuilt from
     ``snapshot``, in a new :class:`contextvars.Context`, so nothing is shared
@@ -829,10 +830,27 @@ def replay(
         context ends (``OFFLOAD_JOB_TEARDOWN_REQUEST``).
     :param max_body_size: ``OFFLOAD_MAX_BODY_SIZE``, for the message of a
         body too large to carry.
+    :param inherit: Keep the other libraries' context variables set where
+        this is called (a carried call: Sentry's scope or OpenTelemetry's
+        trace, set by their wrappers around the thread or task), as the
+        call would see them without Flask-Offload. Flask's and this
+        library's own are never kept.
     """
-    return contextvars.Context().run(
+    context = contextvars.Context()
+    if inherit:
+        around = contextvars.copy_context()
+        if len(around):
+            context.run(_inherit, around)
+    return context.run(
         _replay, app, snapshot, fn, args, kwargs, job, teardown_request, max_body_size
     )
+
+
+def _inherit(around: contextvars.Context) -> None:
+    own = compat.FLASK_CONTEXT_VARS
+    for var, value in around.items():
+        if var not in own and not var.name.startswith("flask_offload"):
+            var.set(value)
 
 
 #: Results that mean the job's body has not run yet.
