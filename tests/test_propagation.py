@@ -203,6 +203,33 @@ def test_threads_sharing_the_request_capture_it_once(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def test_a_run_the_program_sets_on_a_thread_is_kept(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """``thread.run = fn`` set by the program before ``start()``: it runs in
+    the replayed request, and is still the thread's ``run`` afterwards, as
+    without propagation.
+    """
+    seen: list[str | None] = []
+    threads: list[threading.Thread] = []
+
+    def work() -> None:
+        seen.append(request.args.get("doc_id"))
+
+    @app.route("/assigned-run")
+    def assigned_run() -> str:
+        thread = threading.Thread()
+        thread.run = work  # type: ignore[method-assign]
+        thread.start()
+        thread.join(WAIT)
+        threads.append(thread)
+        return "ok"
+
+    assert serve(app).get("/assigned-run?doc_id=7").text == "ok"
+    assert seen == ["7"]
+    assert threads[0].__dict__.get("run") is work
+
+
 def start_everything(col: Collector) -> None:
     """Start every supported kind of background work, without waiting."""
     th = threading.Thread(target=col.read, args=("thread",))

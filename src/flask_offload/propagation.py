@@ -355,13 +355,17 @@ class _ThreadRun:
     removes itself so the thread keeps no context and no cycle.
     """
 
-    __slots__ = ("thread", "carrier", "__weakref__")
+    __slots__ = ("thread", "carrier", "previous", "__weakref__")
 
     __flask_offload_carried__ = True
 
-    def __init__(self, thread: threading.Thread, carrier: _Carrier) -> None:
+    def __init__(
+        self, thread: threading.Thread, carrier: _Carrier, previous: t.Any
+    ) -> None:
         self.thread = thread
         self.carrier = carrier
+        # A ``run`` the program set on the thread itself, put back after.
+        self.previous = previous
 
     def __call__(self, *_: t.Any) -> None:
         # Called as ``thread.run()``, or with the thread by a thread
@@ -370,8 +374,12 @@ class _ThreadRun:
         try:
             self.carrier()
         finally:
-            self.thread.__dict__.pop("run", None)
-            del self.carrier
+            previous = self.previous
+            if previous is _MISSING:
+                self.thread.__dict__.pop("run", None)
+            else:
+                self.thread.__dict__["run"] = previous
+            del self.carrier, self.previous
 
 
 def _skip_thread(thread: threading.Thread) -> bool:
@@ -406,7 +414,7 @@ def _prepare_thread(thread: threading.Thread) -> t.Any:
         return _MISSING
     previous = thread.__dict__.get("run", _MISSING)
     thread.run = _ThreadRun(  # type: ignore[method-assign]
-        thread, _make_carrier(thread.run, *enabled)
+        thread, _make_carrier(thread.run, *enabled), previous
     )
     return previous
 
