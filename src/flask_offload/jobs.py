@@ -822,15 +822,18 @@ class JobRegistry:
                 self._jobs[job.id] = job
 
     def _job_done(self, job: Job) -> None:
-        try:
-            self._pending.remove(job)
-        except KeyError:
+        pending = self._pending
+        if job not in pending:
             return  # not added here, or already counted
         # The TTL counts from here, also for a job handed off rather than
         # finished here (sent to Celery).
         job._finished_mono = time.monotonic()
         finished = self._finished
+        # Counted as finished before it stops being pending: a join() that
+        # returns once nothing is pending finds it where pruning does (with
+        # OFFLOAD_MAX_FINISHED = 0, jobs() right after join() was not empty).
         finished.append(job)
+        pending.discard(job)
         # Evict by count in batches of a sixteenth of the limit, by age now
         # and then; every read prunes exactly. If another thread is pruning,
         # it or the next job's end does it.
@@ -845,7 +848,7 @@ class JobRegistry:
                 self._cond.release()
         # _pending was updated before _joiners is read; a joiner increments
         # _joiners before it checks _pending, under the lock it waits with.
-        if self._joiners and not self._pending:
+        if self._joiners and not pending:
             with self._cond:
                 self._cond.notify_all()
 
