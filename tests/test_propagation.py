@@ -29,6 +29,7 @@ from flask import g
 from flask import has_app_context
 from flask import has_request_context
 from flask import request
+from flask.wrappers import Request
 
 from flask_offload import carry
 from flask_offload import current_job
@@ -201,6 +202,37 @@ def test_threads_sharing_the_request_capture_it_once(
             assert r.json() == {"tasks": [want], "view": want}
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def test_a_capture_inside_the_first_capture_of_a_request(
+    app: Flask, offload: Offload, serve: t.Callable[[Flask], LiveServer]
+) -> None:
+    """A request class whose upload storage hands work to a pool (a stream
+    factory registering the upload somewhere): parsing the form for the
+    first capture starts propagated work, which captures the same request
+    again in the same thread. It goes through, and the job reads the file.
+    """
+    pool = ThreadPoolExecutor(2)
+
+    class RegisteringRequest(Request):
+        def _get_file_stream(self, *args: t.Any, **kwargs: t.Any) -> t.IO[bytes]:
+            pool.submit(int).result(WAIT)
+            return super()._get_file_stream(*args, **kwargs)
+
+    app.request_class = RegisteringRequest
+
+    def read_upload() -> bytes:
+        return request.files["f"].read()
+
+    @app.post("/upload")
+    def upload() -> bytes:
+        return offload.submit(read_upload).result(WAIT)  # type: ignore[no-any-return]
+
+    try:
+        r = serve(app).post("/upload", files={"f": ("a.txt", b"hello")})
+        assert (r.status_code, r.content) == (200, b"hello")
+    finally:
+        pool.shutdown(wait=False)
 
 
 def test_a_run_the_program_sets_on_a_thread_is_kept(
@@ -1288,6 +1320,7 @@ def test_threads_under_sentry_set_up_before_offload(tmp_path: t.Any) -> None:
 SENTRY_SCOPE_SCRIPT = textwrap.dedent(
     """
     import json, threading
+    import multiprocessing.dummy
     from concurrent.futures import ThreadPoolExecutor
     import requests
     import sentry_sdk
@@ -1313,6 +1346,7 @@ SENTRY_SCOPE_SCRIPT = textwrap.dedent(
     app.config["OFFLOAD_PROPAGATE"] = True
     Offload(app)
     pool = ThreadPoolExecutor(2)
+    lazy = []
 
     def report(kind):
         sentry_sdk.capture_message(f"{kind} {request.args['v']}")
@@ -1324,6 +1358,10 @@ SENTRY_SCOPE_SCRIPT = textwrap.dedent(
         thread = threading.Thread(target=report, args=("thread",))
         thread.start()
         thread.join(10)
+        # A pool made in the first request: its worker thread started in it.
+        if not lazy:
+            lazy.append(multiprocessing.dummy.Pool(1))
+        lazy[0].apply_async(report, ("pooled",)).get(10)
         return "ok"
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -1339,8 +1377,9 @@ SENTRY_SCOPE_SCRIPT = textwrap.dedent(
 
 def test_sentry_scope_reaches_propagated_work(tmp_path: t.Any) -> None:
     """Sentry set up first (its documented place) wraps threads and tasks to
-    give them the view's scope: the propagated call keeps it, so an event
-    reported there has the tags the view set, as without Flask-Offload.
+    give them the view's scope: the propagated call keeps the scope of the
+    request that handed it off, so an event reported there has the tags
+    that view set, never those an earlier request left on a pool thread.
     """
     path = tmp_path / "sentry_scope.py"
     path.write_text(SENTRY_SCOPE_SCRIPT)
@@ -1354,11 +1393,15 @@ def test_sentry_scope_reaches_propagated_work(tmp_path: t.Any) -> None:
     assert proc.returncode == 0, proc.stderr
     import json
 
+    # Each with the tags of its own request: also bob's task on the pool
+    # thread that alice's request started (which has alice's scope).
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
         ["task alice", "alice"],
         ["thread alice", "alice"],
+        ["pooled alice", "alice"],
         ["task bob", "bob"],
         ["thread bob", "bob"],
+        ["pooled bob", "bob"],
     ]
 
 

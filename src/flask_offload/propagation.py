@@ -21,6 +21,7 @@ from flask import has_app_context
 from .extension import settings_for
 from .jobs import _cv_job
 from .snapshot import capture
+from .snapshot import other_context_vars
 from .snapshot import replay
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -78,6 +79,7 @@ def carry(fn: t.Callable[P, R]) -> t.Callable[P, R]:
     job = _cv_job.get(None)
     teardown_request = settings.job_teardown_request
     max_body_size = settings.max_body_size
+    context_vars = other_context_vars()
 
     @functools.wraps(fn)
     def carried(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -92,7 +94,7 @@ def carry(fn: t.Callable[P, R]) -> t.Callable[P, R]:
                 job=job,
                 teardown_request=teardown_request,
                 max_body_size=max_body_size,
-                inherit=True,
+                context_vars=context_vars,
             ),
         )
 
@@ -213,6 +215,7 @@ class _Carrier:
         "teardown_request",
         "max_body_size",
         "forced",
+        "context_vars",
         "__weakref__",
     )
 
@@ -235,6 +238,8 @@ class _Carrier:
         self.teardown_request = teardown_request
         self.max_body_size = max_body_size
         self.forced = forced
+        # Other libraries' context at the hand-off (Sentry's scope, a span).
+        self.context_vars = other_context_vars()
         snapshot.acquire()
 
     def __call__(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -253,7 +258,7 @@ class _Carrier:
             job=self.job,
             teardown_request=self.teardown_request,
             max_body_size=self.max_body_size,
-            inherit=True,
+            context_vars=self.context_vars,
         )
 
     def __del__(self) -> None:

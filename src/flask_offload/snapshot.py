@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import threading
+import time
 import typing as t
 import weakref
 from inspect import CO_COROUTINE
@@ -64,9 +65,8 @@ ENV_KEY = "flask_offload.request"
 # the environ.
 _OWNER_KEY = "flask_offload.owner"
 _TORN_DOWN_KEY = "flask_offload.torn_down"
-# A lock for the first capture of a request, made by the first thread that
-# needs it (see capture).
-_LOCK_KEY = "flask_offload.capture_lock"
+# The thread capturing a request for the first time (see _capture_request).
+_CLAIM_KEY = "flask_offload.capturing"
 
 _URLENCODED = "application/x-www-form-urlencoded"
 _FORM_TYPES = frozenset({"multipart/form-data", _URLENCODED})
@@ -92,7 +92,7 @@ _NON_STRING_KEYS = (
     "gunicorn.socket",
     "werkzeug.socket",
     "werkzeug.request",
-    _LOCK_KEY,
+    _CLAIM_KEY,
 )
 _PRIMITIVES = (str, int, float, bool, type(None))
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -749,20 +749,39 @@ def _capture_request(
 ) -> RequestData:
     """The first capture of a request, cached in its environ. Threads that
     share the view's request (``copy_context().run``, ``asyncio.to_thread``)
-    may capture at once: one reads the body and the others wait for it, as
-    two readers of one input stream would wait for bytes the other took.
+    may capture at once: one claims the capture and reads the body, the
+    others wait for it, as two readers of one input stream would wait for
+    bytes the other took. The thread holding the claim may capture again
+    while it parses (a thread started from a custom file stream factory):
+    no lock to deadlock on, and no lock to make for every request.
     """
-    lock = environ.get(_LOCK_KEY)
-    if lock is None:
-        lock = environ.setdefault(_LOCK_KEY, threading.Lock())
-    with lock:
+    me = threading.get_ident()
+    owner = environ.get(_CLAIM_KEY)
+    outer = owner is None
+    if outer:
+        owner = environ.setdefault(_CLAIM_KEY, me)
+    while owner != me:
+        # Rare: another thread is reading this request's body. Polled, so it
+        # works the same with gevent's or eventlet's patched sleep.
+        time.sleep(0.001)
         data: RequestData | None = environ.get(ENV_KEY)
+        if data is not None:
+            return data
+        owner = environ.get(_CLAIM_KEY)
+        if owner is None:  # its capture failed: try it here
+            owner = environ.setdefault(_CLAIM_KEY, me)
+            outer = True
+    try:
+        data = environ.get(ENV_KEY)
         if data is None:
             data = RequestData.from_request(req, ctx, max_body_size)
             if data.files:
                 environ[_OWNER_KEY] = True
                 data.acquire()  # the request's own reference, until its teardown
             environ[ENV_KEY] = data
+    finally:
+        if outer:
+            environ.pop(_CLAIM_KEY, None)
     return data
 
 
@@ -819,7 +838,7 @@ def replay(
     job: Job | None = None,
     teardown_request: bool = False,
     max_body_size: int = 0,
-    inherit: bool = False,
+    context_vars: tuple[tuple[contextvars.ContextVar[t.Any], t.Any], ...] = (),
 ) -> t.Any:
     """Call ``fn(*args, **kwargs)`` in a fresh context rebuilt from
     ``snapshot``, in a new :class:`contextvars.Context`, so nothing is shared
@@ -830,27 +849,37 @@ def replay(
         context ends (``OFFLOAD_JOB_TEARDOWN_REQUEST``).
     :param max_body_size: ``OFFLOAD_MAX_BODY_SIZE``, for the message of a
         body too large to carry.
-    :param inherit: Keep the other libraries' context variables set where
-        this is called (a carried call: Sentry's scope or OpenTelemetry's
-        trace, set by their wrappers around the thread or task), as the
-        call would see them without Flask-Offload. Flask's and this
-        library's own are never kept.
+    :param context_vars: Other libraries' context variables to set first,
+        from :func:`other_context_vars` where the call was handed off.
     """
     context = contextvars.Context()
-    if inherit:
-        around = contextvars.copy_context()
-        if len(around):
-            context.run(_inherit, around)
+    if context_vars:
+        context.run(_set_vars, context_vars)
     return context.run(
         _replay, app, snapshot, fn, args, kwargs, job, teardown_request, max_body_size
     )
 
 
-def _inherit(around: contextvars.Context) -> None:
+def other_context_vars() -> tuple[tuple[contextvars.ContextVar[t.Any], t.Any], ...]:
+    """The context variables set here that are neither Flask's nor this
+    library's: Sentry's scope, OpenTelemetry's current span. A carried call
+    gets them as the code that handed it off had them, as a task given a
+    copy of the context (``asyncio.to_thread``) would; never what an earlier
+    task left on the thread that runs it.
+    """
     own = compat.FLASK_CONTEXT_VARS
-    for var, value in around.items():
-        if var not in own and not var.name.startswith("flask_offload"):
-            var.set(value)
+    return tuple(
+        (var, value)
+        for var, value in contextvars.copy_context().items()
+        if var not in own and not var.name.startswith("flask_offload")
+    )
+
+
+def _set_vars(
+    context_vars: tuple[tuple[contextvars.ContextVar[t.Any], t.Any], ...],
+) -> None:
+    for var, value in context_vars:
+        var.set(value)
 
 
 #: Results that mean the job's body has not run yet.
