@@ -731,7 +731,12 @@ def capture(
     environ = req.environ
     data = environ.get(ENV_KEY)
     if data is None:
-        data = _capture_request(req, ctx, environ, max_body_size)
+        if environ.get("CONTENT_LENGTH") or environ.get("HTTP_TRANSFER_ENCODING"):
+            data = _capture_request(req, ctx, environ, max_body_size)
+        else:
+            # No body, nothing read: threads capturing it at once each make
+            # the same data, and the last one stays.
+            data = environ[ENV_KEY] = RequestData.from_request(req, ctx, max_body_size)
     return Snapshot(
         data,
         # Messages flashed for the user's next page are not the job's: a job
