@@ -261,6 +261,21 @@ def test_join_inside_a_task(capp: Flask, worker: Worker) -> None:
         assert job.result(30) == [True, [0, 2, 4]]
 
 
+def test_celery_api_outside_an_app_context_with_two_apps(
+    capp: Flask, other_app: Flask, worker: Worker
+) -> None:
+    """Celery's own API with no app context (a script, beat) where two apps
+    declare the task (one extension, ``create_app()`` called twice): the
+    task's own app signs it, and the job runs. It was sent without a
+    snapshot and failed in the worker as tampered.
+    """
+    task = backend_of(capp).celery_task(NAME + "double")
+    result = task.delay(21)
+    assert result.get(timeout=20) == 42
+    job = fetch(capp, result.id)
+    assert (job.state, job.result(0)) == (JobState.SUCCEEDED, 42)
+
+
 def test_failure_visible_everywhere(
     capp: Flask, other_app: Flask, worker: Worker
 ) -> None:
@@ -737,7 +752,12 @@ def test_cancel_a_pending_job(
         assert job.state is JobState.PENDING
         assert job.cancel() is True
         assert job.state is JobState.CANCELLED
-    assert fetch(other_app, job.id).state is JobState.CANCELLED
+    seen = fetch(other_app, job.id)
+    assert seen.state is JobState.CANCELLED
+    # Nothing was raised, as on the thread backend; result() says why.
+    assert seen.to_dict()["error"] is None and job.to_dict()["error"] is None
+    with pytest.raises(JobCancelled, match="was cancelled"):
+        seen.result(0)
     # A worker that receives it later skips it.
     _move_to(config, hold, config["OFFLOAD_CELERY"]["task_default_queue"])
     worker.wait_output(f"Discarding revoked task: {NAME}touch[{job.id}]")

@@ -144,6 +144,11 @@ _SEND_ERROR = "send-error"
 _sending: contextvars.ContextVar[
     list[tuple[CeleryBackend, str, list[str], bool]] | None
 ] = contextvars.ContextVar("flask_offload_sending", default=None)
+#: The backend of the declared task whose ``apply_async`` is sending: the
+#: publish hook signs for it even where several apps declare the name.
+_sending_backend: contextvars.ContextVar[CeleryBackend | None] = contextvars.ContextVar(
+    "flask_offload.celery.sending_backend", default=None
+)
 # Set while enqueue publishes: the header is already in the message.
 _publishing: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "flask_offload.celery.publishing", default=False
@@ -1072,6 +1077,7 @@ class _OffloadTask(CeleryTask):  # type: ignore[misc]
         # no orphan in storage, no job that reads PENDING for ever.
         sending: list[tuple[CeleryBackend, str, list[str], bool]] = []
         mark = _sending.set(sending)
+        own = _sending_backend.set(self._offload_backend)
         try:
             return super().apply_async(*args, **kwargs)
         except BaseException:
@@ -1079,6 +1085,7 @@ class _OffloadTask(CeleryTask):  # type: ignore[misc]
                 backend._forget(task_id, keys, wrote_record)
             raise
         finally:
+            _sending_backend.reset(own)
             _sending.reset(mark)
 
 
@@ -1308,8 +1315,10 @@ def _apply_meta(
                 except (AttributeError, TypeError):  # no instance attributes
                     exc = SnapshotError(f"The job failed with {type(exc).__name__}.")
             if status == "REVOKED":
-                # As on the thread backend, not Celery's TaskRevokedError.
-                exc = JobCancelled(f"Job {job.id} ({job.name}) was cancelled.")
+                # Cancelled before it ran: nothing was raised, as on the
+                # thread backend (not Celery's TaskRevokedError); result()
+                # raises JobCancelled.
+                exc = None
             elif exc is None:
                 exc = SnapshotError(f"The job ended {status}: {value!r}")
             cancelled = status == "REVOKED" or isinstance(exc, JobCancelled)
@@ -1325,6 +1334,9 @@ def _apply_meta(
 
 
 def _publish_backend(name: str) -> CeleryBackend | None:
+    own = _sending_backend.get()
+    if own is not None and name in own.offload.tasks:
+        return own
     if has_app_context():
         backend = _by_app.get(current_app._get_current_object())  # type: ignore[attr-defined]
         if backend is not None and name in backend.offload.tasks:
