@@ -210,27 +210,34 @@ def test_a_capture_inside_the_first_capture_of_a_request(
     """A request class whose upload storage hands work to a pool (a stream
     factory registering the upload somewhere): parsing the form for the
     first capture starts propagated work, which captures the same request
-    again in the same thread. It goes through, and the job reads the file.
+    again in the same thread. It goes through with the request without its
+    body (which is being read), and the job gets the whole request.
     """
     pool = ThreadPoolExecutor(2)
+    during: list[t.Any] = []
+
+    def look() -> tuple[str | None, dict[str, str], list[str]]:
+        return request.args.get("n"), request.form.to_dict(), list(request.files)
 
     class RegisteringRequest(Request):
         def _get_file_stream(self, *args: t.Any, **kwargs: t.Any) -> t.IO[bytes]:
-            pool.submit(int).result(WAIT)
+            during.append(pool.submit(look).result(WAIT))
             return super()._get_file_stream(*args, **kwargs)
 
     app.request_class = RegisteringRequest
 
-    def read_upload() -> bytes:
-        return request.files["f"].read()
-
     @app.post("/upload")
-    def upload() -> bytes:
-        return offload.submit(read_upload).result(WAIT)  # type: ignore[no-any-return]
+    def upload() -> dict[str, t.Any]:
+        return {"job": offload.submit(look).result(WAIT), "view": look()}
 
     try:
-        r = serve(app).post("/upload", files={"f": ("a.txt", b"hello")})
-        assert (r.status_code, r.content) == (200, b"hello")
+        r = serve(app).post(
+            "/upload?n=1", data={"a": "1"}, files={"f": ("a.txt", b"hello")}
+        )
+        whole = ["1", {"a": "1"}, ["f"]]
+        assert r.json() == {"job": whole, "view": whole}
+        # Work started while the body is read gets the request without it.
+        assert during == [("1", {}, [])]
     finally:
         pool.shutdown(wait=False)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import threading
 import typing as t
@@ -564,3 +565,42 @@ def test_streamed_submit_without_a_job_in_the_view(
     else:
         assert seen == {"up": 700_000}
         assert "was closed" not in caplog.text
+
+
+def test_uploads_of_a_body_without_a_length(app: Flask, offload: Offload) -> None:
+    """A multipart body the server gives without ``CONTENT_LENGTH`` (an
+    HTTP/2 server's environ, ``wsgi.input_terminated``): the request keeps
+    its reference to the uploads, so a second job submitted after the first
+    ended still reads them. Called as the WSGI app, as such a server calls
+    it (none of the servers here omits the length).
+    """
+    import hashlib
+
+    from werkzeug.test import EnvironBuilder
+
+    def digest() -> str:
+        return hashlib.sha256(request.files["file"].read()).hexdigest()
+
+    @app.post("/two")
+    def two() -> dict[str, str]:
+        first = offload.submit(digest).result(10)
+        return {"first": first, "second": offload.submit(digest).result(10)}
+
+    payload = os.urandom(700_000)
+    builder = EnvironBuilder(
+        path="/two", method="POST", data={"file": (io.BytesIO(payload), "a.bin")}
+    )
+    environ = builder.get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True
+    statuses: list[str] = []
+    response = app(environ, lambda status, headers, *_: statuses.append(status))
+    try:
+        body = b"".join(response)
+    finally:
+        getattr(response, "close", lambda: None)()
+        builder.close()
+        environ["wsgi.input"].close()
+    want = hashlib.sha256(payload).hexdigest()
+    assert statuses == ["200 OK"]
+    assert json.loads(body) == {"first": want, "second": want}

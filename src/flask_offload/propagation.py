@@ -79,7 +79,6 @@ def carry(fn: t.Callable[P, R]) -> t.Callable[P, R]:
     job = _cv_job.get(None)
     teardown_request = settings.job_teardown_request
     max_body_size = settings.max_body_size
-    context_vars = other_context_vars()
 
     @functools.wraps(fn)
     def carried(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -94,7 +93,6 @@ def carry(fn: t.Callable[P, R]) -> t.Callable[P, R]:
                 job=job,
                 teardown_request=teardown_request,
                 max_body_size=max_body_size,
-                context_vars=context_vars,
             ),
         )
 
@@ -238,7 +236,10 @@ class _Carrier:
         self.teardown_request = teardown_request
         self.max_body_size = max_body_size
         self.forced = forced
-        # Other libraries' context at the hand-off (Sentry's scope, a span).
+        # Other libraries' context at the hand-off (Sentry's scope, a span),
+        # held until the task or thread is done with it. Not for carry(),
+        # whose wrapper may be kept for long: Sentry's scope references the
+        # live request.
         self.context_vars = other_context_vars()
         snapshot.acquire()
 

@@ -731,11 +731,15 @@ def capture(
     environ = req.environ
     data = environ.get(ENV_KEY)
     if data is None:
-        if environ.get("CONTENT_LENGTH") or environ.get("HTTP_TRANSFER_ENCODING"):
+        if (
+            environ.get("CONTENT_LENGTH")
+            or environ.get("CONTENT_TYPE")
+            or environ.get("HTTP_TRANSFER_ENCODING")
+        ):
             data = _capture_request(req, ctx, environ, max_body_size)
         else:
-            # No body, nothing read: threads capturing it at once each make
-            # the same data, and the last one stays.
+            # Nothing to read (a GET): threads capturing it at once each
+            # make the same data, and the last one stays.
             data = environ[ENV_KEY] = RequestData.from_request(req, ctx, max_body_size)
     return Snapshot(
         data,
@@ -757,11 +761,15 @@ def _capture_request(
     may capture at once: one claims the capture and reads the body, the
     others wait for it, as two readers of one input stream would wait for
     bytes the other took. The thread holding the claim may capture again
-    while it parses (a thread started from a custom file stream factory):
-    no lock to deadlock on, and no lock to make for every request.
+    while it parses (work started from a custom file stream factory): that
+    capture gets the request without its body, which is being read.
     """
     me = threading.get_ident()
     owner = environ.get(_CLAIM_KEY)
+    if owner == me:
+        # Empty, so the replay never parses: not cached, the capture this
+        # one interrupts will be.
+        return RequestData(_string_environ(environ), form=(), body=b"")
     outer = owner is None
     if outer:
         owner = environ.setdefault(_CLAIM_KEY, me)

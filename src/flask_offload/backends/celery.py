@@ -1315,9 +1315,10 @@ def _apply_meta(
                 except (AttributeError, TypeError):  # no instance attributes
                     exc = SnapshotError(f"The job failed with {type(exc).__name__}.")
             if status == "REVOKED":
-                # Cancelled before it ran: nothing was raised, as on the
-                # thread backend (not Celery's TaskRevokedError); result()
-                # raises JobCancelled.
+                # Cancelled before it ran (or killed with Celery's own
+                # revoke(terminate=True)): nothing of the job's was raised,
+                # as on the thread backend, not Celery's TaskRevokedError;
+                # result() raises JobCancelled.
                 exc = None
             elif exc is None:
                 exc = SnapshotError(f"The job ended {status}: {value!r}")
