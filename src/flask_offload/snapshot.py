@@ -770,8 +770,7 @@ def _capture_request(
         # Empty, so the replay never parses: not cached, the capture this
         # one interrupts will be.
         return RequestData(_string_environ(environ), form=(), body=b"")
-    outer = owner is None
-    if outer:
+    if owner is None:
         owner = environ.setdefault(_CLAIM_KEY, me)
     while owner != me:
         # Rare: another thread is reading this request's body. Polled, so it
@@ -783,7 +782,6 @@ def _capture_request(
         owner = environ.get(_CLAIM_KEY)
         if owner is None:  # its capture failed: try it here
             owner = environ.setdefault(_CLAIM_KEY, me)
-            outer = True
     try:
         data = environ.get(ENV_KEY)
         if data is None:
@@ -793,8 +791,8 @@ def _capture_request(
                 data.acquire()  # the request's own reference, until its teardown
             environ[ENV_KEY] = data
     finally:
-        if outer:
-            environ.pop(_CLAIM_KEY, None)
+        # The claim is this call's: a capture made under it returned above.
+        environ.pop(_CLAIM_KEY, None)
     return data
 
 
