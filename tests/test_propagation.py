@@ -1130,14 +1130,14 @@ GEVENT_SCRIPT = textwrap.dedent(
 )
 
 
-def run_gevent(tmp_path: t.Any, script: str) -> t.Any:
-    """Run a gevent script in its own process (monkey-patching is for good)
-    and return what it printed last, as JSON.
+def run_script(
+    tmp_path: t.Any, script: str, env: dict[str, str] | None = None
+) -> t.Any:
+    """Run ``script`` in its own process (what it patches is for good) and
+    return what it printed last, as JSON.
     """
-    pytest.importorskip("gevent")
-    path = tmp_path / "gevent_app.py"
+    path = tmp_path / "app_script.py"
     path.write_text(script)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
         [sys.executable, str(path)],
         capture_output=True,
@@ -1150,6 +1150,12 @@ def run_gevent(tmp_path: t.Any, script: str) -> t.Any:
     import json
 
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_gevent(tmp_path: t.Any, script: str) -> t.Any:
+    """:func:`run_script` for a gevent script (monkey-patching is for good)."""
+    pytest.importorskip("gevent")
+    return run_script(tmp_path, script, {**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def test_gevent_spawn_and_patched_threads(tmp_path: t.Any) -> None:
@@ -1305,19 +1311,7 @@ def test_threads_under_sentry_set_up_before_offload(tmp_path: t.Any) -> None:
     our run with the thread: threads, Thread subclasses and Timers still run
     and see the request.
     """
-    path = tmp_path / "sentry_first.py"
-    path.write_text(SENTRY_FIRST_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    import json
-
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+    assert run_script(tmp_path, SENTRY_FIRST_SCRIPT) == [
         ["target", "alice"],
         ["subclass", "alice"],
         ["timer", "alice"],
@@ -1388,21 +1382,9 @@ def test_sentry_scope_reaches_propagated_work(tmp_path: t.Any) -> None:
     request that handed it off, so an event reported there has the tags
     that view set, never those an earlier request left on a pool thread.
     """
-    path = tmp_path / "sentry_scope.py"
-    path.write_text(SENTRY_SCOPE_SCRIPT)
-    proc = subprocess.run(
-        [sys.executable, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr
-    import json
-
     # Each with the tags of its own request: also bob's task on the pool
     # thread that alice's request started (which has alice's scope).
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [
+    assert run_script(tmp_path, SENTRY_SCOPE_SCRIPT) == [
         ["task alice", "alice"],
         ["thread alice", "alice"],
         ["pooled alice", "alice"],
