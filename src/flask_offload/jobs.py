@@ -532,7 +532,8 @@ _MAX_MESSAGE = 4096
 #: Installed packages whose exception messages the status URLs show: their
 #: messages are what the app wrote (``abort(404, "...")``, ``JobCancelled``).
 #: Standard library modules whose errors carry what the job handled: a
-#: command line (subprocess), a URL with its query string (urllib, http).
+#: command line (subprocess), a URL with its query string or password
+#: (urllib, http, xmlrpc), a server's reply (the mail and FTP clients).
 _HIDDEN_STDLIB = frozenset(
     {
         "subprocess",
